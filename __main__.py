@@ -1,0 +1,5 @@
+"""Pulumi entry point: all logic lives in the mlplatform package."""
+
+from mlplatform.program import main
+
+main()

@@ -1,0 +1,151 @@
+"""`mlplatform` command line: validate stacks, build tools, run the local control plane, apply."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mlplatform.config import ConfigError, load_stack
+from mlplatform.config.load import display_path
+from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
+
+EXIT_INVALID = 2
+EXIT_MISSING_TOOL = 3
+# The passphrase of the lab/ci stacks' local secrets (documented in the README). Real
+# environments set PULUMI_CONFIG_PASSPHRASE (or a KMS secrets provider) themselves.
+LAB_PASSPHRASE = "mlplatform-lab"
+
+
+def shipped_stacks() -> list[str]:
+    return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in STACKS_DIR.glob("Pulumi.*.yaml"))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    targets = args.stacks or shipped_stacks()
+    failed = False
+    for target in targets:
+        try:
+            resolved = load_stack(target)
+        except ConfigError as exc:
+            failed = True
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            continue
+        config = resolved.config
+        modules = ", ".join(["core", *config.modules.enabled_names()])
+        print(
+            f"{resolved.source}: valid (environment {config.environment}, "
+            f"{len(config.cluster.node_pools)} node pool(s), modules: {modules})"
+        )
+    return EXIT_INVALID if failed else 0
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    from mlplatform.toolchain.build import ToolBuildError, bin_dir, ensure_tool, select_tools
+    from mlplatform.toolchain.lock import load_lock
+
+    try:
+        tools = select_tools(load_lock(), args.only)
+    except ToolBuildError as exc:
+        print(f"mlplatform tools: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    unavailable = []
+    print(f"{'tool':<28} {'version':<10} {'source':<12} {'seconds':>8}")
+    for tool in tools:
+        result = ensure_tool(tool, rebuild=args.rebuild)
+        print(f"{result.tool:<28} {result.version:<10} {result.source:<12} {result.seconds:>8.1f}", flush=True)
+        if result.source == "unavailable":
+            unavailable.append(result)
+    for result in unavailable:
+        print(f"\n{result.tool} {result.version} could not be built:\n  {result.detail}", file=sys.stderr)
+    print(f"\nbinaries: {bin_dir()}  (export PATH={bin_dir()}:$PATH)")
+    return 1 if unavailable else 0
+
+
+def engine_env(stack: str) -> dict[str, str]:
+    """Environment for the Pulumi CLI: local state, our tools first, no plugin downloads."""
+    from mlplatform.toolchain.build import bin_dir
+
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_dir()}{os.pathsep}{REPO_ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PULUMI_BACKEND_URL", f"file://{STATE_ROOT / 'state'}")
+    env.setdefault("PULUMI_HOME", str(STATE_ROOT / "pulumi-home"))
+    env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
+    env.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
+    if stack in ("lab", "ci") or stack.startswith("ci-"):
+        env.setdefault("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE)
+    return env
+
+
+def require_engine() -> str | None:
+    """The reason `pulumi up` cannot run here, or None when the engine is complete."""
+    from mlplatform.toolchain.build import GROUPS, bin_dir
+
+    missing = []
+    for name in (*GROUPS["engine"], "pulumi-language-python-exec"):
+        binary = name if name != "pulumi-language-python" else "pulumi-language-python"
+        if not (bin_dir() / binary).exists() and not shutil.which(binary):
+            missing.append(binary)
+    if not missing:
+        return None
+    return (
+        "the Pulumi engine is incomplete: " + ", ".join(missing) + " not found.\n"
+        "Run `make tools` (it builds them from Go modules where the module proxy serves them), "
+        "or install the official Pulumi CLI and `pulumi plugin install resource kubernetes "
+        "<version of the pulumi-kubernetes pin>` so they are on PATH."
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        load_stack(args.stack)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    reason = require_engine()
+    if reason:
+        print(f"mlplatform up: {reason}", file=sys.stderr)
+        return EXIT_MISSING_TOOL
+    env = engine_env(args.stack)
+    Path(env["PULUMI_BACKEND_URL"].removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    select = subprocess.run(["pulumi", "stack", "select", "--create", args.stack], cwd=REPO_ROOT, env=env)
+    if select.returncode != 0:
+        return select.returncode
+    cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview"]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="validate stack configs (all shipped stacks by default)")
+    validate.add_argument("stacks", nargs="*", metavar="STACK_NAME|PATH")
+    validate.set_defaults(func=cmd_validate)
+
+    tools = sub.add_parser("tools", help="build (or reuse) the pinned tools from Go modules")
+    tools.add_argument("--only", action="append", metavar="TOOL|GROUP", help="engine, render, cluster or a tool name")
+    tools.add_argument("--rebuild", action="store_true", help="ignore the cache and PATH, build again")
+    tools.set_defaults(func=cmd_tools)
+
+    up = sub.add_parser("up", help="apply a stack with the Pulumi engine")
+    up.add_argument("stack", nargs="?", default="lab")
+    up.set_defaults(func=cmd_up)
+
+    from mlplatform.cluster.cli import add_cluster_parser
+
+    add_cluster_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

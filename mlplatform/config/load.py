@@ -1,0 +1,327 @@
+"""Parse and validate a stack's config once: raw stack values -> profile defaults -> typed model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mlplatform.config.model import CLOUD_PROVIDERS, ENVIRONMENTS, PlatformConfig
+from mlplatform.config.problems import ConfigError, Problem
+from mlplatform.environments import Profile, profile_for
+from mlplatform.paths import REPO_ROOT, STACKS_DIR
+from mlplatform.toolchain.lock import LockError, load_lock
+
+PROJECT = "mlplatform"
+# Config namespaces a stack may use besides our own: the Kubernetes provider's settings.
+PASS_THROUGH_NAMESPACES = ("kubernetes",)
+STACK_FILE_KEYS = ("config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment")
+MIRROR_ENV = "MLPLATFORM_MIRROR"
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    stack: str
+    source: str
+    config: PlatformConfig
+    profile: Profile
+    provider_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mirror_path(self) -> Path | None:
+        return _repo_path(self.config.mirror.path) if self.config.mirror.path else None
+
+
+def stack_file(stack: str) -> Path:
+    return STACKS_DIR / f"Pulumi.{stack}.yaml"
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """The `config` mapping of a Pulumi stack file; structural problems raise ConfigError."""
+    source = display_path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([Problem(source, "<file>", "no such stack file")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "<yaml>"
+        raise ConfigError([Problem(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError([Problem(source, "<root>", "expected a mapping (allowed keys: " + ", ".join(STACK_FILE_KEYS) + ")")])
+    problems = [
+        Problem(source, str(key), "unknown stack file key (allowed: " + ", ".join(STACK_FILE_KEYS) + ")")
+        for key in document
+        if key not in STACK_FILE_KEYS
+    ]
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        problems.append(Problem(source, "config", "expected a mapping of namespaced keys"))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def config_from_pulumi_env(values: Mapping[str, str]) -> dict[str, Any]:
+    """Pulumi hands a program its config as strings; structured values arrive as JSON text."""
+    decoded: dict[str, Any] = {}
+    for key, text in values.items():
+        try:
+            decoded[key] = json.loads(text)
+        except (TypeError, ValueError):
+            decoded[key] = text
+    return decoded
+
+
+def load_stack(stack_or_path: str, mirror_override: str | None = None) -> ResolvedConfig:
+    """Resolve a stack by name (stacks/Pulumi.<name>.yaml) or by a path to a stack file."""
+    candidate = Path(stack_or_path)
+    if candidate.suffix in (".yaml", ".yml") or os.sep in stack_or_path:
+        path = candidate
+        stack = candidate.name.removeprefix("Pulumi.").rsplit(".", 1)[0]
+    else:
+        path, stack = stack_file(stack_or_path), stack_or_path
+    raw = read_stack_file(path)
+    return resolve(raw, source=display_path(path), stack=stack, mirror_override=mirror_override)
+
+
+def resolve(
+    raw: Mapping[str, Any],
+    source: str,
+    stack: str,
+    mirror_override: str | None = None,
+) -> ResolvedConfig:
+    problems: list[Problem] = []
+    ours: dict[str, Any] = {}
+    provider_settings: dict[str, Any] = {}
+    for key, value in raw.items():
+        namespace, sep, name = str(key).partition(":")
+        if not sep:
+            problems.append(Problem(source, str(key), f"config keys are namespaced (allowed: {PROJECT}:{key})"))
+        elif namespace == PROJECT:
+            ours[name] = value
+        elif namespace in PASS_THROUGH_NAMESPACES:
+            provider_settings[name] = value
+        else:
+            allowed = ", ".join(f"{ns}:<key>" for ns in (PROJECT, *PASS_THROUGH_NAMESPACES))
+            problems.append(Problem(source, str(key), f"unknown config namespace {namespace!r} (allowed: {allowed})"))
+
+    mirror = mirror_override if mirror_override is not None else os.environ.get(MIRROR_ENV)
+    if mirror:
+        ours = {**ours, "mirror": {**(ours.get("mirror") or {}), "path": mirror}}
+
+    environment = ours.get("environment")
+    known_environment = environment in ENVIRONMENTS
+    provider = None
+    if environment == "cloud" and isinstance(ours.get("cloud"), dict):
+        candidate = ours["cloud"].get("provider")
+        provider = candidate if candidate in CLOUD_PROVIDERS else None
+    profile = profile_for(environment, provider) if known_environment else None
+    merged = _deep_merge(profile.defaults, ours) if profile else ours
+
+    config: PlatformConfig | None = None
+    try:
+        config = PlatformConfig.model_validate(merged)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            # Without a known environment no profile filled the defaults: missing keys are noise.
+            if not known_environment and error["type"] == "missing" and error["loc"][0] != "environment":
+                continue
+            problems.append(_problem_from_error(source, error))
+
+    if config is not None and profile is not None:
+        problems.extend(cross_field_problems(config, profile, source))
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None and profile is not None
+    return ResolvedConfig(stack=stack, source=source, config=config, profile=profile, provider_settings=provider_settings)
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def key_path(loc: tuple[Any, ...]) -> str:
+    text = f"{PROJECT}:"
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("" if index == 0 else ".") + str(part)
+    return text
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model type inside Optional[...] / list[...] / dict[str, ...] / Annotated[...]."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = members[0] if len(members) == 1 else annotation
+            if len(members) != 1:
+                return annotation
+        elif origin in (list, tuple, set):
+            annotation = typing.get_args(annotation)[0]
+        elif origin is dict:
+            annotation = typing.get_args(annotation)[1]
+        else:
+            return annotation
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = PlatformConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        by_alias = {f.alias or n: f for n, f in current.model_fields.items()}
+        if part not in by_alias:
+            return None
+        current = _unwrap(by_alias[part].annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _allowed_keys(parent_loc: tuple[Any, ...]) -> str:
+    model = _model_at(parent_loc)
+    if model is None:
+        return "?"
+    return ", ".join(f.alias or n for n, f in model.model_fields.items())
+
+
+_TYPE_NAMES = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "float_type": "a number",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _problem_from_error(source: str, error: Mapping[str, Any]) -> Problem:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        message = f"unknown key (allowed: {_allowed_keys(loc[:-1])})"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ")
+        message = f"{value!r} is not allowed (allowed: {expected})"
+    elif kind in _TYPE_NAMES:
+        message = f"expected {_TYPE_NAMES[kind]}, got {type(value).__name__} {value!r} (allowed: {_TYPE_NAMES[kind]})"
+    elif kind in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        op = ">=" if kind == "greater_than_equal" else ">"
+        message = f"{value!r} is too small (allowed: {op} {bound})"
+    elif kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        op = "<=" if kind == "less_than_equal" else "<"
+        message = f"{value!r} is too large (allowed: {op} {bound})"
+    elif kind == "too_short":
+        message = f"needs at least {ctx.get('min_length')} item(s) (allowed: a non-empty list)"
+    elif kind == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
+    else:
+        message = f"{error['msg']} (got {value!r})"
+    return Problem(source, key_path(loc), message)
+
+
+# Modules, their dependencies, and which are built: see mlplatform.modules.registry.
+def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) -> list[Problem]:
+    from mlplatform.modules.registry import MODULE_DEPENDENCIES, available_modules
+
+    problems: list[Problem] = []
+
+    def add(loc: tuple[Any, ...], message: str) -> None:
+        problems.append(Problem(source, key_path(loc), message))
+
+    if config.environment == "cloud" and config.cloud is None:
+        add(("cloud",), "required when environment is cloud (allowed: a mapping with provider: " + ", ".join(CLOUD_PROVIDERS) + ")")
+    if config.environment != "cloud" and config.cloud is not None:
+        add(("cloud",), f"only allowed when environment is cloud (environment is {config.environment!r})")
+
+    cluster = config.cluster
+    seen: dict[str, int] = {}
+    for index, pool in enumerate(cluster.node_pools):
+        if pool.name in seen:
+            add(("cluster", "nodePools", index, "name"), f"duplicate node pool name {pool.name!r} (also at nodePools[{seen[pool.name]}]; allowed: unique names)")
+        seen.setdefault(pool.name, index)
+    if cluster.storage.default_class not in cluster.storage.classes:
+        add(("cluster", "storage", "defaultClass"), f"{cluster.storage.default_class!r} is not among the storage classes (allowed: {', '.join(cluster.storage.classes)})")
+    if len(set(cluster.storage.classes)) != len(cluster.storage.classes):
+        add(("cluster", "storage", "classes"), "lists a storage class twice (allowed: unique names)")
+    if cluster.ingress.style == "route" and not profile.route_api:
+        add(("cluster", "ingress", "style"), f"'route' needs the OpenShift Route API, which the {profile.name} environment does not serve (allowed: ingress)")
+
+    store = config.platform.object_store
+    if store.kind != "in-cluster" and not store.bucket:
+        add(("platform", "objectStore", "bucket"), f"required when objectStore.kind is {store.kind!r} (allowed: an existing bucket name)")
+    if store.kind == "in-cluster" and (store.bucket or store.endpoint):
+        add(("platform", "objectStore", "kind"), "'in-cluster' runs its own store: bucket and endpoint are not allowed with it (allowed: s3, gcs, azure-blob to use an external bucket)")
+    database = config.platform.database
+    if database.kind == "managed" and not database.host:
+        add(("platform", "database", "host"), "required when database.kind is 'managed' (allowed: the managed database's host name)")
+    if database.kind == "in-cluster" and database.host:
+        add(("platform", "database", "host"), "not allowed when database.kind is 'in-cluster' (allowed: set kind: managed to use an external database)")
+    namespace = config.platform.namespace
+    if namespace in ("default", "kube-system", "kube-public", "kube-node-lease") or namespace.startswith(("kube-", "openshift")):
+        add(("platform", "namespace"), f"{namespace!r} is reserved by Kubernetes or OpenShift (allowed: a namespace of our own, e.g. mlplatform-system)")
+
+    available = available_modules()
+    enabled = set(config.modules.enabled_names())
+    for name in config.modules.enabled_names():
+        if name not in available:
+            built = ", ".join(sorted(available)) or "none yet"
+            add(("modules", name, "enabled"), f"module {name!r} is not part of this release yet (allowed: true only for built modules: {built})")
+        for dependency in MODULE_DEPENDENCIES.get(name, ()):
+            if dependency not in enabled:
+                add(("modules", name, "enabled"), f"module {name!r} needs module {dependency!r}, which is disabled (allowed: enable {dependency} too, or disable {name})")
+
+    lock_path = _repo_path(config.versions.lock)
+    try:
+        load_lock(lock_path)
+    except LockError as exc:
+        add(("versions", "lock"), f"{config.versions.lock!r} is not a usable lock file: {exc}")
+    if config.mirror.path is not None:
+        mirror = _repo_path(config.mirror.path)
+        if not mirror.is_dir():
+            add(("mirror", "path"), f"{config.mirror.path!r} is not a folder (allowed: a folder laid out like the upstream mirror, relative to the project root or absolute)")
+    return problems
+
+
+def _repo_path(value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else (REPO_ROOT / path).resolve()

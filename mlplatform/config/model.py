@@ -1,0 +1,210 @@
+"""The typed model of a whole platform config: what a stack file may say.
+
+Keys are camelCase as in the stack files; every model forbids unknown keys and coerces
+nothing (a quoted number stays a string and is rejected where a number is expected).
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from mlplatform.config.quantity import parse_quantity
+
+ENVIRONMENTS = ("lab", "openshift", "cloud")
+CLOUD_PROVIDERS = ("eks", "gke", "aks", "generic")
+
+Environment = Literal["lab", "openshift", "cloud"]
+CloudProvider = Literal["eks", "gke", "aks", "generic"]
+
+# GPU products a node pool may declare, named as the device plugin's `nvidia.com/gpu.product`
+# label reports them (GPU feature discovery), so pool facts and node labels agree.
+GPU_MODELS = (
+    "A100-SXM4-40GB",
+    "A100-SXM4-80GB",
+    "A100-PCIE-40GB",
+    "A100-PCIE-80GB",
+    "A30",
+    "H100-SXM5-80GB",
+    "H100-PCIE-80GB",
+    "H100-NVL",
+    "H200-SXM5-141GB",
+    "L4",
+    "L40S",
+    "A10G",
+    "T4",
+    "V100-SXM2-16GB",
+)
+GpuModel = Literal[GPU_MODELS]  # type: ignore[valid-type]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label (allowed: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)"
+        )
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 subdomain (allowed: dot-separated DNS labels, "
+            "at most 253 characters)"
+        )
+    return value
+
+
+def _positive_quantity(value: str) -> str:
+    amount = parse_quantity(value)
+    if amount <= 0:
+        raise ValueError(f"{value!r} must be greater than zero (allowed: a positive quantity such as 4, 500m, 64Gi)")
+    return value
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    for key, val in value.items():
+        if len(key) > 316 or not _LABEL_NAME.match(key):
+            raise ValueError(f"label key {key!r} is not a valid Kubernetes label name (allowed: [prefix/]name)")
+        if len(val) > 63 or not _LABEL_VALUE.match(val):
+            raise ValueError(
+                f"label {key}={val!r} has an invalid value (allowed: at most 63 letters, digits, '-', '_', '.')"
+            )
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
+PositiveQuantity = Annotated[str, AfterValidator(_positive_quantity)]
+Labels = Annotated[dict[str, str], AfterValidator(_labels)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=False,
+    )
+
+
+class CloudSettings(Strict):
+    provider: CloudProvider
+    region: str | None = None
+
+
+class GpuSpec(Strict):
+    model: GpuModel
+    # GPUs per node: the largest servers carry 8 (16 on a few HGX variants).
+    count: int = Field(ge=1, le=16)
+
+
+class Taint(Strict):
+    key: str
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class NodePool(Strict):
+    name: DnsLabel
+    count: int = Field(ge=1, le=5000)
+    cpu: PositiveQuantity
+    memory: PositiveQuantity
+    instance_type: str | None = None
+    gpu: GpuSpec | None = None
+    labels: Labels = Field(default_factory=dict)
+    taints: list[Taint] = Field(default_factory=list)
+
+    @property
+    def cpu_cores(self) -> Decimal:
+        return parse_quantity(self.cpu)
+
+
+class StorageSettings(Strict):
+    default_class: DnsSubdomain
+    classes: list[DnsSubdomain] = Field(min_length=1)
+
+
+class IngressSettings(Strict):
+    style: Literal["ingress", "route"]
+    class_name: str | None = None
+    domain: DnsSubdomain
+
+
+class ClusterSettings(Strict):
+    node_pools: list[NodePool] = Field(min_length=1)
+    storage: StorageSettings
+    ingress: IngressSettings
+    # Where the Kubernetes API is reached; empty means the local control plane's kubeconfig.
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+class ObjectStoreSettings(Strict):
+    kind: Literal["in-cluster", "s3", "gcs", "azure-blob"]
+    bucket: DnsSubdomain | None = None
+    endpoint: str | None = None
+    region: str | None = None
+
+
+class DatabaseSettings(Strict):
+    kind: Literal["in-cluster", "managed"]
+    engine: Literal["postgres", "mysql"] = "postgres"
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class PlatformSettings(Strict):
+    namespace: DnsLabel = "mlplatform-system"
+    labels: Labels = Field(default_factory=dict)
+    object_store: ObjectStoreSettings
+    database: DatabaseSettings
+
+
+class ModuleToggle(Strict):
+    enabled: bool = False
+
+
+class ModulesSettings(Strict):
+    gpu: ModuleToggle = ModuleToggle()
+    tenancy: ModuleToggle = ModuleToggle()
+    notebooks: ModuleToggle = ModuleToggle()
+    pipelines: ModuleToggle = ModuleToggle()
+    katib: ModuleToggle = ModuleToggle()
+    kserve: ModuleToggle = ModuleToggle()
+    training: ModuleToggle = ModuleToggle()
+    mlflow: ModuleToggle = ModuleToggle()
+    monitoring: ModuleToggle = ModuleToggle()
+
+    def enabled_names(self) -> list[str]:
+        return [name for name in type(self).model_fields if getattr(self, name).enabled]
+
+
+class VersionsSettings(Strict):
+    lock: str = "versions.lock.yaml"
+
+
+class MirrorSettings(Strict):
+    # A folder laid out like the upstream mirror; unset means online sources.
+    path: str | None = None
+
+
+class PlatformConfig(Strict):
+    environment: Environment
+    cloud: CloudSettings | None = None
+    cluster: ClusterSettings
+    platform: PlatformSettings
+    modules: ModulesSettings = ModulesSettings()
+    versions: VersionsSettings = VersionsSettings()
+    mirror: MirrorSettings = MirrorSettings()

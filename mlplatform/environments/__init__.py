@@ -1,0 +1,124 @@
+"""Environment profiles: what makes lab, OpenShift and cloud different.
+
+A profile has two halves. `defaults` is config merged under the stack file, so a stack
+holds only what differs. The traits are facts of the environment that no stack can change
+(OpenShift assigns UIDs per namespace; only OpenShift serves the Route API); modules read
+the traits, never the environment's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # May our workloads set runAsUser/fsGroup? OpenShift's restricted-v2 SCC assigns them.
+    fixed_uids: bool
+    # Route (route.openshift.io/v1) is served; Ingress stays available everywhere.
+    route_api: bool
+    # How operators are installed: OLM subscriptions or plain manifests/charts.
+    operator_install: Literal["olm", "manifests"]
+    load_balancer_services: bool
+    # Labels every platform namespace carries on this environment.
+    namespace_labels: dict[str, str]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def _pod_security(level: PodSecurityLevel) -> dict[str, str]:
+    return {
+        f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")
+    }
+
+
+LAB = Profile(
+    name="lab",
+    fixed_uids=True,
+    route_api=False,
+    operator_install="manifests",
+    load_balancer_services=False,
+    namespace_labels=_pod_security("restricted"),
+    defaults={
+        "cluster": {
+            "storage": {"defaultClass": "standard", "classes": ["standard"]},
+            "ingress": {"style": "ingress", "className": "nginx", "domain": "mlplatform.localhost"},
+        },
+        "platform": {
+            "objectStore": {"kind": "in-cluster"},
+            "database": {"kind": "in-cluster", "engine": "postgres"},
+        },
+    },
+)
+
+OPENSHIFT = Profile(
+    name="openshift",
+    fixed_uids=False,
+    route_api=True,
+    operator_install="olm",
+    load_balancer_services=False,
+    # OpenShift keeps Pod Security labels in step with the SCCs a namespace may use;
+    # we pin restricted and turn that synchronisation off so our label is the one enforced.
+    namespace_labels={
+        **_pod_security("restricted"),
+        "security.openshift.io/scc.podSecurityLabelSync": "false",
+    },
+    defaults={
+        "cluster": {
+            "storage": {"defaultClass": "gp3-csi", "classes": ["gp3-csi"]},
+            "ingress": {"style": "route"},
+        },
+        "platform": {
+            "objectStore": {"kind": "in-cluster"},
+            "database": {"kind": "in-cluster", "engine": "postgres"},
+        },
+    },
+)
+
+_CLOUD_BASE = dict(
+    fixed_uids=True,
+    route_api=False,
+    operator_install="manifests",
+    load_balancer_services=True,
+    namespace_labels=_pod_security("restricted"),
+)
+
+# Per provider: the storage class, ingress class and object store its clusters come with.
+_CLOUD_PROVIDER_DEFAULTS: dict[str, tuple[str, str, str]] = {
+    "eks": ("gp3", "alb", "s3"),
+    "gke": ("standard-rwo", "gce", "gcs"),
+    "aks": ("managed-csi", "webapprouting.kubernetes.azure.com", "azure-blob"),
+    "generic": ("standard", "nginx", "s3"),
+}
+
+
+def cloud_profile(provider: str) -> Profile:
+    storage_class, ingress_class, object_store = _CLOUD_PROVIDER_DEFAULTS[provider]
+    return Profile(
+        name="cloud",
+        **_CLOUD_BASE,
+        defaults={
+            "cluster": {
+                "storage": {"defaultClass": storage_class, "classes": [storage_class]},
+                "ingress": {"style": "ingress", "className": ingress_class},
+            },
+            "platform": {
+                "objectStore": {"kind": object_store},
+                "database": {"kind": "managed", "engine": "postgres"},
+            },
+        },
+    )
+
+
+def profile_for(environment: str, cloud_provider: str | None = None) -> Profile:
+    """The profile of a validated environment (and provider, for cloud)."""
+    if environment == "lab":
+        return LAB
+    if environment == "openshift":
+        return OPENSHIFT
+    if environment == "cloud":
+        return cloud_profile(cloud_provider or "generic")
+    raise KeyError(environment)

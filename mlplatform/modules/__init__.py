@@ -1,0 +1,1 @@
+"""One ComponentResource per capability, composed in dependency order by the registry."""

@@ -1,0 +1,63 @@
+"""The platform's own namespace and its record of what this stack deployed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from mlplatform import __version__
+from mlplatform.modules.base import ModuleContext
+from mlplatform.paths import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class CoreOutputs:
+    namespace: pulumi.Output[str]
+    labels: dict[str, str]
+
+
+class Core(pulumi.ComponentResource):
+    """Namespace `platform.namespace` plus the `mlplatform-info` ConfigMap that records the
+    environment, the enabled modules and the digest of the version lock in force."""
+
+    outputs: CoreOutputs
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplatform:core:Platform", name, None, opts)
+        config = ctx.resolved.config
+        profile = ctx.resolved.profile
+        labels = ctx.labels
+
+        self.namespace = k8s.core.v1.Namespace(
+            config.platform.namespace,
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=config.platform.namespace,
+                labels={**labels, **profile.namespace_labels, "mlplatform.io/role": "system"},
+            ),
+            opts=ctx.child_opts(self),
+        )
+        lock_file = REPO_ROOT / config.versions.lock
+        info = {
+            "environment": config.environment,
+            "cloudProvider": config.cloud.provider if config.cloud else "",
+            "platformVersion": __version__,
+            "lockDigest": "sha256:" + hashlib.sha256(lock_file.read_bytes()).hexdigest(),
+            "modules": json.dumps(["core", *config.modules.enabled_names()]),
+            "nodePools": json.dumps([pool.name for pool in config.cluster.node_pools]),
+        }
+        self.info = k8s.core.v1.ConfigMap(
+            "mlplatform-info",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="mlplatform-info",
+                namespace=self.namespace.metadata.name,
+                labels=labels,
+            ),
+            data=info,
+            opts=ctx.child_opts(self),
+        )
+        self.outputs = CoreOutputs(namespace=self.namespace.metadata.name, labels=labels)
+        self.register_outputs({"namespace": self.outputs.namespace})

@@ -1,0 +1,66 @@
+"""The Pulumi program: validate the whole stack config, then compose the modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from mlplatform.config import ConfigError, ResolvedConfig, resolve
+from mlplatform.config.load import config_from_pulumi_env, display_path, stack_file
+from mlplatform.modules.base import ModuleContext
+from mlplatform.modules.core import Core
+from mlplatform.modules.registry import MODULES, composition_order
+from mlplatform.paths import STATE_ROOT
+
+
+def stack_config() -> dict[str, Any]:
+    """Every config value of the running stack (secrets already decrypted by the engine)."""
+    from pulumi.runtime import config as runtime_config
+
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return config_from_pulumi_env(values)
+
+
+def load_running_stack() -> ResolvedConfig:
+    stack = pulumi.get_stack()
+    source = display_path(stack_file(stack))
+    try:
+        return resolve(stack_config(), source=source, stack=stack)
+    except ConfigError as exc:
+        # RunError stops the update with our message alone, before any resource is registered.
+        raise pulumi.RunError(f"invalid stack config ({len(exc.problems)} problem(s)):\n{exc}") from None
+
+
+def default_kubeconfig() -> Path:
+    return STATE_ROOT / "cluster" / "kubeconfig"
+
+
+def build_provider(resolved: ResolvedConfig) -> k8s.Provider:
+    cluster = resolved.config.cluster
+    kubeconfig = cluster.kubeconfig or resolved.provider_settings.get("kubeconfig")
+    if kubeconfig is None and default_kubeconfig().exists():
+        kubeconfig = str(default_kubeconfig())
+    return k8s.Provider(
+        "kubernetes",
+        kubeconfig=kubeconfig,
+        context=cluster.context or resolved.provider_settings.get("context"),
+        enable_server_side_apply=True,
+        delete_unreachable=False,
+    )
+
+
+def main() -> None:
+    resolved = load_running_stack()
+    provider = build_provider(resolved)
+    ctx = ModuleContext(resolved=resolved, provider=provider)
+    core = Core("platform", ctx)
+    ctx.outputs["core"] = core.outputs
+    for name in composition_order(resolved.config.modules.enabled_names()):
+        component = MODULES[name](name, ctx, pulumi.ResourceOptions(depends_on=[core]))
+        ctx.outputs[name] = component.outputs
+    pulumi.export("environment", resolved.config.environment)
+    pulumi.export("platformNamespace", core.outputs.namespace)
+    pulumi.export("modules", ["core", *resolved.config.modules.enabled_names()])

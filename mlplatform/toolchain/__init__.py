@@ -1,0 +1,1 @@
+"""Pinned tools built from Go modules, cached outside the repository."""

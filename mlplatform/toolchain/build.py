@@ -1,0 +1,282 @@
+"""Build the pinned tools from Go modules into a cache outside the repository.
+
+Each tool is built in a small wrapper module: upstream go.mod files often replace sibling
+modules with local paths, which `go install module@version` refuses. The wrapper carries
+those replaces over, pointing each local one at the published module of the pinned version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlplatform.paths import STATE_ROOT, tool_cache_root
+from mlplatform.toolchain.lock import Lock, Tool
+
+# Which tools each purpose needs; `mlplatform tools --only` takes these names too.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "engine": ("pulumi", "pulumi-language-python", "pulumi-resource-kubernetes"),
+    "render": ("helm", "kustomize"),
+    "cluster": ("kubernetes", "etcd", "kwok"),
+}
+
+# How to ask a binary for its version; the pinned version must appear in the answer.
+VERSION_PROBES: dict[str, list[str]] = {
+    "pulumi": ["version"],
+    "pulumi-language-python": ["-version"],
+    "pulumi-resource-kubernetes": ["-version"],
+    "helm": ["version", "--template", "{{.Version}}"],
+    "kustomize": ["version"],
+    "kube-apiserver": ["--version"],
+    "kube-controller-manager": ["--version"],
+    "kube-scheduler": ["--version"],
+    "kubectl": ["version", "--client"],
+    "etcd": ["--version"],
+    "kwok": ["--version"],
+}
+
+
+class ToolBuildError(RuntimeError):
+    pass
+
+
+@dataclass
+class ToolResult:
+    tool: str
+    version: str
+    source: str  # "cache", "built", "path" or "unavailable"
+    seconds: float
+    detail: str = ""
+
+
+def bin_dir() -> Path:
+    """The one folder put on PATH: links to the cached (or PATH-found) binaries."""
+    return STATE_ROOT / "bin"
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOTOOLCHAIN", "local")
+    env["GOFLAGS"] = "-mod=mod -buildvcs=false"
+    env.setdefault("CGO_ENABLED", "0")
+    # The checksum database is not reachable from every build host; the lock pins exact
+    # versions and the proxy serves them over TLS. Set GOSUMDB to verify where it is reachable.
+    env.setdefault("GOSUMDB", "off")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        raise ToolBuildError(f"`{' '.join(cmd)}` failed:\n  " + "\n  ".join(tail))
+    return proc.stdout
+
+
+def _module_download(module: str, version: str, cwd: Path, env: dict[str, str]) -> dict:
+    out = _run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd, env)
+    info = json.loads(out)
+    if info.get("Error"):
+        raise ToolBuildError(f"go mod download {module}@{version}: {info['Error']}")
+    return info
+
+
+_REPLACE_LINE = re.compile(r"^\s*(\S+)(?:\s+(\S+))?\s*=>\s*(\S+)(?:\s+(\S+))?\s*$")
+
+
+def upstream_replaces(gomod_text: str, local_version: str | None) -> list[str]:
+    """Replace directives of an upstream go.mod, rewritten to work outside its repository.
+
+    A local-path replace is dropped when the upstream go.mod requires real versions of its
+    siblings (the requirement then resolves by itself); where the siblings are required as
+    placeholders (k8s.io/kubernetes asks for v0.0.0), `local_version` names the real one.
+    """
+    lines: list[str] = []
+    in_block = False
+    for raw in gomod_text.splitlines():
+        line = raw.split("//", 1)[0].strip()
+        if not line:
+            continue
+        if in_block:
+            if line == ")":
+                in_block = False
+                continue
+            body = line
+        elif line.startswith("replace ("):
+            in_block = True
+            continue
+        elif line.startswith("replace "):
+            body = line[len("replace ") :]
+        else:
+            continue
+        match = _REPLACE_LINE.match(body)
+        if not match:
+            raise ToolBuildError(f"cannot parse replace directive: {raw!r}")
+        old, old_ver, new, new_ver = match.groups()
+        if new.startswith("./") or new.startswith("../"):
+            if local_version:
+                lines.append(f"{old} => {old} {local_version}")
+        else:
+            left = f"{old} {old_ver}" if old_ver else old
+            right = f"{new} {new_ver}" if new_ver else new
+            lines.append(f"{left} => {right}")
+    return lines
+
+
+def _go_directive() -> str:
+    out = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True).stdout
+    match = re.match(r"go(\d+\.\d+)", out.strip())
+    return match.group(1) if match else "1.25"
+
+
+def _write_wrapper(tool: Tool, src: Path, replaces: list[str]) -> None:
+    src.mkdir(parents=True, exist_ok=True)
+    gomod = [
+        f"module mlplatform.local/toolwrap/{tool.name}",
+        "",
+        f"go {_go_directive()}",
+        "",
+        f"require {tool.module} {tool.version}",
+    ]
+    if replaces:
+        gomod += ["", "replace ("] + [f"\t{r}" for r in replaces] + [")"]
+    (src / "go.mod").write_text("\n".join(gomod) + "\n")
+    if tool.main_shim:
+        (pkg,) = tool.binaries.values()
+        alias = pkg.rsplit("/", 1)[-1]
+        (src / "main.go").write_text(
+            f'package main\n\nimport (\n\t"os"\n\n\t"{pkg}"\n)\n\n'
+            f"func main() {{\n\t_ = os.Args\n\t{tool.main_shim.replace(alias + '.', alias + '.', 1)}\n}}\n"
+        )
+    else:
+        imports = "\n".join(f'\t_ "{pkg}"' for pkg in sorted(set(tool.binaries.values())))
+        (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+
+
+def _version_matches(binary: Path, name: str, version: str) -> bool:
+    probe = VERSION_PROBES.get(name, ["--version"])
+    try:
+        proc = subprocess.run([str(binary), *probe], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return version.lstrip("v") in (proc.stdout + proc.stderr)
+
+
+def _from_path(tool: Tool) -> dict[str, Path] | None:
+    """Official binaries already installed at the pinned version are used as they are."""
+    found: dict[str, Path] = {}
+    for name in tool.binaries:
+        location = shutil.which(name, path=_path_without_ours())
+        if not location or not _version_matches(Path(location), name, tool.version):
+            return None
+        found[name] = Path(location)
+    for companion in tool.companions:
+        location = shutil.which(companion.name, path=_path_without_ours())
+        if not location:
+            return None
+        found[companion.name] = Path(location)
+    return found
+
+
+def _path_without_ours() -> str:
+    ours = str(bin_dir())
+    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != ours)
+
+
+def cached_dir(tool: Tool) -> Path:
+    return tool_cache_root() / tool.name / f"{tool.version}-{tool.cache_key}"
+
+
+def build_tool(tool: Tool) -> dict[str, Path]:
+    target = cached_dir(tool)
+    out = target / "bin"
+    src = target / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    out.mkdir(parents=True, exist_ok=True)
+    env = go_env()
+    info = _module_download(tool.module, tool.version, target, env)
+    replaces = upstream_replaces(
+        Path(info["GoMod"]).read_text(), tool.local_replace_version
+    )
+    _write_wrapper(tool, src, replaces)
+    _run(["go", "mod", "tidy"], src, env)
+    ldflags = " ".join(f"-X '{k}={v}'" for k, v in sorted(tool.rendered_ldflags().items()))
+    built: dict[str, Path] = {}
+    for name, pkg in tool.binaries.items():
+        target_pkg = "." if tool.main_shim else pkg
+        _run(
+            ["go", "build", "-trimpath", "-ldflags", f"-s -w {ldflags}", "-o", str(out / name), target_pkg],
+            src,
+            env,
+        )
+        built[name] = out / name
+    for companion in tool.companions:
+        comp_info = _module_download(companion.module, tool.version, target, env)
+        source = Path(comp_info["Dir"]) / companion.path
+        if not source.is_file():
+            raise ToolBuildError(f"{companion.module}@{tool.version} has no {companion.path}")
+        shutil.copyfile(source, out / companion.name)
+        (out / companion.name).chmod(0o755)
+        built[companion.name] = out / companion.name
+    shutil.rmtree(src, ignore_errors=True)
+    return built
+
+
+def _link(binaries: dict[str, Path]) -> None:
+    bin_dir().mkdir(parents=True, exist_ok=True)
+    for name, path in binaries.items():
+        link = bin_dir() / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(path)
+
+
+def ensure_tool(tool: Tool, rebuild: bool = False) -> ToolResult:
+    started = time.monotonic()
+    marker = cached_dir(tool) / "complete.json"
+    if not rebuild:
+        on_path = _from_path(tool)
+        if on_path:
+            _link(on_path)
+            return ToolResult(tool.name, tool.version, "path", time.monotonic() - started)
+        if marker.exists():
+            record = json.loads(marker.read_text())
+            binaries = {k: Path(v) for k, v in record["binaries"].items()}
+            if all(p.exists() for p in binaries.values()):
+                _link(binaries)
+                return ToolResult(
+                    tool.name, tool.version, "cache", time.monotonic() - started,
+                    f"built in {record['seconds']:.0f}s",
+                )
+    try:
+        binaries = build_tool(tool)
+    except ToolBuildError as exc:
+        return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(exc))
+    seconds = time.monotonic() - started
+    marker.write_text(
+        json.dumps({"binaries": {k: str(v) for k, v in binaries.items()}, "seconds": seconds}, indent=2)
+    )
+    _link(binaries)
+    return ToolResult(tool.name, tool.version, "built", seconds)
+
+
+def select_tools(lock: Lock, only: list[str] | None) -> list[Tool]:
+    if not only:
+        return list(lock.tools.values())
+    names: list[str] = []
+    for item in only:
+        expanded = GROUPS.get(item, (item,))
+        for name in expanded:
+            if name not in lock.tools:
+                known = ", ".join(sorted([*lock.tools, *GROUPS]))
+                raise ToolBuildError(f"unknown tool or group {name!r} (allowed: {known})")
+            if name not in names:
+                names.append(name)
+    return [lock.tools[n] for n in names]

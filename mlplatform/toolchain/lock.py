@@ -1,0 +1,106 @@
+"""Reads versions.lock.yaml: the single source of pinned versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mlplatform.paths import REPO_ROOT
+
+LOCK_FILE = REPO_ROOT / "versions.lock.yaml"
+
+
+class LockError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Companion:
+    name: str
+    module: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    module: str
+    version: str
+    binaries: dict[str, str]
+    ldflags: dict[str, str] = field(default_factory=dict)
+    local_replace_version: str | None = None
+    main_shim: str | None = None
+    companions: tuple[Companion, ...] = ()
+
+    @property
+    def cache_key(self) -> str:
+        """Changes whenever anything that shapes the built binaries changes."""
+        payload = json.dumps(
+            {
+                "module": self.module,
+                "version": self.version,
+                "binaries": self.binaries,
+                "ldflags": self.ldflags,
+                "localReplaceVersion": self.local_replace_version,
+                "mainShim": self.main_shim,
+                "companions": [c.__dict__ for c in self.companions],
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def rendered_ldflags(self) -> dict[str, str]:
+        bare = self.version.lstrip("v")
+        parts = bare.split(".")
+        subst = {
+            "version": self.version,
+            "bare_version": bare,
+            "major": parts[0],
+            "minor": parts[1] if len(parts) > 1 else "0",
+        }
+        return {k: v.format(**subst) for k, v in self.ldflags.items()}
+
+
+@dataclass(frozen=True)
+class Lock:
+    go_minimum: str
+    python: dict[str, str]
+    tools: dict[str, Tool]
+    raw: dict
+
+
+def load_lock(path: Path = LOCK_FILE) -> Lock:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise LockError(f"{path}: cannot read lock file: {exc}") from exc
+    if not isinstance(raw, dict) or raw.get("lockVersion") != 1:
+        raise LockError(f"{path}: lockVersion: expected 1")
+    tools: dict[str, Tool] = {}
+    for name, spec in (raw.get("tools") or {}).items():
+        try:
+            tools[name] = Tool(
+                name=name,
+                module=spec["module"],
+                version=spec["version"],
+                binaries=dict(spec["binaries"]),
+                ldflags=dict(spec.get("ldflags") or {}),
+                local_replace_version=spec.get("localReplaceVersion"),
+                main_shim=spec.get("mainShim"),
+                companions=tuple(
+                    Companion(name=c_name, module=c["module"], path=c["path"])
+                    for c_name, c in (spec.get("companions") or {}).items()
+                ),
+            )
+        except (KeyError, TypeError) as exc:
+            raise LockError(f"{path}: tools.{name}: missing or malformed field {exc}") from exc
+    return Lock(
+        go_minimum=str((raw.get("go") or {}).get("minimum", "")),
+        python={k: str(v) for k, v in (raw.get("python") or {}).items()},
+        tools=tools,
+        raw=raw,
+    )
