@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from mlplatform.config import ConfigError, load_stack
-from mlplatform.config.load import display_path
 from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
 
 EXIT_INVALID = 2

@@ -52,15 +52,19 @@ def build_provider(resolved: ResolvedConfig) -> k8s.Provider:
     )
 
 
-def main() -> None:
+def main() -> dict[str, pulumi.ComponentResource]:
+    """Compose the stack; returns the module components by name (tests inspect them)."""
     resolved = load_running_stack()
     provider = build_provider(resolved)
     ctx = ModuleContext(resolved=resolved, provider=provider)
     core = Core("platform", ctx)
+    components: dict[str, pulumi.ComponentResource] = {"core": core}
     ctx.outputs["core"] = core.outputs
     for name in composition_order(resolved.config.modules.enabled_names()):
         component = MODULES[name](name, ctx, pulumi.ResourceOptions(depends_on=[core]))
+        components[name] = component
         ctx.outputs[name] = component.outputs
     pulumi.export("environment", resolved.config.environment)
     pulumi.export("platformNamespace", core.outputs.namespace)
     pulumi.export("modules", ["core", *resolved.config.modules.enabled_names()])
+    return components

@@ -114,7 +114,9 @@ def _kubeconfig(path: Path, server: str, ca: pki.Pair, client: pki.Pair, user: s
     document = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "mlplatform-local", "cluster": {"server": server, "certificate-authority": str(ca.cert)}}],
+        "clusters": [
+            {"name": "mlplatform-local", "cluster": {"server": server, "certificate-authority": str(ca.cert)}}
+        ],
         "users": [{"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}],
         "contexts": [{"name": "mlplatform-local", "context": {"cluster": "mlplatform-local", "user": user}}],
         "current-context": "mlplatform-local",
@@ -141,7 +143,13 @@ def _credentials(ports: Ports) -> Credentials:
         "apiserver",
         ca,
         "kube-apiserver",
-        dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
+        dns_names=(
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ),
         ips=("127.0.0.1", "10.96.0.1"),
         server=True,
     )
@@ -354,7 +362,11 @@ def simulated_nodes(resolved: ResolvedConfig) -> list[dict]:
                     "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
                     "spec": {
                         "taints": [
-                            {k: v for k, v in (("key", t.key), ("value", t.value), ("effect", t.effect)) if v is not None}
+                            {
+                                k: v
+                                for k, v in (("key", t.key), ("value", t.value), ("effect", t.effect))
+                                if v is not None
+                            }
                             for t in pool.taints
                         ]
                     },
@@ -376,7 +388,9 @@ def simulated_nodes(resolved: ResolvedConfig) -> list[dict]:
 def apply_nodes(resolved: ResolvedConfig) -> int:
     nodes = simulated_nodes(resolved)
     wanted = {n["metadata"]["name"] for n in nodes}
-    existing = kubectl("get", "nodes", "-l", f"{SIMULATED_LABEL}=true", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    existing = kubectl(
+        "get", "nodes", "-l", f"{SIMULATED_LABEL}=true", "-o", "jsonpath={.items[*].metadata.name}"
+    ).stdout.split()
     stale = [name for name in existing if name not in wanted]
     if stale:
         kubectl("delete", "node", *stale)
@@ -385,8 +399,15 @@ def apply_nodes(resolved: ResolvedConfig) -> int:
     # Status is a subresource: write capacity there too, or a re-apply would not update it.
     for node in nodes:
         kubectl(
-            "patch", "node", node["metadata"]["name"], "--subresource=status", "--type=merge",
-            "-p", json.dumps({"status": {"capacity": node["status"]["capacity"], "allocatable": node["status"]["allocatable"]}}),
+            "patch",
+            "node",
+            node["metadata"]["name"],
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps(
+                {"status": {"capacity": node["status"]["capacity"], "allocatable": node["status"]["allocatable"]}}
+            ),
         )
     kubectl("wait", "--for=condition=Ready", "node", "-l", f"{SIMULATED_LABEL}=true", "--timeout=120s")
     return len(nodes)

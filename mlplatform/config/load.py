@@ -66,7 +66,9 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise ConfigError([Problem(source, "<root>", "expected a mapping (allowed keys: " + ", ".join(STACK_FILE_KEYS) + ")")])
+        raise ConfigError(
+            [Problem(source, "<root>", "expected a mapping (allowed keys: " + ", ".join(STACK_FILE_KEYS) + ")")]
+        )
     problems = [
         Problem(source, str(key), "unknown stack file key (allowed: " + ", ".join(STACK_FILE_KEYS) + ")")
         for key in document
@@ -152,7 +154,9 @@ def resolve(
     if problems:
         raise ConfigError(problems)
     assert config is not None and profile is not None
-    return ResolvedConfig(stack=stack, source=source, config=config, profile=profile, provider_settings=provider_settings)
+    return ResolvedConfig(
+        stack=stack, source=source, config=config, profile=profile, provider_settings=provider_settings
+    )
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,7 +273,10 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
         problems.append(Problem(source, key_path(loc), message))
 
     if config.environment == "cloud" and config.cloud is None:
-        add(("cloud",), "required when environment is cloud (allowed: a mapping with provider: " + ", ".join(CLOUD_PROVIDERS) + ")")
+        add(
+            ("cloud",),
+            "required when environment is cloud (allowed: a mapping with provider: " + ", ".join(CLOUD_PROVIDERS) + ")",
+        )
     if config.environment != "cloud" and config.cloud is not None:
         add(("cloud",), f"only allowed when environment is cloud (environment is {config.environment!r})")
 
@@ -277,38 +284,70 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
     seen: dict[str, int] = {}
     for index, pool in enumerate(cluster.node_pools):
         if pool.name in seen:
-            add(("cluster", "nodePools", index, "name"), f"duplicate node pool name {pool.name!r} (also at nodePools[{seen[pool.name]}]; allowed: unique names)")
+            add(
+                ("cluster", "nodePools", index, "name"),
+                f"duplicate node pool name {pool.name!r} (also at nodePools[{seen[pool.name]}]; allowed: unique names)",
+            )
         seen.setdefault(pool.name, index)
     if cluster.storage.default_class not in cluster.storage.classes:
-        add(("cluster", "storage", "defaultClass"), f"{cluster.storage.default_class!r} is not among the storage classes (allowed: {', '.join(cluster.storage.classes)})")
+        add(
+            ("cluster", "storage", "defaultClass"),
+            f"{cluster.storage.default_class!r} is not among the storage classes (allowed: {', '.join(cluster.storage.classes)})",
+        )
     if len(set(cluster.storage.classes)) != len(cluster.storage.classes):
         add(("cluster", "storage", "classes"), "lists a storage class twice (allowed: unique names)")
     if cluster.ingress.style == "route" and not profile.route_api:
-        add(("cluster", "ingress", "style"), f"'route' needs the OpenShift Route API, which the {profile.name} environment does not serve (allowed: ingress)")
+        add(
+            ("cluster", "ingress", "style"),
+            f"'route' needs the OpenShift Route API, which the {profile.name} environment does not serve (allowed: ingress)",
+        )
 
     store = config.platform.object_store
     if store.kind != "in-cluster" and not store.bucket:
-        add(("platform", "objectStore", "bucket"), f"required when objectStore.kind is {store.kind!r} (allowed: an existing bucket name)")
+        add(
+            ("platform", "objectStore", "bucket"),
+            f"required when objectStore.kind is {store.kind!r} (allowed: an existing bucket name)",
+        )
     if store.kind == "in-cluster" and (store.bucket or store.endpoint):
-        add(("platform", "objectStore", "kind"), "'in-cluster' runs its own store: bucket and endpoint are not allowed with it (allowed: s3, gcs, azure-blob to use an external bucket)")
+        add(
+            ("platform", "objectStore", "kind"),
+            "'in-cluster' runs its own store: bucket and endpoint are not allowed with it (allowed: s3, gcs, azure-blob to use an external bucket)",
+        )
     database = config.platform.database
     if database.kind == "managed" and not database.host:
-        add(("platform", "database", "host"), "required when database.kind is 'managed' (allowed: the managed database's host name)")
+        add(
+            ("platform", "database", "host"),
+            "required when database.kind is 'managed' (allowed: the managed database's host name)",
+        )
     if database.kind == "in-cluster" and database.host:
-        add(("platform", "database", "host"), "not allowed when database.kind is 'in-cluster' (allowed: set kind: managed to use an external database)")
+        add(
+            ("platform", "database", "host"),
+            "not allowed when database.kind is 'in-cluster' (allowed: set kind: managed to use an external database)",
+        )
     namespace = config.platform.namespace
-    if namespace in ("default", "kube-system", "kube-public", "kube-node-lease") or namespace.startswith(("kube-", "openshift")):
-        add(("platform", "namespace"), f"{namespace!r} is reserved by Kubernetes or OpenShift (allowed: a namespace of our own, e.g. mlplatform-system)")
+    if namespace in ("default", "kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
+        ("kube-", "openshift")
+    ):
+        add(
+            ("platform", "namespace"),
+            f"{namespace!r} is reserved by Kubernetes or OpenShift (allowed: a namespace of our own, e.g. mlplatform-system)",
+        )
 
     available = available_modules()
     enabled = set(config.modules.enabled_names())
     for name in config.modules.enabled_names():
         if name not in available:
             built = ", ".join(sorted(available)) or "none yet"
-            add(("modules", name, "enabled"), f"module {name!r} is not part of this release yet (allowed: true only for built modules: {built})")
+            add(
+                ("modules", name, "enabled"),
+                f"module {name!r} is not part of this release yet (allowed: true only for built modules: {built})",
+            )
         for dependency in MODULE_DEPENDENCIES.get(name, ()):
             if dependency not in enabled:
-                add(("modules", name, "enabled"), f"module {name!r} needs module {dependency!r}, which is disabled (allowed: enable {dependency} too, or disable {name})")
+                add(
+                    ("modules", name, "enabled"),
+                    f"module {name!r} needs module {dependency!r}, which is disabled (allowed: enable {dependency} too, or disable {name})",
+                )
 
     lock_path = _repo_path(config.versions.lock)
     try:
@@ -318,7 +357,10 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
     if config.mirror.path is not None:
         mirror = _repo_path(config.mirror.path)
         if not mirror.is_dir():
-            add(("mirror", "path"), f"{config.mirror.path!r} is not a folder (allowed: a folder laid out like the upstream mirror, relative to the project root or absolute)")
+            add(
+                ("mirror", "path"),
+                f"{config.mirror.path!r} is not a folder (allowed: a folder laid out like the upstream mirror, relative to the project root or absolute)",
+            )
     return problems
 
 

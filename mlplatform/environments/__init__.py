@@ -30,9 +30,7 @@ class Profile:
 
 
 def _pod_security(level: PodSecurityLevel) -> dict[str, str]:
-    return {
-        f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")
-    }
+    return {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")}
 
 
 LAB = Profile(

@@ -202,9 +202,7 @@ def build_tool(tool: Tool) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     env = go_env()
     info = _module_download(tool.module, tool.version, target, env)
-    replaces = upstream_replaces(
-        Path(info["GoMod"]).read_text(), tool.local_replace_version
-    )
+    replaces = upstream_replaces(Path(info["GoMod"]).read_text(), tool.local_replace_version)
     _write_wrapper(tool, src, replaces)
     _run(["go", "mod", "tidy"], src, env)
     ldflags = " ".join(f"-X '{k}={v}'" for k, v in sorted(tool.rendered_ldflags().items()))
@@ -252,7 +250,10 @@ def ensure_tool(tool: Tool, rebuild: bool = False) -> ToolResult:
             if all(p.exists() for p in binaries.values()):
                 _link(binaries)
                 return ToolResult(
-                    tool.name, tool.version, "cache", time.monotonic() - started,
+                    tool.name,
+                    tool.version,
+                    "cache",
+                    time.monotonic() - started,
                     f"built in {record['seconds']:.0f}s",
                 )
     try:
@@ -260,9 +261,7 @@ def ensure_tool(tool: Tool, rebuild: bool = False) -> ToolResult:
     except ToolBuildError as exc:
         return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(exc))
     seconds = time.monotonic() - started
-    marker.write_text(
-        json.dumps({"binaries": {k: str(v) for k, v in binaries.items()}, "seconds": seconds}, indent=2)
-    )
+    marker.write_text(json.dumps({"binaries": {k: str(v) for k, v in binaries.items()}, "seconds": seconds}, indent=2))
     _link(binaries)
     return ToolResult(tool.name, tool.version, "built", seconds)
 

@@ -1,0 +1,54 @@
+# Entry points for people and CI. `make test` is what CI runs (.ci/run calls it).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STACK ?= lab
+MLP := $(BIN)/mlplatform
+
+.PHONY: setup tools tools-test lint unit e2e test cluster down up validate clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Every pinned tool, Pulumi engine included (fails, naming the tool, where one cannot be built).
+tools: setup
+	$(MLP) tools
+
+# The tools the test suite needs: the local control plane and the renderers.
+tools-test: setup
+	$(MLP) tools --only cluster --only render
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+validate: setup
+	$(MLP) validate
+
+unit: setup
+	$(BIN)/pytest -m "not e2e"
+
+e2e: tools-test
+	$(BIN)/pytest -m e2e
+
+test: lint validate unit e2e
+
+cluster: tools-test
+	$(MLP) cluster up --stack $(STACK)
+
+down: setup
+	$(MLP) cluster down
+
+up: tools cluster
+	$(MLP) up $(STACK)
+
+clean: down
+	$(MLP) cluster down --purge
+	rm -rf .mlplatform

@@ -1,0 +1,58 @@
+"""Shared helpers: stack config as the Pulumi engine hands it over, and a recording mock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACKS = ("lab", "openshift", "cloud")
+
+
+def pulumi_config_of(stack_file: Path) -> dict[str, str]:
+    """The PULUMI_CONFIG map for a stack file: every value a string, structured ones as JSON."""
+    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Records every resource the program registers; outputs echo the inputs."""
+
+    def __init__(self) -> None:
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(args)
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture
+def run_stack():
+    """Run the real program against mocks with a stack's config; returns (mocks, components)."""
+
+    def run(stack: str, config: dict[str, str] | None = None):
+        from mlplatform.program import main
+
+        mocks = RecordingMocks()
+        pulumi.runtime.set_mocks(mocks, project="mlplatform", stack=stack, preview=False)
+        pulumi.runtime.set_all_config(
+            config if config is not None else pulumi_config_of(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")
+        )
+        result: dict[str, Any] = {}
+
+        @pulumi.runtime.test
+        def program():
+            result.update(main())
+
+        program()
+        return mocks, result
+
+    return run

@@ -1,0 +1,124 @@
+"""The real Pulumi program run against mocks with each shipped stack file."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+
+from tests.conftest import REPO_ROOT, STACKS, pulumi_config_of
+
+EXPECTED_INVENTORY = {
+    ("pulumi:providers:kubernetes", "kubernetes"),
+    ("mlplatform:core:Platform", "platform"),
+    ("kubernetes:core/v1:Namespace", "mlplatform-system"),
+    ("kubernetes:core/v1:ConfigMap", "mlplatform-info"),
+}
+
+
+def _by_type(mocks, typ):
+    return [r for r in mocks.resources if r.typ == typ]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_inventory_per_environment(run_stack, stack):
+    mocks, components = run_stack(stack)
+    inventory = {(r.typ, r.name) for r in mocks.resources}
+    assert inventory == EXPECTED_INVENTORY, f"stack {stack}: {sorted(inventory)}"
+    assert set(components) == {"core"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_object_carries_the_stack_inventory_labels(run_stack, stack):
+    mocks, _ = run_stack(stack)
+    for resource in mocks.resources:
+        if not resource.typ.startswith("kubernetes:"):
+            continue
+        labels = resource.inputs["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "mlplatform", resource.name
+        assert labels["mlplatform.io/stack"] == stack, resource.name
+
+
+def test_namespace_labels_follow_the_environment_profile(run_stack):
+    labels = {}
+    for stack in STACKS:
+        mocks, _ = run_stack(stack)
+        (namespace,) = _by_type(mocks, "kubernetes:core/v1:Namespace")
+        labels[stack] = namespace.inputs["metadata"]["labels"]
+    for stack in STACKS:
+        assert labels[stack]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["openshift"]["security.openshift.io/scc.podSecurityLabelSync"] == "false"
+    assert "security.openshift.io/scc.podSecurityLabelSync" not in labels["lab"]
+    assert "security.openshift.io/scc.podSecurityLabelSync" not in labels["cloud"]
+
+
+def test_platform_info_records_environment_and_lock_digest(run_stack):
+    mocks, _ = run_stack("cloud")
+    (info,) = _by_type(mocks, "kubernetes:core/v1:ConfigMap")
+    data = info.inputs["data"]
+    assert data["environment"] == "cloud"
+    assert data["cloudProvider"] == "eks"
+    assert data["lockDigest"].startswith("sha256:") and len(data["lockDigest"]) == len("sha256:") + 64
+    assert json.loads(data["nodePools"]) == ["system", "gpu-a10g", "gpu-h100"]
+    assert json.loads(data["modules"]) == ["core"]
+
+
+def test_children_are_parented_to_the_component(run_stack):
+    _, components = run_stack("lab")
+    core = components["core"]
+    urns = {}
+
+    def check(args):
+        namespace_urn, component_urn = args
+        urns["namespace"] = namespace_urn
+        assert component_urn == "urn:pulumi:lab::mlplatform::pulumi:pulumi:Stack$mlplatform:core:Platform::platform"
+        # The child's type chain names the component it belongs to.
+        assert namespace_urn == (
+            "urn:pulumi:lab::mlplatform::mlplatform:core:Platform$kubernetes:core/v1:Namespace::mlplatform-system"
+        )
+
+    @pulumi.runtime.test
+    def verify():
+        return pulumi.Output.all(core.namespace.urn, core.urn).apply(check)
+
+    verify()
+    assert urns
+
+
+@pytest.mark.parametrize(
+    ("stack", "key", "value", "expected"),
+    [
+        (
+            "lab",
+            "mlplatform:environment",
+            "staging",
+            "stacks/Pulumi.lab.yaml: mlplatform:environment: 'staging' is not allowed",
+        ),
+        (
+            "cloud",
+            "mlplatform:modules",
+            json.dumps({"kserve": {"enabled": True}}),
+            "stacks/Pulumi.cloud.yaml: mlplatform:modules.kserve.enabled",
+        ),
+    ],
+)
+def test_invalid_stack_registers_zero_resources(stack, key, value, expected):
+    from mlplatform.program import main
+    from tests.conftest import RecordingMocks
+
+    recorder = RecordingMocks()
+    config = pulumi_config_of(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")
+    config[key] = value
+    pulumi.runtime.set_mocks(recorder, project="mlplatform", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config)
+
+    @pulumi.runtime.test
+    def program():
+        main()
+
+    with pytest.raises(pulumi.RunError) as info:
+        program()
+    assert expected in str(info.value)
+    # Not even the provider: validation runs before the first registration.
+    assert recorder.resources == []
