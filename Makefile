@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STACK ?= lab
 MLP := $(BIN)/mlplatform
+# Offline sources: the upstream mirror beside the project, where there is one.
+MIRROR_DEFAULT := $(wildcard $(abspath ../shared/upstream))
+export MLPLATFORM_MIRROR ?= $(MIRROR_DEFAULT)
 
 .PHONY: setup tools tools-test lint unit e2e test cluster down up validate clean
 

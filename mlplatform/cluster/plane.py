@@ -22,7 +22,7 @@ import yaml
 from mlplatform.cluster import pki
 from mlplatform.config import ResolvedConfig
 from mlplatform.gpu.capacity import extended_resources, gpu_node_labels
-from mlplatform.paths import STATE_ROOT
+from mlplatform.paths import SHARE_DIR, STATE_ROOT
 from mlplatform.toolchain.build import bin_dir
 
 SIMULATED_LABEL = "mlplatform.io/simulated-node"
@@ -70,7 +70,7 @@ def _pid_file(component: str) -> Path:
     return cluster_dir() / "run" / f"{component}.pid"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -90,7 +90,7 @@ def running_pid(component: str) -> int | None:
     if not pid_file.exists():
         return None
     pid = int(pid_file.read_text().strip() or 0)
-    return pid if pid and _alive(pid) else None
+    return pid if pid and process_alive(pid) else None
 
 
 def _start(component: str, args: list[str]) -> None:
@@ -291,9 +291,13 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
             "--profiling=false",
         ],
     )
+    stages = sorted(SHARE_DIR.glob("kwok-*.yaml"))
+    if not stages:
+        raise ClusterError(f"kwok's stage files are missing from {SHARE_DIR}: run `mlplatform tools --only kwok`")
     _start(
         "kwok",
         [
+            *(f"--config={stage}" for stage in stages),
             f"--kubeconfig={creds.admin_kubeconfig}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
@@ -446,9 +450,9 @@ def stop_control_plane(purge: bool = False) -> list[str]:
         if pid:
             os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + 20
-            while _alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if process_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
             stopped.append(component)
         _pid_file(component).unlink(missing_ok=True)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlplatform.paths import STATE_ROOT, tool_cache_root
+from mlplatform.paths import BIN_DIR, SHARE_DIR, tool_cache_root
 from mlplatform.toolchain.lock import Lock, Tool
 
 # Which tools each purpose needs; `mlplatform tools --only` takes these names too.
@@ -57,7 +57,7 @@ class ToolResult:
 
 def bin_dir() -> Path:
     """The one folder put on PATH: links to the cached (or PATH-found) binaries."""
-    return STATE_ROOT / "bin"
+    return BIN_DIR
 
 
 def go_env() -> dict[str, str]:
@@ -177,7 +177,8 @@ def _from_path(tool: Tool) -> dict[str, Path] | None:
             return None
         found[name] = Path(location)
     for companion in tool.companions:
-        location = shutil.which(companion.name, path=_path_without_ours())
+        # Data companions are not found on PATH: such a tool comes from the cache.
+        location = shutil.which(companion.name, path=_path_without_ours()) if companion.into == "bin" else None
         if not location:
             return None
         found[companion.name] = Path(location)
@@ -220,17 +221,20 @@ def build_tool(tool: Tool) -> dict[str, Path]:
         source = Path(comp_info["Dir"]) / companion.path
         if not source.is_file():
             raise ToolBuildError(f"{companion.module}@{tool.version} has no {companion.path}")
-        shutil.copyfile(source, out / companion.name)
-        (out / companion.name).chmod(0o755)
-        built[companion.name] = out / companion.name
+        folder = target / companion.into
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / companion.name)
+        (folder / companion.name).chmod(0o755 if companion.into == "bin" else 0o644)
+        built[companion.name] = folder / companion.name
     shutil.rmtree(src, ignore_errors=True)
     return built
 
 
 def _link(binaries: dict[str, Path]) -> None:
-    bin_dir().mkdir(parents=True, exist_ok=True)
     for name, path in binaries.items():
-        link = bin_dir() / name
+        folder = SHARE_DIR if path.parent.name == "share" else bin_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / name
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(path)

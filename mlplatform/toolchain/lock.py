@@ -23,6 +23,8 @@ class Companion:
     name: str
     module: str
     path: str
+    # "bin" (next to the binaries, where a program looks for its helpers) or "share" (data).
+    into: str = "bin"
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def load_lock(path: Path = LOCK_FILE) -> Lock:
                 local_replace_version=spec.get("localReplaceVersion"),
                 main_shim=spec.get("mainShim"),
                 companions=tuple(
-                    Companion(name=c_name, module=c["module"], path=c["path"])
+                    Companion(name=c_name, module=c["module"], path=c["path"], into=c.get("into", "bin"))
                     for c_name, c in (spec.get("companions") or {}).items()
                 ),
             )

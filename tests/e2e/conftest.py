@@ -1,0 +1,79 @@
+"""A real control plane for the e2e tests, in its own state folder and port range so it
+never touches a plane the developer runs with `make cluster`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlplatform.paths import BIN_DIR
+from tests.conftest import REPO_ROOT
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Plane:
+    env: dict[str, str]
+    kubeconfig: Path
+    state_dir: Path
+
+    def mlplatform(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlplatform", *args], cwd=REPO_ROOT, env=self.env, capture_output=True, text=True
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mlplatform {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def kubectl(self, *args: str, input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [str(BIN_DIR / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input_text,
+            capture_output=True,
+            text=True,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+    def get(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def wait_for(self, what: str, predicate, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory) -> Plane:
+    missing = [
+        b
+        for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+        if not (BIN_DIR / b).exists()
+    ]
+    if missing:
+        pytest.fail(f"e2e needs {', '.join(missing)}: run `make tools-test` (make e2e does)", pytrace=False)
+    state = tmp_path_factory.mktemp("plane-state")
+    env = dict(os.environ, MLPLATFORM_STATE_DIR=str(state), MLPLATFORM_CLUSTER_PORT_BASE="37000")
+    instance = Plane(env=env, kubeconfig=state / "cluster" / "kubeconfig", state_dir=state)
+    started = time.monotonic()
+    instance.mlplatform("cluster", "up", "--stack", "lab", "--simulated")
+    print(f"\ncontrol plane up in {time.monotonic() - started:.1f}s")
+    yield instance
+    instance.mlplatform("cluster", "down", "--purge")

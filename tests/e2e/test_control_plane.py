@@ -1,0 +1,196 @@
+"""The local control plane is a real Kubernetes API: real scheduling, real admission."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from mlplatform.cluster.plane import process_alive
+from mlplatform.toolchain.lock import load_lock
+
+
+def _pod(name: str, resources: dict | None = None, node_selector: dict | None = None, restricted: bool = False) -> dict:
+    container: dict = {"name": "main", "image": "registry.k8s.io/pause:3.10"}
+    if resources is not None:
+        container["resources"] = resources
+    if restricted:
+        container["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+    spec: dict = {
+        "containers": [container],
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def _namespace(plane, labels: dict | None = None) -> str:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+    plane.kubectl("apply", "-f", "-", input_text=json.dumps(doc))
+    plane.wait_for(
+        f"service account in {name}",
+        lambda: plane.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+    )
+    return name
+
+
+def _apply(plane, namespace: str, doc: dict, check: bool = True):
+    return plane.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(doc), check=check)
+
+
+def test_apiserver_reports_the_pinned_version(plane):
+    version = json.loads(plane.kubectl("version", "-o", "json").stdout)
+    pinned = load_lock().tools["kubernetes"].version
+    assert version["serverVersion"]["gitVersion"] == pinned
+    assert version["clientVersion"]["gitVersion"] == pinned
+
+
+def test_node_pools_become_ready_nodes_with_gpu_capacity(plane):
+    nodes = {n["metadata"]["name"]: n for n in plane.get("nodes")["items"]}
+    assert sorted(nodes) == ["cpu-0", "cpu-1", "gpu-a100-0", "gpu-t4-0", "gpu-t4-1"]
+    for name, node in nodes.items():
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", name
+    assert nodes["gpu-a100-0"]["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    assert nodes["gpu-t4-0"]["status"]["allocatable"]["nvidia.com/gpu"] == "4"
+    assert "nvidia.com/gpu" not in nodes["cpu-0"]["status"]["allocatable"]
+
+
+def test_gpu_pod_is_scheduled_on_the_only_node_that_fits_and_runs(plane):
+    namespace = _namespace(plane)
+    eight = {"limits": {"nvidia.com/gpu": "8"}}
+    _apply(plane, namespace, _pod("train", resources=eight))
+
+    def running():
+        pod = plane.get("pod", "train", "-n", namespace)
+        return pod["status"].get("phase") == "Running"
+
+    plane.wait_for("pod train Running", running)
+    pod = plane.get("pod", "train", "-n", namespace)
+    assert pod["spec"]["nodeName"] == "gpu-a100-0"
+
+
+def test_pod_asking_for_more_gpus_than_any_node_stays_pending_with_the_reason(plane):
+    namespace = _namespace(plane)
+    _apply(plane, namespace, _pod("too-big", resources={"limits": {"nvidia.com/gpu": "16"}}))
+
+    def unschedulable():
+        pod = plane.get("pod", "too-big", "-n", namespace)
+        conditions = pod["status"].get("conditions", [])
+        return any(c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions)
+
+    plane.wait_for("pod too-big Unschedulable", unschedulable)
+    pod = plane.get("pod", "too-big", "-n", namespace)
+    assert pod["status"]["phase"] == "Pending"
+    message = next(c["message"] for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert "Insufficient nvidia.com/gpu" in message
+
+
+def test_pod_security_admission_enforces_restricted(plane):
+    namespace = _namespace(plane, {"pod-security.kubernetes.io/enforce": "restricted"})
+    bad = _pod("root-pod")
+    bad["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    proc = _apply(plane, namespace, bad, check=False)
+    assert proc.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in proc.stderr
+    _apply(plane, namespace, _pod("good-pod", restricted=True))
+
+
+def test_resource_quota_admission_rejects_gpus_beyond_the_quota(plane):
+    namespace = _namespace(plane)
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "gpus"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "1"}},
+    }
+    _apply(plane, namespace, quota)
+    plane.wait_for(
+        "quota status", lambda: "hard" in plane.get("resourcequota", "gpus", "-n", namespace).get("status", {})
+    )
+    proc = _apply(plane, namespace, _pod("greedy", resources={"limits": {"nvidia.com/gpu": "2"}}), check=False)
+    assert proc.returncode != 0
+    assert "exceeded quota: gpus" in proc.stderr
+    assert "requested: requests.nvidia.com/gpu=2" in proc.stderr
+
+
+def test_limit_range_defaults_apply_to_pods_without_requests(plane):
+    namespace = _namespace(plane)
+    limits = {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "defaults"},
+        "spec": {
+            "limits": [
+                {
+                    "type": "Container",
+                    "default": {"cpu": "500m", "memory": "512Mi"},
+                    "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+                }
+            ]
+        },
+    }
+    _apply(plane, namespace, limits)
+    _apply(plane, namespace, _pod("plain"))
+    resources = plane.get("pod", "plain", "-n", namespace)["spec"]["containers"][0]["resources"]
+    assert resources == {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}}
+
+
+def test_deployments_become_available_through_the_controller_manager(plane):
+    namespace = _namespace(plane)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": _pod("x")["spec"]},
+        },
+    }
+    _apply(plane, namespace, deployment)
+    plane.kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=60s")
+    assert plane.get("deployment", "web", "-n", namespace)["status"]["availableReplicas"] == 2
+
+
+def test_openshift_stack_brings_its_apis_and_node_pools(plane):
+    mirror = os.environ.get("MLPLATFORM_MIRROR")
+    if not mirror:
+        pytest.fail("the OpenShift APIs come from the upstream mirror: set MLPLATFORM_MIRROR", pytrace=False)
+    proc = plane.mlplatform("cluster", "up", "--stack", "openshift", "--simulated")
+    assert "environment APIs installed: openshift/crds, olm/crds" in proc.stdout
+    names = sorted(n["metadata"]["name"] for n in plane.get("nodes")["items"])
+    assert names == ["gpu-h100-0", "gpu-h100-1", "worker-0", "worker-1", "worker-2"]
+    namespace = _namespace(plane)
+    route = {
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": {"name": "ui"},
+        "spec": {"host": "ui.apps.ocp.example.com", "to": {"kind": "Service", "name": "ui"}},
+    }
+    _apply(plane, namespace, route)
+    assert plane.get("route", "ui", "-n", namespace)["spec"]["host"] == "ui.apps.ocp.example.com"
+    subscription = plane.get("crd", "subscriptions.operators.coreos.com")
+    assert any(c["type"] == "Established" and c["status"] == "True" for c in subscription["status"]["conditions"])
+
+
+def test_cluster_down_leaves_nothing_running(plane):
+    status = plane.mlplatform("cluster", "status", check=False)
+    assert status.returncode == 0, status.stdout
+    pids = [int(line.split("pid ")[1].rstrip(")")) for line in status.stdout.splitlines() if "running" in line]
+    assert len(pids) == 5
+    plane.mlplatform("cluster", "down")
+    for pid in pids:
+        assert not process_alive(pid), pid
+    after = plane.mlplatform("cluster", "status", check=False)
+    assert after.returncode == 1 and "running" not in after.stdout
