@@ -49,7 +49,7 @@ cluster: tools-test
 down: setup
 	$(MLP) cluster down
 
-up: tools cluster
+up: setup
 	$(MLP) up $(STACK)
 
 clean: down

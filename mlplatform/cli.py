@@ -99,12 +99,42 @@ def require_engine() -> str | None:
     )
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def cmd_render(args: argparse.Namespace) -> int:
+    from mlplatform.render import render_manifests, write_manifests
+
     try:
         load_stack(args.stack)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
+    written = write_manifests(render_manifests(args.stack), Path(args.out))
+    print(f"{len(written)} object(s) of stack {args.stack} written to {args.out}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Tools, then the local control plane (unless the stack names its own cluster), then the engine."""
+    from mlplatform.cluster import plane
+    from mlplatform.toolchain.build import ensure_tool
+    from mlplatform.toolchain.lock import load_lock
+
+    try:
+        resolved = load_stack(args.stack)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    for tool in load_lock().tools.values():
+        result = ensure_tool(tool)
+        print(f"tool {result.tool} {result.version}: {result.source}", flush=True)
+    if not resolved.config.cluster.kubeconfig:
+        try:
+            plane.start_control_plane()
+            plane.install_environment_apis(resolved)
+            count = plane.apply_nodes(resolved)
+        except plane.ClusterError as exc:
+            print(f"mlplatform up: {exc}", file=sys.stderr)
+            return 1
+        print(f"local control plane ready: {count} simulated node(s), kubeconfig {plane.kubeconfig_path()}")
     reason = require_engine()
     if reason:
         print(f"mlplatform up: {reason}", file=sys.stderr)
@@ -131,7 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     tools.add_argument("--rebuild", action="store_true", help="ignore the cache and PATH, build again")
     tools.set_defaults(func=cmd_tools)
 
-    up = sub.add_parser("up", help="apply a stack with the Pulumi engine")
+    render = sub.add_parser("render", help="write every object a stack applies as YAML (no cluster needed)")
+    render.add_argument("--stack", default="lab")
+    render.add_argument("--out", required=True, metavar="DIR")
+    render.set_defaults(func=cmd_render)
+
+    up = sub.add_parser("up", help="build tools, start the local plane, apply a stack with the Pulumi engine")
     up.add_argument("stack", nargs="?", default="lab")
     up.set_defaults(func=cmd_up)
 

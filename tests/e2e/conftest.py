@@ -60,8 +60,7 @@ class Plane:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture(scope="session")
-def plane(tmp_path_factory) -> Plane:
+def start_plane(state: Path, port_base: int, stack: str = "lab") -> Plane:
     missing = [
         b
         for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
@@ -69,11 +68,16 @@ def plane(tmp_path_factory) -> Plane:
     ]
     if missing:
         pytest.fail(f"e2e needs {', '.join(missing)}: run `make tools-test` (make e2e does)", pytrace=False)
-    state = tmp_path_factory.mktemp("plane-state")
-    env = dict(os.environ, MLPLATFORM_STATE_DIR=str(state), MLPLATFORM_CLUSTER_PORT_BASE="37000")
+    env = dict(os.environ, MLPLATFORM_STATE_DIR=str(state), MLPLATFORM_CLUSTER_PORT_BASE=str(port_base))
     instance = Plane(env=env, kubeconfig=state / "cluster" / "kubeconfig", state_dir=state)
     started = time.monotonic()
-    instance.mlplatform("cluster", "up", "--stack", "lab", "--simulated")
+    instance.mlplatform("cluster", "up", "--stack", stack, "--simulated")
     print(f"\ncontrol plane up in {time.monotonic() - started:.1f}s")
+    return instance
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory) -> Plane:
+    instance = start_plane(tmp_path_factory.mktemp("plane-state"), 37000)
     yield instance
     instance.mlplatform("cluster", "down", "--purge")

@@ -10,6 +10,7 @@ import pytest
 
 from mlplatform.cluster.plane import process_alive
 from mlplatform.toolchain.lock import load_lock
+from tests.e2e.conftest import start_plane
 
 
 def _pod(name: str, resources: dict | None = None, node_selector: dict | None = None, restricted: bool = False) -> dict:
@@ -184,7 +185,9 @@ def test_openshift_stack_brings_its_apis_and_node_pools(plane):
     assert any(c["type"] == "Established" and c["status"] == "True" for c in subscription["status"]["conditions"])
 
 
-def test_cluster_down_leaves_nothing_running(plane):
+def test_cluster_down_leaves_nothing_running(tmp_path):
+    # A plane of its own: the session's plane stays up for the other tests.
+    plane = start_plane(tmp_path, 37100)
     status = plane.mlplatform("cluster", "status", check=False)
     assert status.returncode == 0, status.stdout
     pids = [int(line.split("pid ")[1].rstrip(")")) for line in status.stdout.splitlines() if "running" in line]

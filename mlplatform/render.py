@@ -1,0 +1,126 @@
+"""Render a stack to plain manifests without a cluster or the Pulumi engine.
+
+The real program runs against Pulumi's mock monitor, which records each resource's inputs;
+for Kubernetes resources those inputs are complete manifests. The result is the set of
+objects the stack applies, written one file per object in apply order (GitOps export).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+from mlplatform.config.load import read_stack_file, stack_file
+
+# Objects other objects live in or are checked against go first, workloads last.
+KIND_ORDER = (
+    "Namespace",
+    "CustomResourceDefinition",
+    "PriorityClass",
+    "StorageClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ResourceQuota",
+    "LimitRange",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "Secret",
+    "ConfigMap",
+    "NetworkPolicy",
+    "Service",
+)
+
+
+class _Recorder(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(args)
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        return {}
+
+
+def stack_config_strings(config: Mapping[str, Any]) -> dict[str, str]:
+    """Stack file values as the engine hands them to a program: strings, structures as JSON."""
+    import json
+
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+
+
+def render_manifests(stack: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every Kubernetes object the stack applies, in apply order."""
+    from mlplatform.program import main
+
+    raw = config if config is not None else read_stack_file(stack_file(stack))
+    recorder = _Recorder()
+    pulumi.runtime.set_mocks(recorder, project="mlplatform", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(stack_config_strings(raw))
+
+    # The mock runtime's driver: runs the program and waits for every registration.
+    @pulumi.runtime.test
+    def program() -> None:
+        main()
+
+    program()
+    manifests = [
+        _manifest(args.inputs) for args in recorder.resources if args.typ.startswith("kubernetes:") and args.custom
+    ]
+    return sorted(manifests, key=_apply_order)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def _manifest(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """apiVersion, kind, metadata first; every mapping below in key order (stable output)."""
+    head = ("apiVersion", "kind", "metadata")
+    ordered = {k: _sorted(inputs[k]) for k in head if k in inputs}
+    ordered.update({k: _sorted(inputs[k]) for k in sorted(inputs) if k not in head})
+    return ordered
+
+
+def _apply_order(manifest: Mapping[str, Any]) -> tuple[int, str, str]:
+    kind = manifest["kind"]
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    metadata = manifest.get("metadata") or {}
+    return rank, metadata.get("namespace", ""), f"{kind}/{metadata.get('name', '')}"
+
+
+def file_name(index: int, manifest: Mapping[str, Any]) -> str:
+    metadata = manifest.get("metadata") or {}
+    parts = [manifest["kind"], metadata.get("namespace", ""), metadata.get("name", "")]
+    slug = "_".join(re.sub(r"[^a-z0-9.-]", "-", p.lower()) for p in parts if p)
+    return f"{index:04d}_{slug}.yaml"
+
+
+def write_manifests(manifests: list[dict[str, Any]], out: Path) -> list[Path]:
+    """One file per object plus a kustomization.yaml listing them in apply order."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.yaml"):
+        stale.unlink()
+    written = []
+    for index, manifest in enumerate(manifests, start=1):
+        path = out / file_name(index, manifest)
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        written.append(path)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [p.name for p in written],
+    }
+    (out / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return written
