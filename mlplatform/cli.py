@@ -83,19 +83,20 @@ def engine_env(stack: str) -> dict[str, str]:
 def require_engine() -> str | None:
     """The reason `pulumi up` cannot run here, or None when the engine is complete."""
     from mlplatform.toolchain.build import GROUPS, bin_dir
+    from mlplatform.toolchain.lock import load_lock
 
-    missing = []
-    for name in (*GROUPS["engine"], "pulumi-language-python-exec"):
-        binary = name if name != "pulumi-language-python" else "pulumi-language-python"
-        if not (bin_dir() / binary).exists() and not shutil.which(binary):
-            missing.append(binary)
+    missing = [
+        name
+        for name in (*GROUPS["engine"], "pulumi-language-python-exec")
+        if not (bin_dir() / name).exists() and not shutil.which(name)
+    ]
     if not missing:
         return None
+    provider = load_lock().tools["pulumi-resource-kubernetes"].version
     return (
         "the Pulumi engine is incomplete: " + ", ".join(missing) + " not found.\n"
-        "Run `make tools` (it builds them from Go modules where the module proxy serves them), "
-        "or install the official Pulumi CLI and `pulumi plugin install resource kubernetes "
-        "<version of the pulumi-kubernetes pin>` so they are on PATH."
+        "`make tools` builds them from Go modules where the module proxy serves them; otherwise install "
+        f"the official Pulumi CLI and run `pulumi plugin install resource kubernetes {provider}`."
     )
 
 
@@ -126,6 +127,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     for tool in load_lock().tools.values():
         result = ensure_tool(tool)
         print(f"tool {result.tool} {result.version}: {result.source}", flush=True)
+        if result.source == "unavailable":
+            print(f"  {result.detail.splitlines()[-1].strip()}", flush=True)
     if not resolved.config.cluster.kubeconfig:
         try:
             plane.start_control_plane()

@@ -80,10 +80,17 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 def _module_download(module: str, version: str, cwd: Path, env: dict[str, str]) -> dict:
-    out = _run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd, env)
-    info = json.loads(out)
-    if info.get("Error"):
-        raise ToolBuildError(f"go mod download {module}@{version}: {info['Error']}")
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    try:
+        info = json.loads(proc.stdout)
+    except ValueError:
+        info = {"Error": (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"}
+    if info.get("Error") or proc.returncode != 0:
+        # The proxy's answer, on one line: e.g. "... 403 Forbidden server response: ... not available."
+        reason = " ".join(str(info.get("Error", "")).split())
+        raise ToolBuildError(f"go mod download {module}@{version}: {reason}")
     return info
 
 
