@@ -10,7 +10,7 @@ MLP := $(BIN)/mlplatform
 MIRROR_DEFAULT := $(wildcard $(abspath ../shared/upstream))
 export MLPLATFORM_MIRROR ?= $(MIRROR_DEFAULT)
 
-.PHONY: setup tools tools-test lint unit e2e test cluster down up validate clean
+.PHONY: setup tools tools-test lint unit e2e test cluster down up validate bench test-engine clean
 
 setup: $(VENV)/.installed
 
@@ -36,10 +36,14 @@ validate: setup
 	$(MLP) validate
 
 unit: setup
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest -m "not e2e and not engine"
 
 e2e: tools-test
 	$(BIN)/pytest -m e2e
+
+# `pulumi up/preview/refresh/destroy` of every stack on the local plane: needs the engine.
+test-engine: tools
+	$(BIN)/pytest -m engine
 
 test: lint validate unit e2e
 
@@ -51,6 +55,9 @@ down: setup
 
 up: setup
 	$(MLP) up $(STACK)
+
+bench: tools-test
+	$(BIN)/python benchmarks/bench_toolchain_and_plane.py
 
 clean: down
 	$(MLP) cluster down --purge

@@ -116,3 +116,11 @@ def test_cli_names_a_missing_stack():
     proc = _cli("validate", "nosuchstack")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "stacks/Pulumi.nosuchstack.yaml: <file>: no such stack file"
+
+
+def test_mirror_environment_variable_overrides_the_stack(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(tmp_path))
+    assert load_stack("lab").mirror_path == tmp_path
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match=r"mlplatform:mirror\.path: '.*absent' is not a folder"):
+        load_stack("lab")
