@@ -45,7 +45,7 @@ def tool_build_times(cold: bool) -> None:
         )
     for tool in lock.tools.values():
         if cold:
-            result = ensure_tool(tool, rebuild=True)
+            result = ensure_tool(tool, rebuild=True, link=False)
             rows.append((tool.name, tool.version, result.source, result.seconds))
             continue
         marker = cached_dir(tool) / "complete.json"

@@ -247,7 +247,8 @@ def _link(binaries: dict[str, Path]) -> None:
         link.symlink_to(path)
 
 
-def ensure_tool(tool: Tool, rebuild: bool = False) -> ToolResult:
+def ensure_tool(tool: Tool, rebuild: bool = False, link: bool = True) -> ToolResult:
+    """Reuse or build one tool; `link=False` builds without touching the links in use."""
     started = time.monotonic()
     marker = cached_dir(tool) / "complete.json"
     if not rebuild:
