@@ -101,14 +101,19 @@ def require_engine() -> str | None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from mlplatform.render import render_manifests, write_manifests
+    from mlplatform.render import RenderError, render_manifests, write_manifests
 
     try:
         load_stack(args.stack)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
-    written = write_manifests(render_manifests(args.stack), Path(args.out))
+    try:
+        manifests = render_manifests(args.stack)
+    except RenderError as exc:
+        print(f"mlplatform render: {exc}", file=sys.stderr)
+        return 1
+    written = write_manifests(manifests, Path(args.out))
     print(f"{len(written)} object(s) of stack {args.stack} written to {args.out}")
     return 0
 

@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import yaml
 
-from mlplatform.config.load import read_stack_file, stack_file
+from mlplatform.config.load import read_stack_file, stack_location
 
 # Objects other objects live in or are checked against go first, workloads last.
 KIND_ORDER = (
@@ -34,6 +34,13 @@ KIND_ORDER = (
     "ConfigMap",
     "NetworkPolicy",
     "Service",
+    # Operator plumbing before the custom resources the operator serves.
+    "OperatorGroup",
+    "Subscription",
+    "DaemonSet",
+    "Deployment",
+    "StatefulSet",
+    "Job",
 )
 
 
@@ -56,11 +63,16 @@ def stack_config_strings(config: Mapping[str, Any]) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
 
 
-def render_manifests(stack: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+class RenderError(RuntimeError):
+    pass
+
+
+def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every Kubernetes object the stack applies, in apply order."""
     from mlplatform.program import main
 
-    raw = config if config is not None else read_stack_file(stack_file(stack))
+    path, stack = stack_location(stack_or_path)
+    raw = config if config is not None else read_stack_file(path)
     recorder = _Recorder()
     pulumi.runtime.set_mocks(recorder, project="mlplatform", stack=stack, preview=False)
     pulumi.runtime.set_all_config(stack_config_strings(raw))
@@ -71,10 +83,15 @@ def render_manifests(stack: str, config: Mapping[str, Any] | None = None) -> lis
         main()
 
     program()
-    manifests = [
-        _manifest(args.inputs) for args in recorder.resources if args.typ.startswith("kubernetes:") and args.custom
-    ]
-    return sorted(manifests, key=_apply_order)
+    objects = [args for args in recorder.resources if args.typ.startswith("kubernetes:") and args.custom]
+    # A Helm release's objects exist only once Helm renders its chart at apply time.
+    releases = [args.name for args in objects if args.typ.startswith("kubernetes:helm.sh/")]
+    if releases:
+        raise RenderError(
+            f"stack {stack} installs Helm release(s) {', '.join(releases)}, whose objects only Helm renders; "
+            "export them with `helm template` of the pinned chart"
+        )
+    return sorted((_manifest(args.inputs) for args in objects), key=_apply_order)
 
 
 def _sorted(value: Any) -> Any:

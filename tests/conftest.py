@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,16 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("lab", "openshift", "cloud")
+# The offline mirror of upstream sources (CI exports MLPLATFORM_MIRROR; the default is where
+# the mirror sits beside a checkout). Captured before any test changes the environment.
+UPSTREAM_MIRROR = Path(os.environ.get("MLPLATFORM_MIRROR") or REPO_ROOT.parent / "shared" / "upstream")
+
+
+@pytest.fixture
+def mirror() -> Path:
+    if not (UPSTREAM_MIRROR / "README.md").exists():
+        pytest.fail(f"the upstream mirror is not at {UPSTREAM_MIRROR}: set MLPLATFORM_MIRROR", pytrace=False)
+    return UPSTREAM_MIRROR
 
 
 def pulumi_config_of(stack_file: Path) -> dict[str, str]:
@@ -35,8 +46,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 @pytest.fixture
-def run_stack():
-    """Run the real program against mocks with a stack's config; returns (mocks, components)."""
+def run_stack(mirror, monkeypatch):
+    """Run the real program against mocks with a stack's config; returns (mocks, components).
+    Upstream sources come from the offline mirror."""
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
 
     def run(stack: str, config: dict[str, str] | None = None):
         from mlplatform.program import main

@@ -424,6 +424,11 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
         folders.append("openshift/crds")
     if resolved.profile.operator_install == "olm":
         folders.append("olm/crds")
+        gpu = resolved.config.modules.gpu
+        # No OLM runs on this plane: the CRDs the subscribed operator's bundle would bring
+        # are installed as OLM would install them.
+        if gpu.enabled and gpu.install == "operator":
+            folders.append("gpu-operator/crds")
     if not folders:
         return []
     mirror = resolved.mirror_path

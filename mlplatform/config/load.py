@@ -93,14 +93,17 @@ def config_from_pulumi_env(values: Mapping[str, str]) -> dict[str, Any]:
     return decoded
 
 
-def load_stack(stack_or_path: str, mirror_override: str | None = None) -> ResolvedConfig:
-    """Resolve a stack by name (stacks/Pulumi.<name>.yaml) or by a path to a stack file."""
+def stack_location(stack_or_path: str) -> tuple[Path, str]:
+    """(file, stack name) of a stack given by name (stacks/Pulumi.<name>.yaml) or by path."""
     candidate = Path(stack_or_path)
     if candidate.suffix in (".yaml", ".yml") or os.sep in stack_or_path:
-        path = candidate
-        stack = candidate.name.removeprefix("Pulumi.").rsplit(".", 1)[0]
-    else:
-        path, stack = stack_file(stack_or_path), stack_or_path
+        return candidate, candidate.name.removeprefix("Pulumi.").rsplit(".", 1)[0]
+    return stack_file(stack_or_path), stack_or_path
+
+
+def load_stack(stack_or_path: str, mirror_override: str | None = None) -> ResolvedConfig:
+    """Resolve a stack by name (stacks/Pulumi.<name>.yaml) or by a path to a stack file."""
+    path, stack = stack_location(stack_or_path)
     raw = read_stack_file(path)
     return resolve(raw, source=display_path(path), stack=stack, mirror_override=mirror_override)
 
@@ -265,6 +268,7 @@ def _problem_from_error(source: str, error: Mapping[str, Any]) -> Problem:
 
 # Modules, their dependencies, and which are built: see mlplatform.modules.registry.
 def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) -> list[Problem]:
+    from mlplatform.gpu.validation import gpu_problems
     from mlplatform.modules.registry import MODULE_DEPENDENCIES, available_modules
 
     problems: list[Problem] = []
@@ -332,6 +336,8 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
             ("platform", "namespace"),
             f"{namespace!r} is reserved by Kubernetes or OpenShift (allowed: a namespace of our own, e.g. mlplatform-system)",
         )
+
+    gpu_problems(config, config.cloud.provider if config.cloud else None, add)
 
     available = available_modules()
     enabled = set(config.modules.enabled_names())

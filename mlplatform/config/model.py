@@ -105,10 +105,39 @@ class CloudSettings(Strict):
     region: str | None = None
 
 
+class TimeSlicing(Strict):
+    # Pods that may share one GPU (or one MIG device).
+    replicas: int = Field(ge=2, le=64)
+    # Advertise shared devices as `<name>.shared` so nobody mistakes a slice for a whole GPU.
+    rename_by_default: bool = True
+    # Refuse requests for more than one shared device: two slices of one GPU are no faster.
+    fail_requests_greater_than_one: bool = True
+
+
+class Mps(Strict):
+    replicas: int = Field(ge=2, le=48)
+    rename_by_default: bool = True
+
+
+class MigLayout(Strict):
+    # single: every MIG device of a node has one profile, advertised as nvidia.com/gpu;
+    # mixed: each profile is its own resource, nvidia.com/mig-<profile>.
+    strategy: Literal["single", "mixed"]
+    # MIG devices per GPU: profile -> instances (every GPU of the node gets this layout).
+    devices: dict[str, int] = Field(min_length=1)
+
+
+class GpuSharing(Strict):
+    time_slicing: TimeSlicing | None = None
+    mps: Mps | None = None
+    mig: MigLayout | None = None
+
+
 class GpuSpec(Strict):
     model: GpuModel
     # GPUs per node: the largest servers carry 8 (16 on a few HGX variants).
     count: int = Field(ge=1, le=16)
+    sharing: GpuSharing = GpuSharing()
 
 
 class Taint(Strict):
@@ -177,8 +206,34 @@ class ModuleToggle(Strict):
     enabled: bool = False
 
 
+class DcgmExporterSettings(Strict):
+    enabled: bool = True
+    # A ServiceMonitor for the Prometheus Operator (its CRDs must be served).
+    service_monitor: bool = False
+
+
+class GpuOperatorSettings(Strict):
+    # OLM subscription coordinates (OpenShift); the Helm chart path uses the lock's version.
+    channel: str = "stable"
+    source: str = "certified-operators"
+    source_namespace: str = "openshift-marketplace"
+
+
+class GpuModuleSettings(ModuleToggle):
+    # device-plugin: NVIDIA's device plugin (+ feature discovery) with our sharing configs;
+    # operator: NVIDIA GPU operator (OLM on OpenShift, Helm elsewhere);
+    # managed: the cloud installs the device plugin (GKE): we add only what is ours.
+    install: Literal["device-plugin", "operator", "managed"] = "device-plugin"
+    namespace: DnsLabel | None = None
+    feature_discovery: bool = True
+    dcgm_exporter: DcgmExporterSettings = DcgmExporterSettings()
+    operator: GpuOperatorSettings = GpuOperatorSettings()
+    # Oldest driver the node preflight (`mlplatform doctor --gpu`) accepts.
+    min_driver_version: str = "550.54.15"
+
+
 class ModulesSettings(Strict):
-    gpu: ModuleToggle = ModuleToggle()
+    gpu: GpuModuleSettings = GpuModuleSettings()
     tenancy: ModuleToggle = ModuleToggle()
     notebooks: ModuleToggle = ModuleToggle()
     pipelines: ModuleToggle = ModuleToggle()

@@ -49,6 +49,7 @@ LAB = Profile(
             "objectStore": {"kind": "in-cluster"},
             "database": {"kind": "in-cluster", "engine": "postgres"},
         },
+        "modules": {"gpu": {"install": "device-plugin"}},
     },
 )
 
@@ -73,6 +74,8 @@ OPENSHIFT = Profile(
             "objectStore": {"kind": "in-cluster"},
             "database": {"kind": "in-cluster", "engine": "postgres"},
         },
+        # The certified GPU operator through OLM is how OpenShift clusters get GPUs.
+        "modules": {"gpu": {"install": "operator"}},
     },
 )
 
@@ -84,17 +87,18 @@ _CLOUD_BASE = dict(
     namespace_labels=_pod_security("restricted"),
 )
 
-# Per provider: the storage class, ingress class and object store its clusters come with.
-_CLOUD_PROVIDER_DEFAULTS: dict[str, tuple[str, str, str]] = {
-    "eks": ("gp3", "alb", "s3"),
-    "gke": ("standard-rwo", "gce", "gcs"),
-    "aks": ("managed-csi", "webapprouting.kubernetes.azure.com", "azure-blob"),
-    "generic": ("standard", "nginx", "s3"),
+# Per provider: the storage class, ingress class, object store and GPU install path its
+# clusters come with (GKE installs the device plugin on GPU node pools itself).
+_CLOUD_PROVIDER_DEFAULTS: dict[str, tuple[str, str, str, str]] = {
+    "eks": ("gp3", "alb", "s3", "device-plugin"),
+    "gke": ("standard-rwo", "gce", "gcs", "managed"),
+    "aks": ("managed-csi", "webapprouting.kubernetes.azure.com", "azure-blob", "device-plugin"),
+    "generic": ("standard", "nginx", "s3", "device-plugin"),
 }
 
 
 def cloud_profile(provider: str) -> Profile:
-    storage_class, ingress_class, object_store = _CLOUD_PROVIDER_DEFAULTS[provider]
+    storage_class, ingress_class, object_store, gpu_install = _CLOUD_PROVIDER_DEFAULTS[provider]
     return Profile(
         name="cloud",
         **_CLOUD_BASE,
@@ -107,6 +111,7 @@ def cloud_profile(provider: str) -> Profile:
                 "objectStore": {"kind": object_store},
                 "database": {"kind": "managed", "engine": "postgres"},
             },
+            "modules": {"gpu": {"install": gpu_install}},
         },
     )
 

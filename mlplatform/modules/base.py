@@ -33,3 +33,28 @@ class ModuleContext:
 
     def child_opts(self, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=parent, provider=self.provider, **kwargs)
+
+
+# Typed resource classes for the kinds our modules create from manifests; anything else is
+# a custom resource.
+_KINDS: dict[tuple[str, str], Any] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
+}
+
+
+def create_object(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """A Pulumi resource for one manifest (camelCase keys, as upstream YAML writes them)."""
+    api_version, kind = manifest["apiVersion"], manifest["kind"]
+    body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    name = manifest["metadata"]["name"]
+    resource_class = _KINDS.get((api_version, kind))
+    if resource_class is None:
+        return k8s.apiextensions.CustomResource(name, api_version=api_version, kind=kind, opts=opts, **body)
+    return resource_class(name, opts=opts, **body)

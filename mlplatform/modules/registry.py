@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 
 from mlplatform.modules.base import ModuleContext
+from mlplatform.modules.gpu import GpuLayer
 
 # capability -> capabilities it needs enabled too
 MODULE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
@@ -29,7 +30,9 @@ MODULE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 
 # Built modules: name -> factory(name, ctx, opts) returning a ComponentResource with `.outputs`.
 ModuleFactory = Callable[[str, ModuleContext, pulumi.ResourceOptions], Any]
-MODULES: dict[str, ModuleFactory] = {}
+MODULES: dict[str, ModuleFactory] = {
+    "gpu": GpuLayer,
+}
 
 
 def available_modules() -> set[str]:

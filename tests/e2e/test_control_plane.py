@@ -169,7 +169,7 @@ def test_openshift_stack_brings_its_apis_and_node_pools(plane):
     if not mirror:
         pytest.fail("the OpenShift APIs come from the upstream mirror: set MLPLATFORM_MIRROR", pytrace=False)
     proc = plane.mlplatform("cluster", "up", "--stack", "openshift", "--simulated")
-    assert "environment APIs installed: openshift/crds, olm/crds" in proc.stdout
+    assert "environment APIs installed: openshift/crds, olm/crds, gpu-operator/crds" in proc.stdout
     names = sorted(n["metadata"]["name"] for n in plane.get("nodes")["items"])
     assert names == ["gpu-h100-0", "gpu-h100-1", "worker-0", "worker-1", "worker-2"]
     namespace = _namespace(plane)

@@ -9,11 +9,48 @@ import pytest
 
 from tests.conftest import REPO_ROOT, STACKS, pulumi_config_of
 
-EXPECTED_INVENTORY = {
+CORE_INVENTORY = {
     ("pulumi:providers:kubernetes", "kubernetes"),
     ("mlplatform:core:Platform", "platform"),
     ("kubernetes:core/v1:Namespace", "mlplatform-system"),
     ("kubernetes:core/v1:ConfigMap", "mlplatform-info"),
+}
+GPU_INVENTORY = {
+    # Lab: device plugin + feature discovery per GPU pool, sharing configs, MIG layouts, DCGM.
+    "lab": {
+        ("mlplatform:gpu:GpuLayer", "gpu"),
+        ("kubernetes:core/v1:Namespace", "nvidia-device-plugin"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin-configs"),
+        ("kubernetes:core/v1:ConfigMap", "mlplatform-mig-parted-config"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin-gpu-a100"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin-gpu-t4"),
+        ("kubernetes:apps/v1:DaemonSet", "gpu-feature-discovery-gpu-a100"),
+        ("kubernetes:apps/v1:DaemonSet", "gpu-feature-discovery-gpu-t4"),
+        ("kubernetes:apps/v1:DaemonSet", "dcgm-exporter"),
+        ("kubernetes:core/v1:Service", "dcgm-exporter"),
+    },
+    # OpenShift: the certified GPU operator through OLM, configured by a ClusterPolicy.
+    "openshift": {
+        ("mlplatform:gpu:GpuLayer", "gpu"),
+        ("kubernetes:core/v1:Namespace", "nvidia-gpu-operator"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin-configs"),
+        ("kubernetes:core/v1:ConfigMap", "mlplatform-mig-parted-config"),
+        ("kubernetes:operators.coreos.com/v1:OperatorGroup", "nvidia-gpu-operator-group"),
+        ("kubernetes:operators.coreos.com/v1alpha1:Subscription", "gpu-operator-certified"),
+        ("kubernetes:nvidia.com/v1:ClusterPolicy", "gpu-cluster-policy"),
+    },
+    # Cloud (EKS): the device plugin path without MIG.
+    "cloud": {
+        ("mlplatform:gpu:GpuLayer", "gpu"),
+        ("kubernetes:core/v1:Namespace", "nvidia-device-plugin"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin-configs"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin-gpu-a10g"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin-gpu-h100"),
+        ("kubernetes:apps/v1:DaemonSet", "gpu-feature-discovery-gpu-a10g"),
+        ("kubernetes:apps/v1:DaemonSet", "gpu-feature-discovery-gpu-h100"),
+        ("kubernetes:apps/v1:DaemonSet", "dcgm-exporter"),
+        ("kubernetes:core/v1:Service", "dcgm-exporter"),
+    },
 }
 
 
@@ -25,8 +62,8 @@ def _by_type(mocks, typ):
 def test_inventory_per_environment(run_stack, stack):
     mocks, components = run_stack(stack)
     inventory = {(r.typ, r.name) for r in mocks.resources}
-    assert inventory == EXPECTED_INVENTORY, f"stack {stack}: {sorted(inventory)}"
-    assert set(components) == {"core"}
+    assert inventory == CORE_INVENTORY | GPU_INVENTORY[stack], f"stack {stack}: {sorted(inventory)}"
+    assert set(components) == {"core", "gpu"}
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -44,7 +81,7 @@ def test_namespace_labels_follow_the_environment_profile(run_stack):
     labels = {}
     for stack in STACKS:
         mocks, _ = run_stack(stack)
-        (namespace,) = _by_type(mocks, "kubernetes:core/v1:Namespace")
+        (namespace,) = [n for n in _by_type(mocks, "kubernetes:core/v1:Namespace") if n.name == "mlplatform-system"]
         labels[stack] = namespace.inputs["metadata"]["labels"]
     for stack in STACKS:
         assert labels[stack]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -55,13 +92,13 @@ def test_namespace_labels_follow_the_environment_profile(run_stack):
 
 def test_platform_info_records_environment_and_lock_digest(run_stack):
     mocks, _ = run_stack("cloud")
-    (info,) = _by_type(mocks, "kubernetes:core/v1:ConfigMap")
+    (info,) = [c for c in _by_type(mocks, "kubernetes:core/v1:ConfigMap") if c.name == "mlplatform-info"]
     data = info.inputs["data"]
     assert data["environment"] == "cloud"
     assert data["cloudProvider"] == "eks"
     assert data["lockDigest"].startswith("sha256:") and len(data["lockDigest"]) == len("sha256:") + 64
     assert json.loads(data["nodePools"]) == ["system", "gpu-a10g", "gpu-h100"]
-    assert json.loads(data["modules"]) == ["core"]
+    assert json.loads(data["modules"]) == ["core", "gpu"]
 
 
 def test_children_are_parented_to_the_component(run_stack):

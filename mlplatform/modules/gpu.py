@@ -1,0 +1,366 @@
+"""GPU layer: the NVIDIA device plugin with per-pool sharing, the GPU operator, or the
+cloud's managed GPUs; DCGM metrics; and the GPU resource names every other module uses."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import yaml
+
+from mlplatform.config.model import NodePool
+from mlplatform.gpu.capacity import (
+    DEVICE_PLUGIN_CONFIG_LABEL,
+    PoolGpuResources,
+    gpu_node_labels,
+    mig_strategy,
+    pool_resources,
+)
+from mlplatform.gpu.plugin_config import (
+    DEVICE_PLUGIN_CONFIGMAP,
+    MIG_DISABLED_LAYOUT,
+    MIG_PARTED_CONFIGMAP,
+    device_plugin_config,
+    mig_parted_config,
+)
+from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.upstream import load_documents, upstream_sources
+
+DEFAULT_NAMESPACES = {
+    "device-plugin": "nvidia-device-plugin",
+    "operator": "nvidia-gpu-operator",
+    "managed": "gpu-system",
+}
+DCGM_PORT = 9400
+
+
+@dataclass(frozen=True)
+class GpuOutputs:
+    """What other modules may know of the GPU layer."""
+
+    pools: dict[str, PoolGpuResources]
+    # Every extended resource name some pool advertises: the only GPU names quotas may use.
+    resource_names: tuple[str, ...]
+    # Labels each pool's nodes must carry for the GPU stack to pick its config.
+    node_labels: dict[str, dict[str, str]]
+    namespace: str
+
+    def total(self, resource: str) -> int:
+        return sum(p.total.get(resource, 0) for p in self.pools.values())
+
+
+def gpu_outputs(pools: list[NodePool], namespace: str) -> GpuOutputs:
+    per_pool = {pool.name: pool_resources(pool) for pool in pools if pool.gpu}
+    names = sorted({name for resources in per_pool.values() for name in resources.per_node})
+    labels = {
+        pool.name: {
+            k: v for k, v in gpu_node_labels(pool).items() if k in (DEVICE_PLUGIN_CONFIG_LABEL, "nvidia.com/mig.config")
+        }
+        for pool in pools
+        if pool.gpu
+    }
+    return GpuOutputs(pools=per_pool, resource_names=tuple(names), node_labels=labels, namespace=namespace)
+
+
+def _tolerations(pools: list[NodePool]) -> list[dict[str, Any]]:
+    seen = {("nvidia.com/gpu", "NoSchedule")}
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    for pool in pools:
+        for taint in pool.taints:
+            if (taint.key, taint.effect) not in seen:
+                seen.add((taint.key, taint.effect))
+                tolerations.append({"key": taint.key, "operator": "Exists", "effect": taint.effect})
+    return tolerations
+
+
+class GpuLayer(pulumi.ComponentResource):
+    outputs: GpuOutputs
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplatform:gpu:GpuLayer", name, None, opts)
+        config = ctx.resolved.config
+        settings = config.modules.gpu
+        self._ctx = ctx
+        self._labels = {**ctx.labels, "mlplatform.io/module": "gpu"}
+        self._pools = [p for p in config.cluster.node_pools if p.gpu]
+        self._tolerations = _tolerations(self._pools)
+        namespace = settings.namespace or DEFAULT_NAMESPACES[settings.install]
+        self._namespace_name = namespace
+        self.outputs = gpu_outputs(config.cluster.node_pools, namespace)
+        self._sources = upstream_sources()
+        self._objects: list[pulumi.CustomResource] = []
+
+        if settings.install != "managed":
+            self.namespace = self._create(self._namespace_manifest(namespace))
+            self._create(
+                self._configmap(
+                    DEVICE_PLUGIN_CONFIGMAP,
+                    {pool.name: yaml.safe_dump(device_plugin_config(pool), sort_keys=False) for pool in self._pools},
+                )
+            )
+            mig = mig_parted_config(self._pools)
+            if mig:
+                self._create(
+                    self._configmap(MIG_PARTED_CONFIGMAP, {"config.yaml": yaml.safe_dump(mig, sort_keys=False)})
+                )
+        if settings.install == "device-plugin":
+            self._device_plugin()
+            if settings.dcgm_exporter.enabled:
+                self._dcgm_exporter()
+        elif settings.install == "operator":
+            if ctx.resolved.profile.operator_install == "olm":
+                self._operator_olm()
+            else:
+                self._operator_helm()
+        self.register_outputs({"namespace": namespace, "resourceNames": list(self.outputs.resource_names)})
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        depends = [self.namespace] if getattr(self, "namespace", None) is not None else []
+        return self._ctx.child_opts(self, depends_on=depends + kwargs.pop("depends_on", []), **kwargs)
+
+    def _create(self, manifest: dict[str, Any], **kwargs: Any) -> pulumi.CustomResource:
+        is_namespace = manifest["kind"] == "Namespace"
+        opts = self._ctx.child_opts(self, **kwargs) if is_namespace else self._opts(**kwargs)
+        resource = create_object(manifest, opts)
+        self._objects.append(resource)
+        return resource
+
+    def _meta(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return {"name": name, "namespace": self._namespace_name, "labels": {**self._labels, **(labels or {})}}
+
+    def _namespace_manifest(self, name: str) -> dict[str, Any]:
+        # GPU system components need host paths and privileges: the one namespace of ours
+        # that Pod Security lets run privileged pods, holding nothing but those components.
+        labels = {
+            **self._labels,
+            **self._ctx.resolved.profile.namespace_labels,
+            **{f"pod-security.kubernetes.io/{mode}": "privileged" for mode in ("enforce", "audit", "warn")},
+            "mlplatform.io/role": "gpu-system",
+        }
+        if self._ctx.resolved.profile.operator_install == "olm":
+            labels["openshift.io/cluster-monitoring"] = "true"
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+    def _configmap(self, name: str, data: dict[str, str]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": self._meta(name), "data": data}
+
+    def _mirror(self):
+        return self._ctx.resolved.mirror_path
+
+    # -- device plugin path -----------------------------------------------------------------
+
+    def _per_pool_daemonset(self, base: dict[str, Any], component: str, pool: NodePool) -> dict[str, Any]:
+        """The upstream DaemonSet, made one per pool: selected by the pool's config label,
+        reading that pool's config from our ConfigMap."""
+        assert pool.gpu is not None
+        manifest = copy.deepcopy(base)
+        name = f"{component}-{pool.name}"
+        selector = {"app.kubernetes.io/name": component, "mlplatform.io/gpu-config": pool.name}
+        manifest["metadata"] = self._meta(name, selector)
+        spec = manifest["spec"]
+        spec["selector"] = {"matchLabels": selector}
+        template = spec["template"]
+        template["metadata"] = {"labels": {**selector, **self._labels}}
+        pod = template["spec"]
+        pod["nodeSelector"] = {DEVICE_PLUGIN_CONFIG_LABEL: pool.name}
+        pod.pop("affinity", None)
+        pod["tolerations"] = self._tolerations
+        pod.setdefault("volumes", []).append(
+            {
+                "name": "gpu-config",
+                "configMap": {"name": DEVICE_PLUGIN_CONFIGMAP, "items": [{"key": pool.name, "path": "config.yaml"}]},
+            }
+        )
+        for container in pod["containers"]:
+            env = [e for e in container.get("env") or [] if e["name"] not in ("CONFIG_FILE", "MIG_STRATEGY")]
+            env += [
+                {"name": "CONFIG_FILE", "value": "/etc/nvidia/gpu-config/config.yaml"},
+                {"name": "MIG_STRATEGY", "value": mig_strategy(pool.gpu)},
+            ]
+            container["env"] = env
+            container.setdefault("volumeMounts", []).append(
+                {"name": "gpu-config", "mountPath": "/etc/nvidia/gpu-config", "readOnly": True}
+            )
+            container["resources"] = {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"cpu": "200m", "memory": "256Mi"},
+            }
+        return manifest
+
+    def _device_plugin(self) -> None:
+        source = self._sources["nvidia-device-plugin"]
+        (plugin,) = [d for d in load_documents(source, "device-plugin", self._mirror()) if d["kind"] == "DaemonSet"]
+        components = [("nvidia-device-plugin", plugin)]
+        if self._ctx.resolved.config.modules.gpu.feature_discovery:
+            (gfd,) = [
+                d for d in load_documents(source, "feature-discovery", self._mirror()) if d["kind"] == "DaemonSet"
+            ]
+            components.append(("gpu-feature-discovery", gfd))
+        for pool in self._pools:
+            for component, base in components:
+                self._create(self._per_pool_daemonset(base, component, pool))
+
+    def _dcgm_exporter(self) -> None:
+        source = self._sources["dcgm-exporter"]
+        labels = {"app.kubernetes.io/name": "dcgm-exporter"}
+        self._create(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": self._meta("dcgm-exporter", labels),
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": {**labels, **self._labels}},
+                        "spec": {
+                            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                            "tolerations": self._tolerations,
+                            "priorityClassName": "system-node-critical",
+                            "containers": [
+                                {
+                                    "name": "dcgm-exporter",
+                                    "image": f"{source.get('image')}:{source.version}",
+                                    "ports": [{"name": "metrics", "containerPort": DCGM_PORT}],
+                                    # Profiling metrics (DCGM_FI_PROF_*) need SYS_ADMIN.
+                                    "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}},
+                                    "env": [{"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"}],
+                                    "resources": {
+                                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                                        "limits": {"cpu": "500m", "memory": "512Mi"},
+                                    },
+                                    "volumeMounts": [
+                                        {
+                                            "name": "pod-resources",
+                                            "mountPath": "/var/lib/kubelet/pod-resources",
+                                            "readOnly": True,
+                                        }
+                                    ],
+                                }
+                            ],
+                            # Maps GPUs to the pods that hold them (per-pod/per-team metrics).
+                            "volumes": [
+                                {"name": "pod-resources", "hostPath": {"path": "/var/lib/kubelet/pod-resources"}}
+                            ],
+                        },
+                    },
+                },
+            }
+        )
+        self._create(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": self._meta("dcgm-exporter", labels),
+                "spec": {
+                    "selector": labels,
+                    "ports": [{"name": "metrics", "port": DCGM_PORT, "targetPort": DCGM_PORT}],
+                },
+            }
+        )
+        if self._ctx.resolved.config.modules.gpu.dcgm_exporter.service_monitor:
+            self._create(
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": "ServiceMonitor",
+                    "metadata": self._meta("dcgm-exporter", labels),
+                    "spec": {
+                        "selector": {"matchLabels": labels},
+                        "endpoints": [{"port": "metrics", "interval": "15s"}],
+                    },
+                }
+            )
+
+    # -- GPU operator path ------------------------------------------------------------------
+
+    def _cluster_mig_strategy(self) -> str:
+        strategies = {mig_strategy(p.gpu) for p in self._pools if p.gpu and p.gpu.sharing.mig}
+        return strategies.pop() if strategies else "single"
+
+    def _operator_values(self) -> dict[str, Any]:
+        """Settings shared by the ClusterPolicy (OLM) and the chart values (Helm)."""
+        has_mig = mig_parted_config(self._pools) is not None
+        migmanager: dict[str, Any] = {"enabled": True}
+        if has_mig:
+            migmanager["config"] = {"name": MIG_PARTED_CONFIGMAP, "default": MIG_DISABLED_LAYOUT}
+        return {
+            "devicePlugin": {"enabled": True, "config": {"name": DEVICE_PLUGIN_CONFIGMAP, "default": ""}},
+            "gfd": {"enabled": self._ctx.resolved.config.modules.gpu.feature_discovery},
+            "dcgmExporter": {
+                "enabled": self._ctx.resolved.config.modules.gpu.dcgm_exporter.enabled,
+                "serviceMonitor": {"enabled": self._ctx.resolved.config.modules.gpu.dcgm_exporter.service_monitor},
+            },
+            "mig": {"strategy": self._cluster_mig_strategy()},
+            "migManager": migmanager,
+        }
+
+    def _operator_olm(self) -> None:
+        source = self._sources["gpu-operator"]
+        operator = self._ctx.resolved.config.modules.gpu.operator
+        package = source.get("package")
+        group = self._create(
+            {
+                "apiVersion": "operators.coreos.com/v1",
+                "kind": "OperatorGroup",
+                "metadata": self._meta("nvidia-gpu-operator-group"),
+                "spec": {"targetNamespaces": [self._namespace_name]},
+            }
+        )
+        subscription = self._create(
+            {
+                "apiVersion": "operators.coreos.com/v1alpha1",
+                "kind": "Subscription",
+                "metadata": self._meta(package),
+                "spec": {
+                    "name": package,
+                    "channel": operator.channel,
+                    "source": operator.source,
+                    "sourceNamespace": operator.source_namespace,
+                    # The CSV of the pinned version: what `promote` moves between environments.
+                    "startingCSV": f"{package}.{source.version}",
+                    "installPlanApproval": "Automatic",
+                },
+            },
+            depends_on=[group],
+        )
+        values = self._operator_values()
+        spec = {
+            "operator": {"defaultRuntime": "crio"},
+            "daemonsets": {"tolerations": self._tolerations, "priorityClassName": "system-node-critical"},
+            "driver": {"enabled": True},
+            "toolkit": {"enabled": True},
+            "dcgm": {"enabled": True},
+            "nodeStatusExporter": {"enabled": True},
+            **values,
+        }
+        spec["dcgmExporter"].pop("serviceMonitor")
+        if self._ctx.resolved.config.modules.gpu.dcgm_exporter.service_monitor:
+            spec["dcgmExporter"]["serviceMonitor"] = {"enabled": True}
+        # OLM installs the ClusterPolicy CRD once the subscription's CSV succeeds.
+        self._create(
+            {
+                "apiVersion": "nvidia.com/v1",
+                "kind": "ClusterPolicy",
+                "metadata": {"name": "gpu-cluster-policy", "labels": self._labels},
+                "spec": spec,
+            },
+            depends_on=[subscription],
+            custom_timeouts=pulumi.CustomTimeouts(create="15m"),
+        )
+
+    def _operator_helm(self) -> None:
+        import pulumi_kubernetes as k8s
+
+        source = self._sources["gpu-operator"]
+        k8s.helm.v3.Release(
+            "gpu-operator",
+            chart=source.get("chart"),
+            version=source.version,
+            namespace=self._namespace_name,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=source.get("chartRepository")),
+            values=self._operator_values(),
+            opts=self._opts(),
+        )

@@ -1,0 +1,84 @@
+"""Upstream sources pinned in the lock, resolved online or from the offline mirror."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlplatform.toolchain.lock import LOCK_FILE, LockError
+
+
+class UpstreamError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class UpstreamSource:
+    name: str
+    kind: str
+    version: str
+    raw: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any:
+        return self.raw.get(key)
+
+
+def upstream_sources(lock_path: Path = LOCK_FILE) -> dict[str, UpstreamSource]:
+    raw = yaml.safe_load(lock_path.read_text()) or {}
+    sources = {}
+    for name, spec in (raw.get("upstream") or {}).items():
+        try:
+            sources[name] = UpstreamSource(
+                name=name,
+                kind=spec["kind"],
+                version=str(spec["version"]),
+                raw=spec,
+                files=dict(spec.get("files") or {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise LockError(f"{lock_path}: upstream.{name}: missing or malformed field {exc}") from exc
+    return sources
+
+
+def _mirror_file(source: UpstreamSource, relative: str, mirror: Path) -> Path:
+    """Where the mirror keeps a file: its folder holds the upstream tree, or (for files the
+    mirror flattens, like CRD folders) the last part of the path."""
+    base = mirror / source.raw["mirror"]
+    for candidate in (base / relative, base / Path(relative).name):
+        if candidate.exists():
+            return candidate
+    raise UpstreamError(f"{source.name} {source.version}: {relative} is not in the mirror at {base}")
+
+
+def read_text(source: UpstreamSource, key: str, mirror: Path | None) -> str:
+    relative = source.files[key]
+    if mirror is not None:
+        return _mirror_file(source, relative, mirror).read_text()
+    url = f"{source.raw['source']}/{relative}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read().decode()
+    except (urllib.error.URLError, OSError) as exc:
+        raise UpstreamError(
+            f"{source.name} {source.version}: cannot fetch {url} ({exc}); for offline installs set "
+            "mirror.path or MLPLATFORM_MIRROR to a mirror of the upstream sources"
+        ) from exc
+
+
+def load_documents(source: UpstreamSource, key: str, mirror: Path | None) -> list[dict[str, Any]]:
+    """The Kubernetes objects of one pinned upstream file (a folder: every YAML in it)."""
+    if mirror is not None:
+        path = _mirror_file(source, source.files[key], mirror)
+        if path.is_dir():
+            texts = [p.read_text() for p in sorted(path.glob("*.y*ml"))]
+        else:
+            texts = [path.read_text()]
+    else:
+        texts = [read_text(source, key, None)]
+    return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
