@@ -75,10 +75,8 @@ def load_documents(source: UpstreamSource, key: str, mirror: Path | None) -> lis
     """The Kubernetes objects of one pinned upstream file (a folder: every YAML in it)."""
     if mirror is not None:
         path = _mirror_file(source, source.files[key], mirror)
-        if path.is_dir():
-            texts = [p.read_text() for p in sorted(path.glob("*.y*ml"))]
-        else:
-            texts = [path.read_text()]
+        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+        texts = [f.read_text() for f in files]
     else:
         texts = [read_text(source, key, None)]
     return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
