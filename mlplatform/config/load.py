@@ -258,7 +258,8 @@ def _problem_from_error(source: str, error: Mapping[str, Any]) -> Problem:
         op = "<=" if kind == "less_than_equal" else "<"
         message = f"{value!r} is too large (allowed: {op} {bound})"
     elif kind == "too_short":
-        message = f"needs at least {ctx.get('min_length')} item(s) (allowed: a non-empty list)"
+        shape = "mapping" if isinstance(value, dict) else "list"
+        message = f"needs at least {ctx.get('min_length')} item(s) (allowed: a non-empty {shape})"
     elif kind == "value_error":
         message = str(error["msg"]).removeprefix("Value error, ")
     else:

@@ -81,3 +81,27 @@ def plane(tmp_path_factory) -> Plane:
     instance = start_plane(tmp_path_factory.mktemp("plane-state"), 37000)
     yield instance
     instance.mlplatform("cluster", "down", "--purge")
+
+
+@pytest.fixture
+def make_namespace(plane):
+    """Creates throwaway namespaces; deletes them (and what runs in them) after the test, so
+    one test's pods never hold capacity another test counts on."""
+    import uuid
+
+    created: list[str] = []
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+        plane.kubectl("apply", "-f", "-", input_text=json.dumps(doc))
+        created.append(name)
+        plane.wait_for(
+            f"service account in {name}",
+            lambda: plane.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+        )
+        return name
+
+    yield make
+    for name in created:
+        plane.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s")

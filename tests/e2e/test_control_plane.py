@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 import pytest
 
@@ -34,17 +33,6 @@ def _pod(name: str, resources: dict | None = None, node_selector: dict | None = 
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
-def _namespace(plane, labels: dict | None = None) -> str:
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
-    plane.kubectl("apply", "-f", "-", input_text=json.dumps(doc))
-    plane.wait_for(
-        f"service account in {name}",
-        lambda: plane.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-    )
-    return name
-
-
 def _apply(plane, namespace: str, doc: dict, check: bool = True):
     return plane.kubectl("apply", "-n", namespace, "-f", "-", input_text=json.dumps(doc), check=check)
 
@@ -62,14 +50,15 @@ def test_node_pools_become_ready_nodes_with_gpu_capacity(plane):
     for name, node in nodes.items():
         ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "True", name
-    assert nodes["gpu-a100-0"]["status"]["allocatable"]["nvidia.com/gpu"] == "8"
-    assert nodes["gpu-t4-0"]["status"]["allocatable"]["nvidia.com/gpu"] == "4"
-    assert "nvidia.com/gpu" not in nodes["cpu-0"]["status"]["allocatable"]
+    # The lab's A100s are MIG-partitioned (mixed) and its T4s time-sliced 4 ways.
+    assert nodes["gpu-a100-0"]["status"]["allocatable"]["nvidia.com/mig-3g.20gb"] == "8"
+    assert nodes["gpu-t4-0"]["status"]["allocatable"]["nvidia.com/gpu.shared"] == "16"
+    assert not [k for k in nodes["cpu-0"]["status"]["allocatable"] if k.startswith("nvidia.com/")]
 
 
-def test_gpu_pod_is_scheduled_on_the_only_node_that_fits_and_runs(plane):
-    namespace = _namespace(plane)
-    eight = {"limits": {"nvidia.com/gpu": "8"}}
+def test_gpu_pod_is_scheduled_on_the_only_node_that_fits_and_runs(plane, make_namespace):
+    namespace = make_namespace()
+    eight = {"limits": {"nvidia.com/mig-3g.20gb": "8"}}
     _apply(plane, namespace, _pod("train", resources=eight))
 
     def running():
@@ -81,9 +70,9 @@ def test_gpu_pod_is_scheduled_on_the_only_node_that_fits_and_runs(plane):
     assert pod["spec"]["nodeName"] == "gpu-a100-0"
 
 
-def test_pod_asking_for_more_gpus_than_any_node_stays_pending_with_the_reason(plane):
-    namespace = _namespace(plane)
-    _apply(plane, namespace, _pod("too-big", resources={"limits": {"nvidia.com/gpu": "16"}}))
+def test_pod_asking_for_more_gpus_than_any_node_stays_pending_with_the_reason(plane, make_namespace):
+    namespace = make_namespace()
+    _apply(plane, namespace, _pod("too-big", resources={"limits": {"nvidia.com/gpu.shared": "17"}}))
 
     def unschedulable():
         pod = plane.get("pod", "too-big", "-n", namespace)
@@ -94,11 +83,11 @@ def test_pod_asking_for_more_gpus_than_any_node_stays_pending_with_the_reason(pl
     pod = plane.get("pod", "too-big", "-n", namespace)
     assert pod["status"]["phase"] == "Pending"
     message = next(c["message"] for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
-    assert "Insufficient nvidia.com/gpu" in message
+    assert "Insufficient nvidia.com/gpu.shared" in message
 
 
-def test_pod_security_admission_enforces_restricted(plane):
-    namespace = _namespace(plane, {"pod-security.kubernetes.io/enforce": "restricted"})
+def test_pod_security_admission_enforces_restricted(plane, make_namespace):
+    namespace = make_namespace({"pod-security.kubernetes.io/enforce": "restricted"})
     bad = _pod("root-pod")
     bad["spec"]["containers"][0]["securityContext"] = {"privileged": True}
     proc = _apply(plane, namespace, bad, check=False)
@@ -107,8 +96,8 @@ def test_pod_security_admission_enforces_restricted(plane):
     _apply(plane, namespace, _pod("good-pod", restricted=True))
 
 
-def test_resource_quota_admission_rejects_gpus_beyond_the_quota(plane):
-    namespace = _namespace(plane)
+def test_resource_quota_admission_rejects_gpus_beyond_the_quota(plane, make_namespace):
+    namespace = make_namespace()
     quota = {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
@@ -125,8 +114,8 @@ def test_resource_quota_admission_rejects_gpus_beyond_the_quota(plane):
     assert "requested: requests.nvidia.com/gpu=2" in proc.stderr
 
 
-def test_limit_range_defaults_apply_to_pods_without_requests(plane):
-    namespace = _namespace(plane)
+def test_limit_range_defaults_apply_to_pods_without_requests(plane, make_namespace):
+    namespace = make_namespace()
     limits = {
         "apiVersion": "v1",
         "kind": "LimitRange",
@@ -147,8 +136,8 @@ def test_limit_range_defaults_apply_to_pods_without_requests(plane):
     assert resources == {"limits": {"cpu": "500m", "memory": "512Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}}
 
 
-def test_deployments_become_available_through_the_controller_manager(plane):
-    namespace = _namespace(plane)
+def test_deployments_become_available_through_the_controller_manager(plane, make_namespace):
+    namespace = make_namespace()
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -164,7 +153,7 @@ def test_deployments_become_available_through_the_controller_manager(plane):
     assert plane.get("deployment", "web", "-n", namespace)["status"]["availableReplicas"] == 2
 
 
-def test_openshift_stack_brings_its_apis_and_node_pools(plane):
+def test_openshift_stack_brings_its_apis_and_node_pools(plane, make_namespace):
     mirror = os.environ.get("MLPLATFORM_MIRROR")
     if not mirror:
         pytest.fail("the OpenShift APIs come from the upstream mirror: set MLPLATFORM_MIRROR", pytrace=False)
@@ -172,7 +161,7 @@ def test_openshift_stack_brings_its_apis_and_node_pools(plane):
     assert "environment APIs installed: openshift/crds, olm/crds, gpu-operator/crds" in proc.stdout
     names = sorted(n["metadata"]["name"] for n in plane.get("nodes")["items"])
     assert names == ["gpu-h100-0", "gpu-h100-1", "worker-0", "worker-1", "worker-2"]
-    namespace = _namespace(plane)
+    namespace = make_namespace()
     route = {
         "apiVersion": "route.openshift.io/v1",
         "kind": "Route",
@@ -183,6 +172,8 @@ def test_openshift_stack_brings_its_apis_and_node_pools(plane):
     assert plane.get("route", "ui", "-n", namespace)["spec"]["host"] == "ui.apps.ocp.example.com"
     subscription = plane.get("crd", "subscriptions.operators.coreos.com")
     assert any(c["type"] == "Established" and c["status"] == "True" for c in subscription["status"]["conditions"])
+    # Back to the lab's pools for the tests that follow.
+    plane.mlplatform("cluster", "up", "--stack", "lab", "--simulated")
 
 
 def test_cluster_down_leaves_nothing_running(tmp_path):
