@@ -100,6 +100,37 @@ def require_engine() -> str | None:
     )
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from mlplatform.gpu.doctor import connect, run_checks
+
+    if not args.gpu:
+        print("mlplatform doctor: choose what to check (--gpu)", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        resolved = load_stack(args.stack)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    pools = list(resolved.config.cluster.node_pools)
+    pool = None
+    if args.pool:
+        pool = next((p for p in pools if p.name == args.pool and p.gpu), None)
+        if pool is None:
+            names = ", ".join(p.name for p in pools if p.gpu)
+            print(
+                f"mlplatform doctor: {args.pool!r} is not a GPU pool of stack {args.stack} (allowed: {names})",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+    pool, checks = run_checks(connect(args.host), pool, pools, resolved.config.modules.gpu.min_driver_version)
+    print(f"GPU preflight of {args.host} for stack {args.stack}" + (f", pool {pool.name}" if pool else ""))
+    for check in checks:
+        print(f"  {'PASS' if check.ok else 'FAIL'}  {check.name:<40} {check.detail}")
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from mlplatform.render import RenderError, render_manifests, write_manifests
 
@@ -173,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--stack", default="lab")
     render.add_argument("--out", required=True, metavar="DIR")
     render.set_defaults(func=cmd_render)
+
+    doctor = sub.add_parser("doctor", help="read-only preflight of a node against the stack (--gpu)")
+    doctor.add_argument(
+        "--gpu", action="store_true", help="check a GPU host: driver, model, MIG mode, container toolkit"
+    )
+    doctor.add_argument("--stack", default="lab")
+    doctor.add_argument("--pool", help="the GPU pool the host belongs to (default: the one whose model it has)")
+    doctor.add_argument("--host", default="local://", help="testinfra host spec: local://, ssh://user@host, ...")
+    doctor.set_defaults(func=cmd_doctor)
 
     up = sub.add_parser("up", help="build tools, start the local plane, apply a stack with the Pulumi engine")
     up.add_argument("stack", nargs="?", default="lab")
