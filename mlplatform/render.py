@@ -95,6 +95,9 @@ def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None
 
 
 def _sorted(value: Any) -> Any:
+    # The engine's wire format carries every number as a double: give integers back.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, Mapping):
         return {k: _sorted(value[k]) for k in sorted(value)}
     if isinstance(value, list):

@@ -271,6 +271,7 @@ def _problem_from_error(source: str, error: Mapping[str, Any]) -> Problem:
 def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) -> list[Problem]:
     from mlplatform.gpu.validation import gpu_problems
     from mlplatform.modules.registry import MODULE_DEPENDENCIES, available_modules
+    from mlplatform.tenancy.validation import tenancy_problems
 
     problems: list[Problem] = []
 
@@ -339,6 +340,7 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
         )
 
     gpu_problems(config, config.cloud.provider if config.cloud else None, add)
+    tenancy_problems(config, add)
 
     available = available_modules()
     enabled = set(config.modules.enabled_names())

@@ -232,9 +232,61 @@ class GpuModuleSettings(ModuleToggle):
     min_driver_version: str = "550.54.15"
 
 
+def _quantity(value: str | int) -> str | int:
+    amount = parse_quantity(value)
+    if amount < 0:
+        raise ValueError(f"{value!r} is negative (allowed: a quantity >= 0 such as 8, 500m, 64Gi)")
+    return value
+
+
+NonNegativeQuantity = Annotated[str | int, AfterValidator(_quantity)]
+
+
+class TeamQuota(Strict):
+    cpu: NonNegativeQuantity
+    memory: NonNegativeQuantity
+    pods: int = Field(default=100, ge=0)
+    persistent_volume_claims: int = Field(default=20, ge=0)
+    # Requested storage per storage class (the class must exist in cluster.storage.classes).
+    storage: dict[str, NonNegativeQuantity] = Field(default_factory=dict)
+    # GPU resources by the names the GPU layer publishes (e.g. nvidia.com/gpu.shared).
+    gpus: dict[str, int] = Field(default_factory=dict)
+
+
+class TeamGroups(Strict):
+    admin: list[str] = Field(default_factory=list)
+    edit: list[str] = Field(default_factory=list)
+    view: list[str] = Field(default_factory=list)
+
+
+class Team(Strict):
+    name: DnsLabel
+    description: str = ""
+    groups: TeamGroups = TeamGroups()
+    quota: TeamQuota
+
+
+class ContainerDefaults(Strict):
+    """LimitRange defaults: what a container without requests/limits gets."""
+
+    default_request_cpu: NonNegativeQuantity = "100m"
+    default_request_memory: NonNegativeQuantity = "256Mi"
+    default_limit_cpu: NonNegativeQuantity = "1"
+    default_limit_memory: NonNegativeQuantity = "2Gi"
+
+
+class TenancySettings(ModuleToggle):
+    teams: list[Team] = Field(default_factory=list)
+    # How far the sum of team GPU quotas may exceed what the pools offer (1.0: never).
+    gpu_oversubscription: float = Field(default=1.0, ge=1.0, le=10.0)
+    container_defaults: ContainerDefaults = ContainerDefaults()
+    # Namespace name prefix: team `vision` lives in namespace `team-vision`.
+    namespace_prefix: str = "team-"
+
+
 class ModulesSettings(Strict):
     gpu: GpuModuleSettings = GpuModuleSettings()
-    tenancy: ModuleToggle = ModuleToggle()
+    tenancy: TenancySettings = TenancySettings()
     notebooks: ModuleToggle = ModuleToggle()
     pipelines: ModuleToggle = ModuleToggle()
     katib: ModuleToggle = ModuleToggle()

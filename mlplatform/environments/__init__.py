@@ -24,6 +24,9 @@ class Profile:
     # How operators are installed: OLM subscriptions or plain manifests/charts.
     operator_install: Literal["olm", "manifests"]
     load_balancer_services: bool
+    # Namespaces (not ours) whose pods reach team workloads: ingress controller/router, monitoring.
+    ingress_namespaces: tuple[str, ...]
+    monitoring_namespaces: tuple[str, ...]
     # Labels every platform namespace carries on this environment.
     namespace_labels: dict[str, str]
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -39,6 +42,8 @@ LAB = Profile(
     route_api=False,
     operator_install="manifests",
     load_balancer_services=False,
+    ingress_namespaces=("ingress-nginx",),
+    monitoring_namespaces=("monitoring",),
     namespace_labels=_pod_security("restricted"),
     defaults={
         "cluster": {
@@ -49,7 +54,8 @@ LAB = Profile(
             "objectStore": {"kind": "in-cluster"},
             "database": {"kind": "in-cluster", "engine": "postgres"},
         },
-        "modules": {"gpu": {"install": "device-plugin"}},
+        # A lab may promise twice its GPUs: teams rarely peak together.
+        "modules": {"gpu": {"install": "device-plugin"}, "tenancy": {"gpuOversubscription": 2.0}},
     },
 )
 
@@ -59,6 +65,8 @@ OPENSHIFT = Profile(
     route_api=True,
     operator_install="olm",
     load_balancer_services=False,
+    ingress_namespaces=("openshift-ingress",),
+    monitoring_namespaces=("openshift-monitoring", "openshift-user-workload-monitoring"),
     # OpenShift keeps Pod Security labels in step with the SCCs a namespace may use;
     # we pin restricted and turn that synchronisation off so our label is the one enforced.
     namespace_labels={
@@ -84,8 +92,13 @@ _CLOUD_BASE = dict(
     route_api=False,
     operator_install="manifests",
     load_balancer_services=True,
+    monitoring_namespaces=("monitoring",),
     namespace_labels=_pod_security("restricted"),
 )
+
+# Ingress controllers that run in-cluster per provider (ALB and GCE load balancers reach pods
+# from outside the cluster, through the VPC).
+_CLOUD_INGRESS_NAMESPACES = {"eks": (), "gke": (), "aks": ("app-routing-system",), "generic": ("ingress-nginx",)}
 
 # Per provider: the storage class, ingress class, object store and GPU install path its
 # clusters come with (GKE installs the device plugin on GPU node pools itself).
@@ -101,6 +114,7 @@ def cloud_profile(provider: str) -> Profile:
     storage_class, ingress_class, object_store, gpu_install = _CLOUD_PROVIDER_DEFAULTS[provider]
     return Profile(
         name="cloud",
+        ingress_namespaces=_CLOUD_INGRESS_NAMESPACES[provider],
         **_CLOUD_BASE,
         defaults={
             "cluster": {

@@ -3,6 +3,7 @@ the typed outputs of the modules it depends on."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,11 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+    ("v1", "ResourceQuota"): k8s.core.v1.ResourceQuota,
+    ("v1", "LimitRange"): k8s.core.v1.LimitRange,
+    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+    ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
 }
 
 
@@ -53,8 +59,13 @@ def create_object(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pul
     """A Pulumi resource for one manifest (camelCase keys, as upstream YAML writes them)."""
     api_version, kind = manifest["apiVersion"], manifest["kind"]
     body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
-    name = manifest["metadata"]["name"]
+    metadata = manifest["metadata"]
+    # Unique within the stack: namespaced objects of the same name live in many namespaces.
+    name = f"{metadata['namespace']}/{metadata['name']}" if metadata.get("namespace") else metadata["name"]
     resource_class = _KINDS.get((api_version, kind))
     if resource_class is None:
         return k8s.apiextensions.CustomResource(name, api_version=api_version, kind=kind, opts=opts, **body)
-    return resource_class(name, opts=opts, **body)
+    # Typed classes take their top-level fields as Python arguments (roleRef -> role_ref);
+    # nested mappings keep the manifest's camelCase.
+    arguments = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in body.items()}
+    return resource_class(name, opts=opts, **arguments)

@@ -14,6 +14,7 @@ import pulumi
 
 from mlplatform.modules.base import ModuleContext
 from mlplatform.modules.gpu import GpuLayer
+from mlplatform.modules.tenancy import Tenancy
 
 # capability -> capabilities it needs enabled too
 MODULE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
@@ -32,6 +33,7 @@ MODULE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 ModuleFactory = Callable[[str, ModuleContext, pulumi.ResourceOptions], Any]
 MODULES: dict[str, ModuleFactory] = {
     "gpu": GpuLayer,
+    "tenancy": Tenancy,
 }
 
 

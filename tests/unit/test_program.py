@@ -20,38 +20,64 @@ GPU_INVENTORY = {
     "lab": {
         ("mlplatform:gpu:GpuLayer", "gpu"),
         ("kubernetes:core/v1:Namespace", "nvidia-device-plugin"),
-        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin-configs"),
-        ("kubernetes:core/v1:ConfigMap", "mlplatform-mig-parted-config"),
-        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin-gpu-a100"),
-        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin-gpu-t4"),
-        ("kubernetes:apps/v1:DaemonSet", "gpu-feature-discovery-gpu-a100"),
-        ("kubernetes:apps/v1:DaemonSet", "gpu-feature-discovery-gpu-t4"),
-        ("kubernetes:apps/v1:DaemonSet", "dcgm-exporter"),
-        ("kubernetes:core/v1:Service", "dcgm-exporter"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin/nvidia-device-plugin-configs"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin/mlplatform-mig-parted-config"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/nvidia-device-plugin-gpu-a100"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/nvidia-device-plugin-gpu-t4"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/gpu-feature-discovery-gpu-a100"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/gpu-feature-discovery-gpu-t4"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/dcgm-exporter"),
+        ("kubernetes:core/v1:Service", "nvidia-device-plugin/dcgm-exporter"),
     },
     # OpenShift: the certified GPU operator through OLM, configured by a ClusterPolicy.
     "openshift": {
         ("mlplatform:gpu:GpuLayer", "gpu"),
         ("kubernetes:core/v1:Namespace", "nvidia-gpu-operator"),
-        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin-configs"),
-        ("kubernetes:core/v1:ConfigMap", "mlplatform-mig-parted-config"),
-        ("kubernetes:operators.coreos.com/v1:OperatorGroup", "nvidia-gpu-operator-group"),
-        ("kubernetes:operators.coreos.com/v1alpha1:Subscription", "gpu-operator-certified"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-gpu-operator/nvidia-device-plugin-configs"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-gpu-operator/mlplatform-mig-parted-config"),
+        ("kubernetes:operators.coreos.com/v1:OperatorGroup", "nvidia-gpu-operator/nvidia-gpu-operator-group"),
+        ("kubernetes:operators.coreos.com/v1alpha1:Subscription", "nvidia-gpu-operator/gpu-operator-certified"),
         ("kubernetes:nvidia.com/v1:ClusterPolicy", "gpu-cluster-policy"),
     },
     # Cloud (EKS): the device plugin path without MIG.
     "cloud": {
         ("mlplatform:gpu:GpuLayer", "gpu"),
         ("kubernetes:core/v1:Namespace", "nvidia-device-plugin"),
-        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin-configs"),
-        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin-gpu-a10g"),
-        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin-gpu-h100"),
-        ("kubernetes:apps/v1:DaemonSet", "gpu-feature-discovery-gpu-a10g"),
-        ("kubernetes:apps/v1:DaemonSet", "gpu-feature-discovery-gpu-h100"),
-        ("kubernetes:apps/v1:DaemonSet", "dcgm-exporter"),
-        ("kubernetes:core/v1:Service", "dcgm-exporter"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin/nvidia-device-plugin-configs"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/nvidia-device-plugin-gpu-a10g"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/nvidia-device-plugin-gpu-h100"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/gpu-feature-discovery-gpu-a10g"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/gpu-feature-discovery-gpu-h100"),
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/dcgm-exporter"),
+        ("kubernetes:core/v1:Service", "nvidia-device-plugin/dcgm-exporter"),
     },
 }
+
+
+def tenancy_inventory(stack: str) -> set[tuple[str, str]]:
+    """Per team: namespace, quota, limits, three network policies, a binding per role with groups."""
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    inventory = {("mlplatform:tenancy:Tenancy", "tenancy")}
+    inventory |= {
+        ("kubernetes:scheduling.k8s.io/v1:PriorityClass", f"mlplatform-{c}")
+        for c in ("serving", "interactive", "batch")
+    }
+    for team in config["mlplatform:modules"]["tenancy"]["teams"]:
+        ns = f"team-{team['name']}"
+        inventory |= {
+            ("kubernetes:core/v1:Namespace", ns),
+            ("kubernetes:core/v1:ResourceQuota", f"{ns}/team-quota"),
+            ("kubernetes:core/v1:LimitRange", f"{ns}/team-defaults"),
+            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/default-deny-ingress"),
+            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/allow-same-namespace"),
+            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/allow-from-platform"),
+        }
+        for role, groups in team.get("groups", {}).items():
+            if groups:
+                inventory.add(("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", f"{ns}/team-{role}"))
+    return inventory
 
 
 def _by_type(mocks, typ):
@@ -62,8 +88,9 @@ def _by_type(mocks, typ):
 def test_inventory_per_environment(run_stack, stack):
     mocks, components = run_stack(stack)
     inventory = {(r.typ, r.name) for r in mocks.resources}
-    assert inventory == CORE_INVENTORY | GPU_INVENTORY[stack], f"stack {stack}: {sorted(inventory)}"
-    assert set(components) == {"core", "gpu"}
+    expected = CORE_INVENTORY | GPU_INVENTORY[stack] | tenancy_inventory(stack)
+    assert inventory == expected, f"stack {stack}: missing {expected - inventory}, unexpected {inventory - expected}"
+    assert set(components) == {"core", "gpu", "tenancy"}
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -98,7 +125,7 @@ def test_platform_info_records_environment_and_lock_digest(run_stack):
     assert data["cloudProvider"] == "eks"
     assert data["lockDigest"].startswith("sha256:") and len(data["lockDigest"]) == len("sha256:") + 64
     assert json.loads(data["nodePools"]) == ["system", "gpu-a10g", "gpu-h100"]
-    assert json.loads(data["modules"]) == ["core", "gpu"]
+    assert json.loads(data["modules"]) == ["core", "gpu", "tenancy"]
 
 
 def test_children_are_parented_to_the_component(run_stack):

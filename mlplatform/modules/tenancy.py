@@ -1,0 +1,209 @@
+"""Team tenancy: one namespace per team with a ResourceQuota (GPU resources by the names
+the GPU layer publishes), LimitRange defaults, RBAC for the team's groups, NetworkPolicies
+that deny ingress except from the platform, and the platform's PriorityClasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from mlplatform.config.model import Team
+from mlplatform.modules.base import ModuleContext, create_object
+
+# Interactive work (notebooks) preempts batch; serving preempts both.
+PRIORITY_CLASSES = {
+    "mlplatform-serving": (100000, "Model servers: evicted last."),
+    "mlplatform-interactive": (50000, "Notebooks and other interactive sessions."),
+    "mlplatform-batch": (10000, "Training, tuning and pipeline steps: preemptible."),
+}
+# Platform namespaces (by our role label) whose pods may reach team workloads.
+PLATFORM_ROLES = ("system", "gpu-system", "monitoring", "pipelines", "serving")
+
+
+@dataclass(frozen=True)
+class TenancyOutputs:
+    # team name -> namespace
+    namespaces: dict[str, str]
+    priority_classes: tuple[str, ...]
+
+
+def quota_hard(team: Team, gpu_names: tuple[str, ...]) -> dict[str, str]:
+    quota = team.quota
+    hard = {
+        "requests.cpu": str(quota.cpu),
+        "requests.memory": str(quota.memory),
+        # Memory cannot be throttled, so its limit is capped too.
+        "limits.memory": str(quota.memory),
+        "pods": str(quota.pods),
+        "persistentvolumeclaims": str(quota.persistent_volume_claims),
+    }
+    for storage_class, amount in quota.storage.items():
+        hard[f"{storage_class}.storageclass.storage.k8s.io/requests.storage"] = str(amount)
+    for resource, count in quota.gpus.items():
+        if resource not in gpu_names:
+            raise ValueError(f"team {team.name}: {resource} is not published by the GPU layer")
+        # Extended resources are quota'd on requests only (requests equal limits for them).
+        hard[f"requests.{resource}"] = str(count)
+    return hard
+
+
+class Tenancy(pulumi.ComponentResource):
+    outputs: TenancyOutputs
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplatform:tenancy:Tenancy", name, None, opts)
+        self._ctx = ctx
+        settings = ctx.resolved.config.modules.tenancy
+        gpu = ctx.outputs.get("gpu")
+        gpu_names = gpu.resource_names if gpu is not None else ()
+        self._labels = {**ctx.labels, "mlplatform.io/module": "tenancy"}
+
+        for class_name, (value, description) in PRIORITY_CLASSES.items():
+            create_object(
+                {
+                    "apiVersion": "scheduling.k8s.io/v1",
+                    "kind": "PriorityClass",
+                    "metadata": {"name": class_name, "labels": self._labels},
+                    "value": value,
+                    "globalDefault": False,
+                    "preemptionPolicy": "PreemptLowerPriority",
+                    "description": description,
+                },
+                ctx.child_opts(self),
+            )
+        namespaces = {}
+        for team in settings.teams:
+            namespaces[team.name] = self._team(team, settings.namespace_prefix + team.name, gpu_names)
+        self.outputs = TenancyOutputs(namespaces=namespaces, priority_classes=tuple(PRIORITY_CLASSES))
+        self.register_outputs({"namespaces": namespaces})
+
+    def _team(self, team: Team, namespace: str, gpu_names: tuple[str, ...]) -> str:
+        ctx = self._ctx
+        profile = ctx.resolved.profile
+        labels = {**self._labels, "mlplatform.io/team": team.name}
+        ns_labels = {
+            **labels,
+            **profile.namespace_labels,
+            "mlplatform.io/role": "team",
+            # Policies let GPU requests only into namespaces marked for them.
+            "mlplatform.io/gpu": "true" if team.quota.gpus else "false",
+        }
+        annotations: dict[str, str] = {}
+        if profile.route_api:
+            # OpenShift shows namespaces as projects; user workload monitoring scrapes them.
+            ns_labels["openshift.io/user-monitoring"] = "true"
+            annotations["openshift.io/display-name"] = team.name
+            if team.description:
+                annotations["openshift.io/description"] = team.description
+        ns = create_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": namespace,
+                    "labels": ns_labels,
+                    **({"annotations": annotations} if annotations else {}),
+                },
+            },
+            ctx.child_opts(self),
+        )
+        opts = ctx.child_opts(self, depends_on=[ns])
+
+        def meta(name: str) -> dict[str, Any]:
+            return {"name": name, "namespace": namespace, "labels": labels}
+
+        create_object(
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": meta("team-quota"),
+                "spec": {"hard": quota_hard(team, gpu_names)},
+            },
+            opts,
+        )
+        defaults = ctx.resolved.config.modules.tenancy.container_defaults
+        create_object(
+            {
+                "apiVersion": "v1",
+                "kind": "LimitRange",
+                "metadata": meta("team-defaults"),
+                "spec": {
+                    "limits": [
+                        {
+                            "type": "Container",
+                            "defaultRequest": {
+                                "cpu": str(defaults.default_request_cpu),
+                                "memory": str(defaults.default_request_memory),
+                            },
+                            "default": {
+                                "cpu": str(defaults.default_limit_cpu),
+                                "memory": str(defaults.default_limit_memory),
+                            },
+                        }
+                    ]
+                },
+            },
+            opts,
+        )
+        for role in ("admin", "edit", "view"):
+            groups = getattr(team.groups, role)
+            if not groups:
+                continue
+            create_object(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": meta(f"team-{role}"),
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g} for g in groups],
+                },
+                opts,
+            )
+        for manifest in self._network_policies(namespace, meta):
+            create_object(manifest, opts)
+        return namespace
+
+    def _network_policies(self, namespace: str, meta) -> list[dict[str, Any]]:
+        profile = self._ctx.resolved.profile
+        platform_peers: list[dict[str, Any]] = [
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {"key": "mlplatform.io/role", "operator": "In", "values": list(PLATFORM_ROLES)}
+                    ]
+                }
+            }
+        ]
+        outside = [*profile.ingress_namespaces, *profile.monitoring_namespaces]
+        if outside:
+            platform_peers.append(
+                {
+                    "namespaceSelector": {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": outside}
+                        ]
+                    }
+                }
+            )
+        return [
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": meta("default-deny-ingress"),
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+            },
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": meta("allow-same-namespace"),
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]},
+            },
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": meta("allow-from-platform"),
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": platform_peers}]},
+            },
+        ]

@@ -1,0 +1,1 @@
+"""Team tenancy: namespaces, quotas, limits, RBAC and isolation per team."""
