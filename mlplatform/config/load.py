@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -172,11 +173,18 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
     return result
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def key_path(loc: tuple[Any, ...]) -> str:
+    """mlplatform:cluster.nodePools[1].gpu.sharing.mig.devices["1g.5gb"]: keys that hold dots
+    or slashes (resource names, MIG profiles) are quoted so the path stays unambiguous."""
     text = f"{PROJECT}:"
     for index, part in enumerate(loc):
         if isinstance(part, int):
             text += f"[{part}]"
+        elif index > 0 and not _PLAIN_KEY.match(str(part)):
+            text += f'["{part}"]'
         else:
             text += ("" if index == 0 else ".") + str(part)
     return text
