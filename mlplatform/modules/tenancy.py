@@ -41,11 +41,13 @@ def quota_hard(team: Team, gpu_names: tuple[str, ...]) -> dict[str, str]:
     }
     for storage_class, amount in quota.storage.items():
         hard[f"{storage_class}.storageclass.storage.k8s.io/requests.storage"] = str(amount)
-    for resource, count in quota.gpus.items():
-        if resource not in gpu_names:
-            raise ValueError(f"team {team.name}: {resource} is not published by the GPU layer")
-        # Extended resources are quota'd on requests only (requests equal limits for them).
-        hard[f"requests.{resource}"] = str(count)
+    unknown = set(quota.gpus) - set(gpu_names)
+    if unknown:
+        raise ValueError(f"team {team.name}: {', '.join(sorted(unknown))} not published by the GPU layer")
+    # Every GPU resource the cluster offers is listed, at 0 where the team has no share: a
+    # quota constrains only what it names. Extended resources are quota'd on requests.
+    for resource in gpu_names:
+        hard[f"requests.{resource}"] = str(quota.gpus.get(resource, 0))
     return hard
 
 
