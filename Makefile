@@ -58,6 +58,7 @@ up: setup
 
 bench: tools-test
 	$(BIN)/python benchmarks/bench_toolchain_and_plane.py
+	$(BIN)/python benchmarks/bench_tenancy_scale.py
 
 clean: down
 	$(MLP) cluster down --purge
