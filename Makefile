@@ -35,7 +35,8 @@ lint: setup
 validate: setup
 	$(MLP) validate
 
-unit: setup
+# Unit tests render stacks, which runs kustomize on upstream bases: the render tools come first.
+unit: tools-test
 	$(BIN)/pytest -m "not e2e and not engine"
 
 e2e: tools-test

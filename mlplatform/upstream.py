@@ -80,3 +80,44 @@ def load_documents(source: UpstreamSource, key: str, mirror: Path | None) -> lis
     else:
         texts = [read_text(source, key, None)]
     return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
+
+
+def kustomize_build(source: UpstreamSource, key: str, mirror: Path | None) -> list[dict[str, Any]]:
+    """`kustomize build` of a pinned upstream base, with the lock's image overrides applied.
+
+    Online the base is kustomize's remote form (<repo>/<path>?ref=<version>); offline it is
+    the mirror's copy of the same tree.
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from mlplatform.paths import BIN_DIR
+
+    binary = BIN_DIR / "kustomize" if (BIN_DIR / "kustomize").exists() else shutil.which("kustomize")
+    if not binary:
+        raise UpstreamError(
+            f"{source.name}: kustomize is needed to build {source.files[key]}: run `mlplatform tools --only render`"
+        )
+    images = []
+    for name, reference in (source.get("images") or {}).items():
+        new_name, _, tag = reference.rpartition(":")
+        images.append({"name": name, "newName": new_name, "newTag": tag})
+    with tempfile.TemporaryDirectory(prefix=f"mlplatform-{source.name}-") as work:
+        if mirror is not None:
+            base = _mirror_file(source, source.files[key], mirror)
+            # kustomize refuses absolute resource paths: name the base relative to the overlay.
+            resource = os.path.relpath(base, work)
+        else:
+            resource = f"{source.raw['source']}/{source.files[key]}?ref={source.version}"
+        overlay = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [resource]}
+        if images:
+            overlay["images"] = images
+        Path(work, "kustomization.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
+        proc = subprocess.run(
+            [str(binary), "build", "--load-restrictor", "LoadRestrictionsNone", work], capture_output=True, text=True
+        )
+    if proc.returncode != 0:
+        raise UpstreamError(f"{source.name} {source.version}: kustomize build failed: {proc.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]

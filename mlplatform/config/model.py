@@ -275,6 +275,14 @@ class ContainerDefaults(Strict):
     default_limit_memory: NonNegativeQuantity = "2Gi"
 
 
+class QueueingSettings(Strict):
+    # kueue: GPU (and CPU/memory) shares become Kueue ClusterQueues, one per team, with the
+    # ResourceQuota kept as the hard ceiling.
+    backend: Literal["none", "kueue"] = "none"
+    # Teams in one cohort may borrow each other's unused nominal quota.
+    cohort: DnsLabel | None = None
+
+
 class TenancySettings(ModuleToggle):
     teams: list[Team] = Field(default_factory=list)
     # How far the sum of team GPU quotas may exceed what the pools offer (1.0: never).
@@ -282,6 +290,7 @@ class TenancySettings(ModuleToggle):
     container_defaults: ContainerDefaults = ContainerDefaults()
     # Namespace name prefix: team `vision` lives in namespace `team-vision`.
     namespace_prefix: str = "team-"
+    queueing: QueueingSettings = QueueingSettings()
 
 
 class ModulesSettings(Strict):

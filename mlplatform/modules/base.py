@@ -52,6 +52,18 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("v1", "LimitRange"): k8s.core.v1.LimitRange,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
     ("scheduling.k8s.io/v1", "PriorityClass"): k8s.scheduling.v1.PriorityClass,
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): k8s.apiextensions.v1.CustomResourceDefinition,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    (
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    ): k8s.admissionregistration.v1.MutatingWebhookConfiguration,
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+    ): k8s.admissionregistration.v1.ValidatingWebhookConfiguration,
+    ("apiregistration.k8s.io/v1", "APIService"): k8s.apiregistration.v1.APIService,
 }
 
 

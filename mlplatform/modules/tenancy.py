@@ -11,6 +11,8 @@ import pulumi
 
 from mlplatform.config.model import Team
 from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.tenancy import kueue
+from mlplatform.upstream import kustomize_build, upstream_sources
 
 # Interactive work (notebooks) preempts batch; serving preempts both.
 PRIORITY_CLASSES = {
@@ -76,8 +78,11 @@ class Tenancy(pulumi.ComponentResource):
                 ctx.child_opts(self),
             )
         namespaces = {}
+        self._team_namespaces: dict[str, pulumi.Resource] = {}
         for team in settings.teams:
             namespaces[team.name] = self._team(team, settings.namespace_prefix + team.name, gpu_names)
+        if settings.queueing.backend == "kueue":
+            self._kueue(settings, gpu)
         self.outputs = TenancyOutputs(namespaces=namespaces, priority_classes=tuple(PRIORITY_CLASSES))
         self.register_outputs({"namespaces": namespaces})
 
@@ -111,6 +116,7 @@ class Tenancy(pulumi.ComponentResource):
             },
             ctx.child_opts(self),
         )
+        self._team_namespaces[team.name] = ns
         opts = ctx.child_opts(self, depends_on=[ns])
 
         def meta(name: str) -> dict[str, Any]:
@@ -167,6 +173,34 @@ class Tenancy(pulumi.ComponentResource):
             create_object(manifest, opts)
         return namespace
 
+    def _kueue(self, settings, gpu) -> None:
+        """Kueue from its pinned upstream base, then the teams' flavors and queues. The queues
+        wait for the controller (its CRDs and the Deployment serving its webhooks)."""
+        ctx = self._ctx
+        source = upstream_sources()["kueue"]
+        controller = [
+            create_object(manifest, ctx.child_opts(self))
+            for manifest in kueue_controller_manifests(
+                kustomize_build(source, "default", ctx.resolved.mirror_path), self._labels
+            )
+        ]
+        pools = list(ctx.resolved.config.cluster.node_pools)
+        capacity = gpu.pools if gpu is not None else {}
+        after_controller = ctx.child_opts(self, depends_on=controller)
+        for flavor in kueue.resource_flavors(pools, capacity, self._labels):
+            create_object(flavor, after_controller)
+        groups = kueue.gpu_groups(pools, capacity)
+        for team in settings.teams:
+            namespace = settings.namespace_prefix + team.name
+            create_object(
+                kueue.cluster_queue(team, namespace, groups, capacity, settings.queueing.cohort, self._labels),
+                after_controller,
+            )
+            create_object(
+                kueue.local_queue(team, namespace, self._labels),
+                ctx.child_opts(self, depends_on=[*controller, self._team_namespaces[team.name]]),
+            )
+
     def _network_policies(self, namespace: str, meta) -> list[dict[str, Any]]:
         profile = self._ctx.resolved.profile
         platform_peers: list[dict[str, Any]] = [
@@ -209,3 +243,13 @@ class Tenancy(pulumi.ComponentResource):
                 "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": platform_peers}]},
             },
         ]
+
+
+def kueue_controller_manifests(documents: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Upstream's objects, with our inventory labels added (nothing else changed)."""
+    manifests = []
+    for document in documents:
+        metadata = document.setdefault("metadata", {})
+        metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+        manifests.append(document)
+    return manifests

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.e2e.test_render_apply import apply_stack
+from tests.e2e.test_render_apply import apply_stack, delete_stack
 
 
 def _daemonset_ready(plane, namespace: str, name: str, expected: int) -> bool:
@@ -25,7 +25,7 @@ def lab_gpu(plane, tmp_path_factory):
     out = tmp_path_factory.mktemp("lab-render")
     apply_stack(plane, "lab", out)
     yield plane
-    plane.kubectl("delete", "-k", str(out), "--wait=true", "--timeout=120s")
+    delete_stack(plane, out)
 
 
 def test_device_plugin_and_feature_discovery_run_once_per_node_of_their_pool(lab_gpu):

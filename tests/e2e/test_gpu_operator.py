@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.test_render_apply import apply_stack
+from tests.e2e.test_render_apply import apply_stack, delete_stack
 
 
 def test_openshift_gpu_operator_subscription_and_cluster_policy_are_accepted(plane, tmp_path):
@@ -12,5 +12,5 @@ def test_openshift_gpu_operator_subscription_and_cluster_policy_are_accepted(pla
     assert policy["spec"]["devicePlugin"]["config"]["name"] == "nvidia-device-plugin-configs"
     subscription = plane.get("subscription", "gpu-operator-certified", "-n", "nvidia-gpu-operator")
     assert subscription["spec"]["startingCSV"] == "gpu-operator-certified.v26.7.0"
-    plane.kubectl("delete", "-k", str(tmp_path), "--wait=true", "--timeout=120s")
+    delete_stack(plane, tmp_path)
     plane.mlplatform("cluster", "up", "--stack", "lab", "--simulated")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.e2e.test_render_apply import apply_stack
+from tests.e2e.test_render_apply import apply_stack, delete_stack
 
 RESTRICTED = {
     "allowPrivilegeEscalation": False,
@@ -28,7 +28,7 @@ def lab_teams(plane, tmp_path_factory):
         lambda: "hard" in plane.get("resourcequota", "team-quota", "-n", "team-vision").get("status", {}),
     )
     yield plane
-    plane.kubectl("delete", "-k", str(out), "--wait=true", "--timeout=180s")
+    delete_stack(plane, out)
 
 
 def _pod(name: str, limits: dict[str, str] | None = None) -> dict:
@@ -97,3 +97,24 @@ def test_team_namespaces_enforce_restricted_pod_security(lab_teams):
     pod["spec"]["containers"][0]["securityContext"] = {"privileged": True}
     proc = _apply(lab_teams, "team-nlp", pod, check=False)
     assert proc.returncode != 0 and 'violates PodSecurity "restricted:latest"' in proc.stderr
+
+
+def test_kueue_controller_and_team_queues_apply(plane, tmp_path):
+    """The cloud stack queues through Kueue: its controller from the pinned upstream base,
+    a ClusterQueue per team in one cohort, a LocalQueue in each team namespace."""
+    apply_stack(plane, "cloud", tmp_path)
+    plane.kubectl("rollout", "status", "deployment/kueue-controller-manager", "-n", "kueue-system", "--timeout=120s")
+    for crd in ("clusterqueues.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io", "resourceflavors.kueue.x-k8s.io"):
+        conditions = plane.get("crd", crd)["status"]["conditions"]
+        assert any(c["type"] == "Established" and c["status"] == "True" for c in conditions), crd
+    queue = plane.get("clusterqueue", "team-recsys")
+    assert queue["spec"]["cohortName"] == "ml"
+    gpu_groups = {tuple(g["coveredResources"]): g["flavors"] for g in queue["spec"]["resourceGroups"]}
+    assert gpu_groups[("nvidia.com/gpu",)] == [
+        {"name": "gpu-h100", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 8}]}
+    ]
+    local = plane.get("localqueue", "default", "-n", "team-search")
+    assert local["spec"]["clusterQueue"] == "team-search"
+    flavor = plane.get("resourceflavor", "gpu-h100")
+    assert flavor["spec"]["nodeLabels"] == {"mlplatform.io/node-pool": "gpu-h100"}
+    delete_stack(plane, tmp_path)

@@ -54,6 +54,30 @@ GPU_INVENTORY = {
 }
 
 
+def _type_token(manifest: dict) -> str:
+    api_version = manifest["apiVersion"]
+    return f"kubernetes:{api_version if '/' in api_version else 'core/' + api_version}:{manifest['kind']}"
+
+
+def kueue_inventory(config: dict) -> set[tuple[str, str]]:
+    """Every object of the pinned Kueue base (built from the mirror), and the teams' queues."""
+    from mlplatform.upstream import kustomize_build, upstream_sources
+    from tests.conftest import UPSTREAM_MIRROR
+
+    inventory = set()
+    for manifest in kustomize_build(upstream_sources()["kueue"], "default", UPSTREAM_MIRROR):
+        meta = manifest["metadata"]
+        name = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+        inventory.add((_type_token(manifest), name))
+    queue_api = "kubernetes:kueue.x-k8s.io/v1beta2"
+    gpu_pools = [p["name"] for p in config["mlplatform:cluster"]["nodePools"] if "gpu" in p]
+    inventory |= {(f"{queue_api}:ResourceFlavor", name) for name in ["default", *gpu_pools]}
+    for team in config["mlplatform:modules"]["tenancy"]["teams"]:
+        inventory.add((f"{queue_api}:ClusterQueue", f"team-{team['name']}"))
+        inventory.add((f"{queue_api}:LocalQueue", f"team-{team['name']}/default"))
+    return inventory
+
+
 def tenancy_inventory(stack: str) -> set[tuple[str, str]]:
     """Per team: namespace, quota, limits, three network policies, a binding per role with groups."""
     import yaml
@@ -64,7 +88,10 @@ def tenancy_inventory(stack: str) -> set[tuple[str, str]]:
         ("kubernetes:scheduling.k8s.io/v1:PriorityClass", f"mlplatform-{c}")
         for c in ("serving", "interactive", "batch")
     }
-    for team in config["mlplatform:modules"]["tenancy"]["teams"]:
+    tenancy = config["mlplatform:modules"]["tenancy"]
+    if tenancy.get("queueing", {}).get("backend") == "kueue":
+        inventory |= kueue_inventory(config)
+    for team in tenancy["teams"]:
         ns = f"team-{team['name']}"
         inventory |= {
             ("kubernetes:core/v1:Namespace", ns),

@@ -122,3 +122,81 @@ def _string_literals(path):
 )
 def test_no_gpu_resource_name_is_written_outside_the_gpu_layer(path):
     assert not [s for s in _string_literals(path) if "nvidia.com/" in s]
+
+
+def test_kueue_groups_pools_that_share_a_resource():
+    from mlplatform.config import load_stack
+    from mlplatform.gpu.capacity import pool_resources
+    from mlplatform.tenancy.kueue import gpu_groups
+
+    pools = list(load_stack("lab").config.cluster.node_pools)
+    extra = pools[2].model_copy(update={"name": "gpu-t4b"})  # a second pool offering gpu.shared
+    pools.append(extra)
+    capacity = {p.name: pool_resources(p) for p in pools if p.gpu}
+    assert gpu_groups(pools, capacity) == [
+        (["nvidia.com/mig-1g.5gb", "nvidia.com/mig-2g.10gb", "nvidia.com/mig-3g.20gb"], ["gpu-a100"]),
+        (["nvidia.com/gpu.shared"], ["gpu-t4", "gpu-t4b"]),
+    ]
+
+
+def test_team_share_fills_the_pools_offering_it_in_order():
+    from mlplatform.config import load_stack
+    from mlplatform.gpu.capacity import pool_resources
+    from mlplatform.tenancy.kueue import cluster_queue, gpu_groups
+
+    config = load_stack("lab").config
+    pools = list(config.cluster.node_pools)
+    pools.append(pools[2].model_copy(update={"name": "gpu-t4b", "count": 1}))
+    capacity = {p.name: pool_resources(p) for p in pools if p.gpu}
+    team = config.modules.tenancy.teams[0].model_copy(
+        update={
+            "quota": config.modules.tenancy.teams[0].quota.model_copy(
+                update={"gpus": {"nvidia.com/gpu.shared": 40, "nvidia.com/mig-3g.20gb": 4}}
+            )
+        }
+    )
+    queue = cluster_queue(team, "team-vision", gpu_groups(pools, capacity), capacity, None, {})
+    shared = next(g for g in queue["spec"]["resourceGroups"] if g["coveredResources"] == ["nvidia.com/gpu.shared"])
+    # gpu-t4 offers 2 nodes x 16 = 32, gpu-t4b 16: the 40 are 32 + 8.
+    assert [f["resources"][0]["nominalQuota"] for f in shared["flavors"]] == [32, 8]
+    assert "cohortName" not in queue["spec"]
+    # Every flavor lists every covered resource (Kueue's rule), at 0 where the team has no share.
+    mig = next(g for g in queue["spec"]["resourceGroups"] if "nvidia.com/mig-3g.20gb" in g["coveredResources"])
+    assert [(r["name"], r["nominalQuota"]) for r in mig["flavors"][0]["resources"]] == [
+        ("nvidia.com/mig-1g.5gb", 0),
+        ("nvidia.com/mig-2g.10gb", 0),
+        ("nvidia.com/mig-3g.20gb", 4),
+    ]
+
+
+def test_kueue_objects_validate_against_the_upstream_schemas(mirror, monkeypatch):
+    import json
+
+    import jsonschema
+    import yaml
+
+    from mlplatform.render import render_manifests
+
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    manifests = render_manifests("cloud")
+    queues = [m for m in manifests if m["apiVersion"].startswith("kueue.x-k8s.io/")]
+    assert sorted((m["kind"], m["metadata"]["name"]) for m in queues) == [
+        ("ClusterQueue", "team-recsys"),
+        ("ClusterQueue", "team-search"),
+        ("LocalQueue", "default"),
+        ("LocalQueue", "default"),
+        ("ResourceFlavor", "default"),
+        ("ResourceFlavor", "gpu-a10g"),
+        ("ResourceFlavor", "gpu-h100"),
+    ]
+    for manifest in queues:
+        version = manifest["apiVersion"].split("/")[1]
+        schema = json.loads(
+            (mirror / "crd-schemas" / "kueue.x-k8s.io" / f"{manifest['kind'].lower()}_{version}.json").read_text()
+        )
+        jsonschema.validate(manifest, schema)
+    # The controller comes from the pinned upstream base, with the release image of the pin.
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["namespace"] == "kueue-system"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.k8s.io/kueue/kueue:v0.19.2"
+    lock = yaml.safe_load((REPO_ROOT / "versions.lock.yaml").read_text())
+    assert lock["upstream"]["kueue"]["version"] == "v0.19.2"
