@@ -120,11 +120,11 @@ def _apply_order(manifest: Mapping[str, Any]) -> tuple[int, str, str]:
     return rank, metadata.get("namespace", ""), f"{kind}/{metadata.get('name', '')}"
 
 
-def file_name(index: int, manifest: Mapping[str, Any]) -> str:
+def file_name(index: int, manifest: Mapping[str, Any], width: int = 4) -> str:
     metadata = manifest.get("metadata") or {}
     parts = [manifest["kind"], metadata.get("namespace", ""), metadata.get("name", "")]
     slug = "_".join(re.sub(r"[^a-z0-9.-]", "-", p.lower()) for p in parts if p)
-    return f"{index:04d}_{slug}.yaml"
+    return f"{index:0{width}d}_{slug}.yaml"
 
 
 def write_manifests(manifests: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -133,8 +133,10 @@ def write_manifests(manifests: list[dict[str, Any]], out: Path) -> list[Path]:
     for stale in out.glob("*.yaml"):
         stale.unlink()
     written = []
+    # Names sort in apply order: the index is as wide as the largest one needs.
+    width = max(4, len(str(len(manifests))))
     for index, manifest in enumerate(manifests, start=1):
-        path = out / file_name(index, manifest)
+        path = out / file_name(index, manifest, width)
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
         written.append(path)
     kustomization = {

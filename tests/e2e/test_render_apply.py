@@ -24,7 +24,7 @@ def render(stack: str, out: Path) -> list[dict]:
         text=True,
         check=True,
     )
-    return [yaml.safe_load(p.read_text()) for p in sorted(out.glob("0*.yaml"))]
+    return [yaml.safe_load(p.read_text()) for p in sorted(out.glob("*.yaml")) if p.name != "kustomization.yaml"]
 
 
 def identities(manifests: list[dict]) -> set[tuple[str, str, str]]:
