@@ -7,6 +7,7 @@ objects the stack applies, written one file per object in apply order (GitOps ex
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +45,9 @@ KIND_ORDER = (
 )
 
 
-class _Recorder(pulumi.runtime.Mocks):
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Records every resource the program registers; outputs echo the inputs."""
+
     def __init__(self) -> None:
         self.resources: list[pulumi.runtime.MockResourceArgs] = []
 
@@ -58,8 +61,6 @@ class _Recorder(pulumi.runtime.Mocks):
 
 def stack_config_strings(config: Mapping[str, Any]) -> dict[str, str]:
     """Stack file values as the engine hands them to a program: strings, structures as JSON."""
-    import json
-
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
 
 
@@ -73,7 +74,7 @@ def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None
 
     path, stack = stack_location(stack_or_path)
     raw = config if config is not None else read_stack_file(path)
-    recorder = _Recorder()
+    recorder = RecordingMocks()
     pulumi.runtime.set_mocks(recorder, project="mlplatform", stack=stack, preview=False)
     pulumi.runtime.set_all_config(stack_config_strings(raw))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,10 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
+
+from mlplatform.render import RecordingMocks, stack_config_strings
+
+__all__ = ["RecordingMocks", "pulumi_config_of"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("lab", "openshift", "cloud")
@@ -27,22 +30,7 @@ def mirror() -> Path:
 
 def pulumi_config_of(stack_file: Path) -> dict[str, str]:
     """The PULUMI_CONFIG map for a stack file: every value a string, structured ones as JSON."""
-    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
-
-
-class RecordingMocks(pulumi.runtime.Mocks):
-    """Records every resource the program registers; outputs echo the inputs."""
-
-    def __init__(self) -> None:
-        self.resources: list[pulumi.runtime.MockResourceArgs] = []
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(args)
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}
+    return stack_config_strings((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {})
 
 
 @pytest.fixture
