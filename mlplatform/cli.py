@@ -167,9 +167,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  {result.detail.splitlines()[-1].strip()}", flush=True)
     if not resolved.config.cluster.kubeconfig:
         try:
-            plane.start_control_plane()
-            plane.install_environment_apis(resolved)
-            count = plane.apply_nodes(resolved)
+            count, _ = plane.bring_up(resolved)
         except plane.ClusterError as exc:
             print(f"mlplatform up: {exc}", file=sys.stderr)
             return 1

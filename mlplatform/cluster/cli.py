@@ -31,9 +31,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     started = time.monotonic()
     try:
-        plane.start_control_plane()
-        apis = plane.install_environment_apis(resolved)
-        count = plane.apply_nodes(resolved)
+        count, apis = plane.bring_up(resolved)
     except plane.ClusterError as exc:
         print(f"mlplatform cluster up: {exc}", file=sys.stderr)
         return 1

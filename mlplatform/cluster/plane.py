@@ -448,6 +448,14 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
     return applied
 
 
+def bring_up(resolved: ResolvedConfig) -> tuple[int, list[str]]:
+    """The plane for a stack: processes running, the environment's APIs, one node per pool
+    node. Returns (nodes, API folders installed)."""
+    start_control_plane()
+    apis = install_environment_apis(resolved)
+    return apply_nodes(resolved), apis
+
+
 def stop_control_plane(purge: bool = False) -> list[str]:
     stopped = []
     for component in reversed(COMPONENTS):
