@@ -34,6 +34,7 @@ lint: setup
 
 validate: setup
 	$(MLP) validate
+	@if [ -n "$(MLPLATFORM_MIRROR)" ]; then $(MLP) mirror check; fi
 
 # Unit tests render stacks, which runs kustomize on upstream bases: the render tools come first.
 unit: tools-test

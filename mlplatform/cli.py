@@ -131,6 +131,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_mirror_check(args: argparse.Namespace) -> int:
+    from mlplatform.upstream import check_mirror
+
+    mirror = Path(args.mirror or os.environ.get("MLPLATFORM_MIRROR") or "")
+    if not args.mirror and not os.environ.get("MLPLATFORM_MIRROR"):
+        print("mlplatform mirror check: name the mirror (--mirror PATH or MLPLATFORM_MIRROR)", file=sys.stderr)
+        return EXIT_INVALID
+    if not mirror.is_dir():
+        print(f"mlplatform mirror check: {mirror} is not a folder", file=sys.stderr)
+        return EXIT_INVALID
+    entries = check_mirror(mirror)
+    print(f"{'source':<26} {'version':<24} {'file':<28} status")
+    for entry in entries:
+        print(f"{entry.source:<26} {entry.version:<24} {entry.key:<28} {entry.problem or 'ok'}  {entry.path}")
+    missing = [e for e in entries if e.problem]
+    print(f"{len(entries) - len(missing)} of {len(entries)} pinned sources satisfied by {mirror}")
+    return 1 if missing else 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from mlplatform.render import RenderError, render_manifests, write_manifests
 
@@ -202,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--stack", default="lab")
     render.add_argument("--out", required=True, metavar="DIR")
     render.set_defaults(func=cmd_render)
+
+    mirror = sub.add_parser("mirror", help="the offline mirror of upstream sources")
+    mirror_verbs = mirror.add_subparsers(dest="verb", required=True)
+    check = mirror_verbs.add_parser("check", help="which pinned upstream sources the mirror satisfies")
+    check.add_argument("--mirror", help="the mirror folder (default: MLPLATFORM_MIRROR)")
+    check.set_defaults(func=cmd_mirror_check)
 
     doctor = sub.add_parser("doctor", help="read-only preflight of a node against the stack (--gpu)")
     doctor.add_argument(

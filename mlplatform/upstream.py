@@ -47,13 +47,40 @@ def upstream_sources(lock_path: Path = LOCK_FILE) -> dict[str, UpstreamSource]:
 
 
 def _mirror_file(source: UpstreamSource, relative: str, mirror: Path) -> Path:
-    """Where the mirror keeps a file: its folder holds the upstream tree, or (for files the
-    mirror flattens, like CRD folders) the last part of the path."""
-    base = mirror / source.raw["mirror"]
-    for candidate in (base / relative, base / Path(relative).name):
-        if candidate.exists():
-            return candidate
-    raise UpstreamError(f"{source.name} {source.version}: {relative} is not in the mirror at {base}")
+    """Where the mirror keeps a file: under the source's folder, at the upstream path."""
+    path = mirror / source.raw["mirror"] / relative
+    if not path.exists():
+        raise UpstreamError(f"{source.name} {source.version}: {relative} is not in the mirror at {path.parent}")
+    return path
+
+
+@dataclass(frozen=True)
+class MirrorEntry:
+    source: str
+    version: str
+    key: str
+    path: str
+    problem: str | None
+
+
+def check_mirror(mirror: Path, sources: dict[str, UpstreamSource] | None = None) -> list[MirrorEntry]:
+    """Which pinned sources the mirror satisfies: each file present (a kustomize base with
+    its kustomization.yaml, a CRD folder with YAML in it)."""
+    entries = []
+    for source in (sources or upstream_sources()).values():
+        if source.kind == "image":
+            continue
+        for key, relative in source.files.items():
+            path = mirror / source.raw["mirror"] / relative
+            problem = None
+            if not path.exists():
+                problem = "missing"
+            elif source.kind == "kustomize" and not (path / "kustomization.yaml").exists():
+                problem = "no kustomization.yaml"
+            elif path.is_dir() and not any(path.glob("*.y*ml")) and source.kind != "kustomize":
+                problem = "no YAML files"
+            entries.append(MirrorEntry(source.name, source.version, key, str(path.relative_to(mirror)), problem))
+    return entries
 
 
 def read_text(source: UpstreamSource, key: str, mirror: Path | None) -> str:
@@ -110,7 +137,7 @@ def kustomize_build(source: UpstreamSource, key: str, mirror: Path | None) -> li
             # kustomize refuses absolute resource paths: name the base relative to the overlay.
             resource = os.path.relpath(base, work)
         else:
-            resource = f"{source.raw['source']}/{source.files[key]}?ref={source.version}"
+            resource = f"{source.raw['source']}/{source.files[key]}?ref={source.get('ref') or source.version}"
         overlay = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": [resource]}
         if images:
             overlay["images"] = images

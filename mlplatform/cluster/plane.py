@@ -419,18 +419,22 @@ def apply_nodes(resolved: ResolvedConfig) -> int:
 
 def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
     """CRDs of APIs the environment serves beyond Kubernetes (OpenShift Route/SCC, OLM)."""
-    folders: list[str] = []
+    from mlplatform.upstream import upstream_sources
+
+    wanted: list[str] = []
     if resolved.profile.route_api:
-        folders.append("openshift/crds")
+        wanted.append("openshift-api")
     if resolved.profile.operator_install == "olm":
-        folders.append("olm/crds")
+        wanted.append("olm-api")
         gpu = resolved.config.modules.gpu
         # No OLM runs on this plane: the CRDs the subscribed operator's bundle would bring
         # are installed as OLM would install them.
         if gpu.enabled and gpu.install == "operator":
-            folders.append("gpu-operator/crds")
-    if not folders:
+            wanted.append("gpu-operator")
+    if not wanted:
         return []
+    sources = upstream_sources()
+    folders = [f"{sources[name].raw['mirror']}/{sources[name].files['crds']}" for name in wanted]
     mirror = resolved.mirror_path
     if mirror is None:
         raise ClusterError(
