@@ -2,7 +2,17 @@
 
 from tests.conftest import REPO_ROOT
 
-TOP_LEVEL = ["Pulumi.yaml", "__main__.py", "stacks", "charts", "overlays", "policies", "tests", "README.md", "mlplatform"]
+TOP_LEVEL = [
+    "Pulumi.yaml",
+    "__main__.py",
+    "stacks",
+    "charts",
+    "overlays",
+    "policies",
+    "tests",
+    "README.md",
+    "mlplatform",
+]
 
 
 def test_top_level_layout():
