@@ -57,17 +57,21 @@ def _apply_files(plane, manifests: list[dict], folder: Path) -> None:
     plane.kubectl("apply", "--server-side", "--field-manager=mlplatform", "-f", str(folder))
 
 
-def _ignore_webhook_failures(plane, manifests: list[dict]) -> None:
-    """Simulated plane only: no webhook server ever runs here, so its webhooks must not fail
-    requests they cannot reach (on a real cluster the server's Deployment becomes ready)."""
+def _without_webhook_servers(plane, manifests: list[dict]) -> None:
+    """Simulated plane only: no webhook server ever runs here. Admission webhooks must not fail
+    requests they cannot reach, and CRDs cannot convert between versions through a webhook
+    (the apiserver's cleanup of a deleted CRD would wait on it). On a real cluster the
+    server's Deployment becomes ready and serves both."""
     for manifest in manifests:
-        kind = manifest["kind"]
-        if kind not in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-            continue
-        current = plane.get(kind.lower(), manifest["metadata"]["name"])
-        for webhook in current["webhooks"]:
-            webhook["failurePolicy"] = "Ignore"
-        plane.kubectl("replace", "-f", "-", input_text=json.dumps(current))
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        if kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            current = plane.get(kind.lower(), name)
+            for webhook in current["webhooks"]:
+                webhook["failurePolicy"] = "Ignore"
+            plane.kubectl("replace", "-f", "-", input_text=json.dumps(current))
+        elif kind == "CustomResourceDefinition" and manifest["spec"].get("conversion", {}).get("strategy") == "Webhook":
+            patch = {"spec": {"conversion": {"strategy": "None", "webhook": None}}}
+            plane.kubectl("patch", "crd", name, "--type=merge", "-p", json.dumps(patch))
 
 
 def apply_stack(plane, stack: str, out: Path) -> list[dict]:
@@ -76,7 +80,8 @@ def apply_stack(plane, stack: str, out: Path) -> list[dict]:
 
     Simulated-plane realities, applied here and nowhere else: aggregated APIServices are left
     out (their servers never run, and an unavailable APIService stalls namespace deletion),
-    and webhooks are set to failurePolicy Ignore. Returns the manifests applied."""
+    webhooks are set to failurePolicy Ignore and CRD conversion webhooks to no conversion.
+    Returns the manifests applied."""
     plane.mlplatform("cluster", "up", "--stack", stack, "--simulated")
     manifests = [m for m in render(stack, out) if m["kind"] != "APIService"]
     brought = {m["spec"]["group"] for m in manifests if m["kind"] == "CustomResourceDefinition"}
@@ -84,7 +89,7 @@ def apply_stack(plane, stack: str, out: Path) -> list[dict]:
     second = [m for m in manifests if _api_group(m) in brought]
     _apply_files(plane, first, out / "phase1")
     if second:
-        _ignore_webhook_failures(plane, first)
+        _without_webhook_servers(plane, first)
         plane.kubectl(
             "wait",
             "--for=condition=Established",
