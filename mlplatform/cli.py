@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlplatform.config import ConfigError, load_stack
+from mlplatform.config import ConfigError, ResolvedConfig, load_stack
 from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
 
 EXIT_INVALID = 2
@@ -17,6 +17,15 @@ EXIT_MISSING_TOOL = 3
 # The passphrase of the lab/ci stacks' local secrets (documented in the README). Real
 # environments set PULUMI_CONFIG_PASSPHRASE (or a KMS secrets provider) themselves.
 LAB_PASSPHRASE = "mlplatform-lab"
+
+
+def load_or_report(stack: str) -> ResolvedConfig | None:
+    """The validated stack, or None after printing its problems (callers exit EXIT_INVALID)."""
+    try:
+        return load_stack(stack)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
 
 
 def shipped_stacks() -> list[str]:
@@ -106,10 +115,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not args.gpu:
         print("mlplatform doctor: choose what to check (--gpu)", file=sys.stderr)
         return EXIT_INVALID
-    try:
-        resolved = load_stack(args.stack)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    resolved = load_or_report(args.stack)
+    if resolved is None:
         return EXIT_INVALID
     pools = list(resolved.config.cluster.node_pools)
     pool = None
@@ -134,10 +141,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_mirror_check(args: argparse.Namespace) -> int:
     from mlplatform.upstream import check_mirror
 
-    mirror = Path(args.mirror or os.environ.get("MLPLATFORM_MIRROR") or "")
-    if not args.mirror and not os.environ.get("MLPLATFORM_MIRROR"):
+    setting = args.mirror or os.environ.get("MLPLATFORM_MIRROR")
+    if not setting:
         print("mlplatform mirror check: name the mirror (--mirror PATH or MLPLATFORM_MIRROR)", file=sys.stderr)
         return EXIT_INVALID
+    mirror = Path(setting)
     if not mirror.is_dir():
         print(f"mlplatform mirror check: {mirror} is not a folder", file=sys.stderr)
         return EXIT_INVALID
@@ -153,10 +161,7 @@ def cmd_mirror_check(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from mlplatform.render import RenderError, render_manifests, write_manifests
 
-    try:
-        load_stack(args.stack)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    if load_or_report(args.stack) is None:
         return EXIT_INVALID
     try:
         manifests = render_manifests(args.stack)
@@ -174,10 +179,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from mlplatform.toolchain.build import ensure_tool
     from mlplatform.toolchain.lock import load_lock
 
-    try:
-        resolved = load_stack(args.stack)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    resolved = load_or_report(args.stack)
+    if resolved is None:
         return EXIT_INVALID
     for tool in load_lock().tools.values():
         result = ensure_tool(tool)

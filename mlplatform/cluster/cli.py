@@ -8,7 +8,6 @@ import sys
 import time
 
 from mlplatform.cluster import plane
-from mlplatform.config import ConfigError, load_stack
 
 
 def _docker_available() -> bool:
@@ -16,11 +15,11 @@ def _docker_available() -> bool:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    try:
-        resolved = load_stack(args.stack)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    from mlplatform.cli import EXIT_INVALID, load_or_report
+
+    resolved = load_or_report(args.stack)
+    if resolved is None:
+        return EXIT_INVALID
     if _docker_available() and not args.simulated:
         print(
             "A Docker engine and kind are on PATH: create the cluster with "

@@ -13,6 +13,7 @@ import yaml
 from mlplatform.config.model import NodePool
 from mlplatform.gpu.capacity import (
     DEVICE_PLUGIN_CONFIG_LABEL,
+    MIG_CONFIG_LABEL,
     PoolGpuResources,
     gpu_node_labels,
     mig_strategy,
@@ -56,7 +57,7 @@ def gpu_outputs(pools: list[NodePool], namespace: str) -> GpuOutputs:
     names = sorted({name for resources in per_pool.values() for name in resources.per_node})
     labels = {
         pool.name: {
-            k: v for k, v in gpu_node_labels(pool).items() if k in (DEVICE_PLUGIN_CONFIG_LABEL, "nvidia.com/mig.config")
+            k: v for k, v in gpu_node_labels(pool).items() if k in (DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL)
         }
         for pool in pools
         if pool.gpu
@@ -90,7 +91,8 @@ class GpuLayer(pulumi.ComponentResource):
         self._namespace_name = namespace
         self.outputs = gpu_outputs(config.cluster.node_pools, namespace)
         self._sources = upstream_sources()
-        self._objects: list[pulumi.CustomResource] = []
+        # Everything namespaced waits for the namespace; the managed path creates none.
+        self.namespace: pulumi.CustomResource | None = None
 
         if settings.install != "managed":
             self.namespace = self._create(self._namespace_manifest(namespace))
@@ -119,15 +121,13 @@ class GpuLayer(pulumi.ComponentResource):
     # -- helpers ---------------------------------------------------------------------------
 
     def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        depends = [self.namespace] if getattr(self, "namespace", None) is not None else []
+        depends = [self.namespace] if self.namespace is not None else []
         return self._ctx.child_opts(self, depends_on=depends + kwargs.pop("depends_on", []), **kwargs)
 
     def _create(self, manifest: dict[str, Any], **kwargs: Any) -> pulumi.CustomResource:
         is_namespace = manifest["kind"] == "Namespace"
         opts = self._ctx.child_opts(self, **kwargs) if is_namespace else self._opts(**kwargs)
-        resource = create_object(manifest, opts)
-        self._objects.append(resource)
-        return resource
+        return create_object(manifest, opts)
 
     def _meta(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
         return {"name": name, "namespace": self._namespace_name, "labels": {**self._labels, **(labels or {})}}
