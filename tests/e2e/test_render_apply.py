@@ -102,6 +102,10 @@ def apply_stack(plane, stack: str, out: Path) -> list[dict]:
 
 
 def delete_stack(plane, out: Path) -> None:
+    """Delete in reverse order of the apply: the custom resources first, so the apiserver's
+    cleanup of each deleted CRD finds no instance left to remove."""
+    if (out / "phase2").is_dir():
+        plane.kubectl("delete", "-f", str(out / "phase2"), "--ignore-not-found", "--wait=true", "--timeout=180s")
     plane.kubectl("delete", "-k", str(out), "--ignore-not-found", "--wait=true", "--timeout=180s")
 
 

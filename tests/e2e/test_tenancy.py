@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.e2e.conftest import start_plane
 from tests.e2e.test_render_apply import apply_stack, delete_stack
 
 RESTRICTED = {
@@ -99,10 +100,20 @@ def test_team_namespaces_enforce_restricted_pod_security(lab_teams):
     assert proc.returncode != 0 and 'violates PodSecurity "restricted:latest"' in proc.stderr
 
 
-def test_kueue_controller_and_team_queues_apply(plane, tmp_path):
+def test_kueue_controller_and_team_queues_apply(tmp_path):
     """The cloud stack queues through Kueue: its controller from the pinned upstream base,
-    a ClusterQueue per team in one cohort, a LocalQueue in each team namespace."""
-    apply_stack(plane, "cloud", tmp_path)
+    a ClusterQueue per team in one cohort, a LocalQueue in each team namespace. On a plane of
+    its own: Kueue's CRDs and webhooks stay out of the other tests' way."""
+    plane = start_plane(tmp_path / "plane", 37300, stack="cloud")
+    try:
+        _kueue_checks(plane, tmp_path / "render")
+    finally:
+        plane.mlplatform("cluster", "down", "--purge")
+
+
+def _kueue_checks(plane, out) -> None:
+    out.mkdir()
+    apply_stack(plane, "cloud", out)
     plane.kubectl("rollout", "status", "deployment/kueue-controller-manager", "-n", "kueue-system", "--timeout=120s")
     for crd in ("clusterqueues.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io", "resourceflavors.kueue.x-k8s.io"):
         conditions = plane.get("crd", crd)["status"]["conditions"]
@@ -117,4 +128,4 @@ def test_kueue_controller_and_team_queues_apply(plane, tmp_path):
     assert local["spec"]["clusterQueue"] == "team-search"
     flavor = plane.get("resourceflavor", "gpu-h100")
     assert flavor["spec"]["nodeLabels"] == {"mlplatform.io/node-pool": "gpu-h100"}
-    delete_stack(plane, tmp_path)
+    delete_stack(plane, out)
