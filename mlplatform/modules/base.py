@@ -64,6 +64,14 @@ _KINDS: dict[tuple[str, str], Any] = {
         "ValidatingWebhookConfiguration",
     ): k8s.admissionregistration.v1.ValidatingWebhookConfiguration,
     ("apiregistration.k8s.io/v1", "APIService"): k8s.apiregistration.v1.APIService,
+    ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
+    ("batch/v1", "Job"): k8s.batch.v1.Job,
+    ("batch/v1", "CronJob"): k8s.batch.v1.CronJob,
+    ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaim,
+    ("networking.k8s.io/v1", "Ingress"): k8s.networking.v1.Ingress,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
+    ("storage.k8s.io/v1", "StorageClass"): k8s.storage.v1.StorageClass,
 }
 
 

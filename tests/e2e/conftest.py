@@ -60,7 +60,12 @@ class Plane:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def start_plane(state: Path, port_base: int, stack: str = "lab") -> Plane:
+# Planes of one test session sit at offsets from this base (0, 100, 200, ...); another base
+# lets two test sessions run side by side on one machine.
+E2E_PORT_BASE = int(os.environ.get("MLPLATFORM_E2E_PORT_BASE", "37000"))
+
+
+def start_plane(state: Path, port_offset: int, stack: str = "lab") -> Plane:
     missing = [
         b
         for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
@@ -68,7 +73,9 @@ def start_plane(state: Path, port_base: int, stack: str = "lab") -> Plane:
     ]
     if missing:
         pytest.fail(f"e2e needs {', '.join(missing)}: run `make tools-test` (make e2e does)", pytrace=False)
-    env = dict(os.environ, MLPLATFORM_STATE_DIR=str(state), MLPLATFORM_CLUSTER_PORT_BASE=str(port_base))
+    env = dict(
+        os.environ, MLPLATFORM_STATE_DIR=str(state), MLPLATFORM_CLUSTER_PORT_BASE=str(E2E_PORT_BASE + port_offset)
+    )
     instance = Plane(env=env, kubeconfig=state / "cluster" / "kubeconfig", state_dir=state)
     started = time.monotonic()
     instance.mlplatform("cluster", "up", "--stack", stack, "--simulated")
@@ -78,7 +85,7 @@ def start_plane(state: Path, port_base: int, stack: str = "lab") -> Plane:
 
 @pytest.fixture(scope="session")
 def plane(tmp_path_factory) -> Plane:
-    instance = start_plane(tmp_path_factory.mktemp("plane-state"), 37000)
+    instance = start_plane(tmp_path_factory.mktemp("plane-state"), 0)
     yield instance
     instance.mlplatform("cluster", "down", "--purge")
 

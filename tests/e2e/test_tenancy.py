@@ -104,7 +104,7 @@ def test_kueue_controller_and_team_queues_apply(tmp_path):
     """The cloud stack queues through Kueue: its controller from the pinned upstream base,
     a ClusterQueue per team in one cohort, a LocalQueue in each team namespace. On a plane of
     its own: Kueue's CRDs and webhooks stay out of the other tests' way."""
-    plane = start_plane(tmp_path / "plane", 37300, stack="cloud")
+    plane = start_plane(tmp_path / "plane", 300, stack="cloud")
     try:
         _kueue_checks(plane, tmp_path / "render")
     finally:

@@ -27,7 +27,7 @@ def engine_plane(tmp_path_factory):
         pytest.fail(reason, pytrace=False)
     if not os.environ.get("MLPLATFORM_MIRROR"):
         pytest.fail("the openshift stack's APIs come from the upstream mirror: set MLPLATFORM_MIRROR", pytrace=False)
-    plane = start_plane(tmp_path_factory.mktemp("engine-plane"), 37200)
+    plane = start_plane(tmp_path_factory.mktemp("engine-plane"), 200)
     yield plane
     plane.mlplatform("cluster", "down", "--purge")
 
