@@ -173,6 +173,43 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from mlplatform.config.load import display_path
+    from mlplatform.promote import PromotionError, format_table, plan_promotion, render_gate
+
+    try:
+        plan = plan_promotion(args.source, args.target, force=args.force, gate=render_gate)
+    except (PromotionError, ConfigError) as exc:
+        print(f"mlplatform promote: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"promote {plan.source} -> {plan.target} ({display_path(plan.target_file)})")
+    if plan.changes:
+        print(format_table(plan))
+    print(f"{len(plan.changes)} version(s) change, {plan.unchanged} unchanged")
+    if plan.problems:
+        print(f"not promoted: {plan.target} stays as it is", file=sys.stderr)
+        for problem in plan.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print("dry run: nothing written")
+        return 0
+    if plan.changes or plan.new_text != plan.target_file.read_text():
+        plan.target_file.write_text(plan.new_text)
+        print(f"written: {display_path(plan.target_file)}")
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from mlplatform.promote import write_record
+
+    if load_or_report(args.stack) is None:
+        return EXIT_INVALID
+    path = write_record(args.stack, args.result, Path(args.out) if args.out else None)
+    print(f"recorded {args.result} for stack {args.stack} in {path}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Tools, then the local control plane (unless the stack names its own cluster), then the engine."""
     from mlplatform.cluster import plane
@@ -239,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--pool", help="the GPU pool the host belongs to (default: the one whose model it has)")
     doctor.add_argument("--host", default="local://", help="testinfra host spec: local://, ssh://user@host, ...")
     doctor.set_defaults(func=cmd_doctor)
+
+    promote = sub.add_parser("promote", help="copy one stack's version pins into another, gated by validation")
+    promote.add_argument("source", metavar="FROM")
+    promote.add_argument("target", metavar="TO")
+    promote.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+    promote.add_argument("--force", action="store_true", help="allow promoting backwards (e.g. cloud -> lab)")
+    promote.set_defaults(func=cmd_promote)
+
+    record = sub.add_parser("record", help="record the outcome of a stack's e2e/preview run (promotion reads it)")
+    record.add_argument("stack")
+    record.add_argument("--result", choices=("passed", "failed"), required=True)
+    record.add_argument("--out", help="record file (default: versions.record of the stack, else .mlplatform/records/)")
+    record.set_defaults(func=cmd_record)
 
     up = sub.add_parser("up", help="build tools, start the local plane, apply a stack with the Pulumi engine")
     up.add_argument("stack", nargs="?", default="lab")

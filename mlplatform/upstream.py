@@ -28,8 +28,30 @@ class UpstreamSource:
     def get(self, key: str) -> Any:
         return self.raw.get(key)
 
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """Every version a stack may pin: the lock's default first, then its other releases."""
+        return (self.version, *(str(v) for v in (self.raw.get("releases") or {}) if str(v) != self.version))
 
-def upstream_sources(lock_path: Path = LOCK_FILE) -> dict[str, UpstreamSource]:
+    def at(self, version: str) -> UpstreamSource:
+        """The source at one of its versions: a release's fields override the default's."""
+        if version == self.version:
+            return self
+        releases = {str(k): v for k, v in (self.raw.get("releases") or {}).items()}
+        if version not in releases:
+            raise UpstreamError(
+                f"{self.name}: version {version!r} is not in the lock (allowed: {', '.join(self.versions)})"
+            )
+        overrides = releases[version] or {}
+        raw = {k: v for k, v in self.raw.items() if k != "releases"}
+        raw.update(overrides)
+        raw["version"] = version
+        files = {**self.files, **(overrides.get("files") or {})}
+        return UpstreamSource(name=self.name, kind=self.kind, version=version, raw=raw, files=files)
+
+
+def upstream_sources(lock_path: Path = LOCK_FILE, pins: dict[str, str] | None = None) -> dict[str, UpstreamSource]:
+    """The lock's upstream sources, each at the version a stack pins (default: the lock's)."""
     raw = yaml.safe_load(lock_path.read_text()) or {}
     sources = {}
     for name, spec in (raw.get("upstream") or {}).items():
@@ -43,6 +65,10 @@ def upstream_sources(lock_path: Path = LOCK_FILE) -> dict[str, UpstreamSource]:
             )
         except (KeyError, TypeError) as exc:
             raise LockError(f"{lock_path}: upstream.{name}: missing or malformed field {exc}") from exc
+    for name, version in (pins or {}).items():
+        if name not in sources:
+            raise UpstreamError(f"pinned component {name!r} is not in the lock (allowed: {', '.join(sources)})")
+        sources[name] = sources[name].at(version)
     return sources
 
 

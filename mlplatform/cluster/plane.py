@@ -419,8 +419,6 @@ def apply_nodes(resolved: ResolvedConfig) -> int:
 
 def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
     """CRDs of APIs the environment serves beyond Kubernetes (OpenShift Route/SCC, OLM)."""
-    from mlplatform.upstream import upstream_sources
-
     wanted: list[str] = []
     if resolved.profile.route_api:
         wanted.append("openshift-api")
@@ -433,7 +431,7 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
             wanted.append("gpu-operator")
     if not wanted:
         return []
-    sources = upstream_sources()
+    sources = {name: resolved.upstream(name) for name in wanted}
     folders = [f"{sources[name].raw['mirror']}/{sources[name].files['crds']}" for name in wanted]
     mirror = resolved.mirror_path
     if mirror is None:

@@ -41,6 +41,22 @@ class ResolvedConfig:
     def mirror_path(self) -> Path | None:
         return _repo_path(self.config.mirror.path) if self.config.mirror.path else None
 
+    @property
+    def lock_path(self) -> Path:
+        return _repo_path(self.config.versions.lock)
+
+    def upstream(self, name: str):
+        """A pinned upstream source at the version this stack runs."""
+        from mlplatform.upstream import upstream_sources
+
+        return upstream_sources(self.lock_path, self.config.versions.pins)[name]
+
+    def upstream_versions(self) -> dict[str, str]:
+        """Every upstream component and the version this stack runs (pins over lock defaults)."""
+        from mlplatform.upstream import upstream_sources
+
+        return {name: s.version for name, s in upstream_sources(self.lock_path, self.config.versions.pins).items()}
+
 
 def stack_file(stack: str) -> Path:
     return STACKS_DIR / f"Pulumi.{stack}.yaml"
@@ -371,6 +387,8 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
         load_lock(lock_path)
     except LockError as exc:
         add(("versions", "lock"), f"{config.versions.lock!r} is not a usable lock file: {exc}")
+    else:
+        _pin_problems(config, lock_path, add)
     if config.mirror.path is not None:
         mirror = _repo_path(config.mirror.path)
         if not mirror.is_dir():
@@ -379,6 +397,23 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
                 f"{config.mirror.path!r} is not a folder (allowed: a folder laid out like the upstream mirror, relative to the project root or absolute)",
             )
     return problems
+
+
+def _pin_problems(config: PlatformConfig, lock_path: Path, add) -> None:
+    from mlplatform.upstream import upstream_sources
+
+    sources = upstream_sources(lock_path)
+    for component, version in config.versions.pins.items():
+        if component not in sources:
+            add(
+                ("versions", "pins", component),
+                f"{component!r} is not an upstream component of the lock (allowed: {', '.join(sources)})",
+            )
+        elif version not in sources[component].versions:
+            add(
+                ("versions", "pins", component),
+                f"{version!r} is not a version of {component} in the lock (allowed: {', '.join(sources[component].versions)})",
+            )
 
 
 def _repo_path(value: str) -> Path:

@@ -310,6 +310,12 @@ class ModulesSettings(Strict):
 
 class VersionsSettings(Strict):
     lock: str = "versions.lock.yaml"
+    # Upstream component -> version this stack runs (one the lock lists); unpinned components
+    # run the lock's default. `mlplatform promote` moves these, and only these, between stacks.
+    pins: dict[str, str] = Field(default_factory=dict)
+    # A JSON record of the stack's last e2e/preview run (`mlplatform record`); when set,
+    # promotion from this stack requires it to have passed with the stack's current pins.
+    record: str | None = None
 
 
 class MirrorSettings(Strict):

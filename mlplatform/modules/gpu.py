@@ -27,7 +27,7 @@ from mlplatform.gpu.plugin_config import (
     mig_parted_config,
 )
 from mlplatform.modules.base import ModuleContext, create_object
-from mlplatform.upstream import load_documents, upstream_sources
+from mlplatform.upstream import load_documents
 
 DEFAULT_NAMESPACES = {
     "device-plugin": "nvidia-device-plugin",
@@ -90,7 +90,9 @@ class GpuLayer(pulumi.ComponentResource):
         namespace = settings.namespace or DEFAULT_NAMESPACES[settings.install]
         self._namespace_name = namespace
         self.outputs = gpu_outputs(config.cluster.node_pools, namespace)
-        self._sources = upstream_sources()
+        self._sources = {
+            name: ctx.resolved.upstream(name) for name in ("nvidia-device-plugin", "dcgm-exporter", "gpu-operator")
+        }
         # Everything namespaced waits for the namespace; the managed path creates none.
         self.namespace: pulumi.CustomResource | None = None
 

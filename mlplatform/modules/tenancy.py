@@ -12,7 +12,7 @@ import pulumi
 from mlplatform.config.model import Team
 from mlplatform.modules.base import ModuleContext, create_object
 from mlplatform.tenancy import kueue
-from mlplatform.upstream import kustomize_build, upstream_sources
+from mlplatform.upstream import kustomize_build
 
 # Interactive work (notebooks) preempts batch; serving preempts both.
 PRIORITY_CLASSES = {
@@ -177,7 +177,7 @@ class Tenancy(pulumi.ComponentResource):
         """Kueue from its pinned upstream base, then the teams' flavors and queues. The queues
         wait for the controller (its CRDs and the Deployment serving its webhooks)."""
         ctx = self._ctx
-        source = upstream_sources()["kueue"]
+        source = ctx.resolved.upstream("kueue")
         controller = [
             create_object(manifest, ctx.child_opts(self))
             for manifest in kueue_controller_manifests(
