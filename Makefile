@@ -10,7 +10,7 @@ MLP := $(BIN)/mlplatform
 MIRROR_DEFAULT := $(wildcard $(abspath ../shared/upstream))
 export MLPLATFORM_MIRROR ?= $(MIRROR_DEFAULT)
 
-.PHONY: setup tools tools-test lint unit e2e test cluster down up validate bench test-engine clean
+.PHONY: setup tools tools-test lint unit e2e test cluster down up validate bench test-engine clean policy-check policy-preview checkov
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,33 @@ lint: setup
 validate: setup
 	$(MLP) validate
 	@if [ -n "$(MLPLATFORM_MIRROR)" ]; then $(MLP) mirror check; fi
+	$(MAKE) policy-check
+
+# The policy pack (policies/) over every shipped stack, offline: the program runs under mocks
+# (kustomize builds upstream bases) and any mandatory violation fails.
+SHIPPED_STACKS := lab openshift cloud
+policy-check: tools-test
+	for stack in $(SHIPPED_STACKS); do $(MLP) policy check --stack $$stack; done
+
+# What a pipeline with the Pulumi engine and cluster access runs before `pulumi up`: each
+# stack's preview gated by the pack, with its environment's config.
+POLICY_STACKS ?= $(SHIPPED_STACKS)
+policy-preview: setup
+	for stack in $(POLICY_STACKS); do \
+	  env=$$($(BIN)/python -c 'import sys; from mlplatform.config import load_stack; print(load_stack(sys.argv[1]).config.environment)' $$stack); \
+	  PATH="$(CURDIR)/$(BIN):$$PATH" pulumi preview --stack $$stack --non-interactive \
+	    --policy-pack policies --policy-pack-config policies/config.$$env.json; \
+	done
+
+# checkov (its own virtualenv: its pins clash with pytest's) over every stack's render;
+# failures outside policies/checkov-skips.yaml fail the build.
+CHECKOV_VENV := .mlplatform/checkov
+checkov: tools-test
+	@version=$$($(BIN)/python -c 'from mlplatform.toolchain.lock import load_lock; print(load_lock().python["checkov"])'); \
+	if [ "$$($(CHECKOV_VENV)/bin/checkov --version 2>/dev/null)" != "$$version" ]; then \
+	  $(PYTHON) -m venv $(CHECKOV_VENV) && $(CHECKOV_VENV)/bin/pip install --quiet "checkov==$$version"; \
+	fi
+	$(BIN)/python -m mlplatform.checkov_scan --checkov $(CHECKOV_VENV)/bin/checkov $(SHIPPED_STACKS)
 
 # Unit tests render stacks, which runs kustomize on upstream bases: the render tools come first.
 unit: tools-test
@@ -47,7 +74,7 @@ e2e: tools-test
 test-engine: tools
 	$(BIN)/pytest -m engine
 
-test: lint validate unit e2e
+test: lint validate unit checkov e2e
 
 cluster: tools-test
 	$(MLP) cluster up --stack $(STACK)

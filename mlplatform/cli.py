@@ -173,6 +173,41 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from mlplatform.policy_check import (
+        check_stack,
+        load_pack_config,
+        pack_config_path,
+        print_report,
+        records_from_manifests,
+        run_policies,
+    )
+    from mlplatform.render import RenderError
+
+    config_path = Path(args.config) if args.config else None
+    try:
+        if args.manifests:
+            folder = Path(args.manifests)
+            config = load_pack_config(config_path or pack_config_path(args.environment))
+            report = run_policies(records_from_manifests(folder), config)
+            title = f"policies over the manifests in {folder} ({args.environment} config)"
+        else:
+            if load_or_report(args.stack) is None:
+                return EXIT_INVALID
+            report, render_s, policy_s = check_stack(args.stack, config_path)
+            title = f"policies over stack {args.stack}: program under mocks {render_s:.2f} s, policies {policy_s:.3f} s"
+    except (ValueError, OSError) as exc:
+        print(f"mlplatform policy check: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except RenderError as exc:
+        print(f"mlplatform policy check: {exc}", file=sys.stderr)
+        return 1
+    print_report(report, title)
+    blocking = report.mandatory
+    print(f"{len(report.violations)} violation(s), {len(blocking)} mandatory")
+    return 1 if blocking else 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from mlplatform.config.load import display_path
     from mlplatform.promote import PromotionError, format_table, plan_promotion, render_gate
@@ -276,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--pool", help="the GPU pool the host belongs to (default: the one whose model it has)")
     doctor.add_argument("--host", default="local://", help="testinfra host spec: local://, ssh://user@host, ...")
     doctor.set_defaults(func=cmd_doctor)
+
+    policy = sub.add_parser("policy", help="the CrossGuard policy pack (policies/), run offline")
+    policy_verbs = policy.add_subparsers(dest="verb", required=True)
+    policy_check = policy_verbs.add_parser(
+        "check", help="run every policy over a stack (program under mocks) or a folder of manifests"
+    )
+    policy_check.add_argument("--stack", default="lab", metavar="STACK_NAME|PATH")
+    policy_check.add_argument("--manifests", metavar="DIR", help="judge these manifests instead of a stack")
+    policy_check.add_argument(
+        "--environment", default="lab", choices=("lab", "openshift", "cloud"), help="pack config for --manifests"
+    )
+    policy_check.add_argument("--config", metavar="FILE", help="pack config (default: policies/config.<env>.json)")
+    policy_check.set_defaults(func=cmd_policy_check)
 
     promote = sub.add_parser("promote", help="copy one stack's version pins into another, gated by validation")
     promote.add_argument("source", metavar="FROM")

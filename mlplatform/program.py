@@ -28,10 +28,29 @@ def load_running_stack() -> ResolvedConfig:
     stack = pulumi.get_stack()
     source = display_path(stack_file(stack))
     try:
-        return resolve(stack_config(), source=source, stack=stack)
+        return resolve(stack_config(), source=source, stack=stack, decrypted=True)
     except ConfigError as exc:
         # RunError stops the update with our message alone, before any resource is registered.
         raise pulumi.RunError(f"invalid stack config ({len(exc.problems)} problem(s)):\n{exc}") from None
+
+
+def require_secrets(resolved: ResolvedConfig) -> None:
+    """Stop before any resource is registered when a service's credentials are not set. Under
+    the mock monitor (render, tests) nothing is decrypted: values stand as named markers."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    from mlplatform.modules.ml_services import required_secrets
+
+    if isinstance(get_monitor(), MockMonitor):
+        return
+    missing = sorted({(name, why) for name, why in required_secrets(resolved) if name not in resolved.secrets})
+    if missing:
+        lines = [
+            f"  {name} (for {why}): pulumi config set --secret --path mlplatform:secrets.{name} <value>"
+            for name, why in missing
+        ]
+        raise pulumi.RunError("stack secrets not set:\n" + "\n".join(lines))
 
 
 def default_kubeconfig() -> Path:
@@ -55,6 +74,7 @@ def build_provider(resolved: ResolvedConfig) -> k8s.Provider:
 def main() -> dict[str, pulumi.ComponentResource]:
     """Compose the stack; returns the module components by name (tests inspect them)."""
     resolved = load_running_stack()
+    require_secrets(resolved)
     provider = build_provider(resolved)
     ctx = ModuleContext(resolved=resolved, provider=provider)
     core = Core("platform", ctx)

@@ -17,6 +17,17 @@ class UpstreamError(RuntimeError):
     pass
 
 
+class _ManifestLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's `value` type: PyYAML reads a bare `=` (an enum member in
+    the Prometheus Operator's CRDs) as that type and cannot construct it; it is a string."""
+
+
+_ManifestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 @dataclass(frozen=True)
 class UpstreamSource:
     name: str
@@ -72,7 +83,7 @@ def upstream_sources(lock_path: Path = LOCK_FILE, pins: dict[str, str] | None = 
     return sources
 
 
-def _mirror_file(source: UpstreamSource, relative: str, mirror: Path) -> Path:
+def mirror_path_of(source: UpstreamSource, relative: str, mirror: Path) -> Path:
     """Where the mirror keeps a file: under the source's folder, at the upstream path."""
     path = mirror / source.raw["mirror"] / relative
     if not path.exists():
@@ -94,7 +105,8 @@ def check_mirror(mirror: Path, sources: dict[str, UpstreamSource] | None = None)
     its kustomization.yaml, a CRD folder with YAML in it)."""
     entries = []
     for source in (sources or upstream_sources()).values():
-        if source.kind == "image":
+        # Images are pulled by the cluster; Go modules come from the module proxy or its cache.
+        if source.kind in ("image", "go-module"):
             continue
         for key, relative in source.files.items():
             path = mirror / source.raw["mirror"] / relative
@@ -112,7 +124,7 @@ def check_mirror(mirror: Path, sources: dict[str, UpstreamSource] | None = None)
 def read_text(source: UpstreamSource, key: str, mirror: Path | None) -> str:
     relative = source.files[key]
     if mirror is not None:
-        return _mirror_file(source, relative, mirror).read_text()
+        return mirror_path_of(source, relative, mirror).read_text()
     url = f"{source.raw['source']}/{relative}"
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
@@ -127,12 +139,12 @@ def read_text(source: UpstreamSource, key: str, mirror: Path | None) -> str:
 def load_documents(source: UpstreamSource, key: str, mirror: Path | None) -> list[dict[str, Any]]:
     """The Kubernetes objects of one pinned upstream file (a folder: every YAML in it)."""
     if mirror is not None:
-        path = _mirror_file(source, source.files[key], mirror)
+        path = mirror_path_of(source, source.files[key], mirror)
         files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
         texts = [f.read_text() for f in files]
     else:
         texts = [read_text(source, key, None)]
-    return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
+    return [doc for text in texts for doc in yaml.load_all(text, Loader=_ManifestLoader) if doc]
 
 
 def kustomize_build(source: UpstreamSource, key: str, mirror: Path | None) -> list[dict[str, Any]]:
@@ -159,7 +171,7 @@ def kustomize_build(source: UpstreamSource, key: str, mirror: Path | None) -> li
         images.append({"name": name, "newName": new_name, "newTag": tag})
     with tempfile.TemporaryDirectory(prefix=f"mlplatform-{source.name}-") as work:
         if mirror is not None:
-            base = _mirror_file(source, source.files[key], mirror)
+            base = mirror_path_of(source, source.files[key], mirror)
             # kustomize refuses absolute resource paths: name the base relative to the overlay.
             resource = os.path.relpath(base, work)
         else:

@@ -429,6 +429,20 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
         # are installed as OLM would install them.
         if gpu.enabled and gpu.install == "operator":
             wanted.append("gpu-operator")
+    if resolved.profile.user_workload_monitoring:
+        # The cluster's own monitoring stack serves the Prometheus Operator's APIs and
+        # owns its namespaces; our monitoring module configures it there.
+        wanted.append("prometheus-operator-crds")
+        for namespace in resolved.profile.monitoring_namespaces:
+            manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            kubectl(
+                "apply",
+                "--server-side",
+                "--field-manager=mlplatform-cluster",
+                "-f",
+                "-",
+                input_text=json.dumps(manifest),
+            )
     if not wanted:
         return []
     sources = {name: resolved.upstream(name) for name in wanted}

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mlplatform.config.model import CLOUD_PROVIDERS, ENVIRONMENTS, PlatformConfig
+from mlplatform.config.model import CLOUD_PROVIDERS, ENVIRONMENTS, SECRET_NAMES, PlatformConfig
 from mlplatform.config.problems import ConfigError, Problem
 from mlplatform.environments import Profile, profile_for
 from mlplatform.paths import REPO_ROOT, STACKS_DIR
@@ -36,6 +36,9 @@ class ResolvedConfig:
     config: PlatformConfig
     profile: Profile
     provider_settings: dict[str, Any] = field(default_factory=dict)
+    # Secret name -> value as the engine decrypted it; None where the stack holds only
+    # ciphertext (validate, render). Absent names are not set.
+    secrets: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     @property
     def mirror_path(self) -> Path | None:
@@ -130,6 +133,7 @@ def resolve(
     source: str,
     stack: str,
     mirror_override: str | None = None,
+    decrypted: bool = False,
 ) -> ResolvedConfig:
     problems: list[Problem] = []
     ours: dict[str, Any] = {}
@@ -145,6 +149,8 @@ def resolve(
         else:
             allowed = ", ".join(f"{ns}:<key>" for ns in (PROJECT, *PASS_THROUGH_NAMESPACES))
             problems.append(Problem(source, str(key), f"unknown config namespace {namespace!r} (allowed: {allowed})"))
+
+    secrets = _secrets(ours.pop("secrets", None), decrypted, source, problems)
 
     mirror = mirror_override if mirror_override is not None else os.environ.get(MIRROR_ENV)
     if mirror:
@@ -175,8 +181,44 @@ def resolve(
         raise ConfigError(problems)
     assert config is not None and profile is not None
     return ResolvedConfig(
-        stack=stack, source=source, config=config, profile=profile, provider_settings=provider_settings
+        stack=stack,
+        source=source,
+        config=config,
+        profile=profile,
+        provider_settings=provider_settings,
+        secrets=secrets,
     )
+
+
+def _secrets(raw: Any, decrypted: bool, source: str, problems: list[Problem]) -> dict[str, str | None]:
+    """Secret values are checked for form only, and never quoted back in a message."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append(
+            Problem(source, f"{PROJECT}:secrets", f"must be a mapping (allowed names: {', '.join(SECRET_NAMES)})")
+        )
+        return {}
+    secrets: dict[str, str | None] = {}
+    for name, value in raw.items():
+        path = f"{PROJECT}:secrets.{name}"
+        if name not in SECRET_NAMES:
+            problems.append(Problem(source, path, f"unknown secret {name!r} (allowed: {', '.join(SECRET_NAMES)})"))
+        elif isinstance(value, Mapping) and set(value) == {"secure"}:
+            secrets[name] = None
+        elif decrypted and isinstance(value, str) and value:
+            # The engine hands the program decrypted values.
+            secrets[name] = value
+        else:
+            problems.append(
+                Problem(
+                    source,
+                    path,
+                    "must be stored encrypted (allowed: set it with "
+                    f"`pulumi config set --secret --path {PROJECT}:secrets.{name} <value>`)",
+                )
+            )
+    return secrets
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -295,6 +337,8 @@ def _problem_from_error(source: str, error: Mapping[str, Any]) -> Problem:
 def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) -> list[Problem]:
     from mlplatform.gpu.validation import gpu_problems
     from mlplatform.modules.registry import MODULE_DEPENDENCIES, available_modules
+    from mlplatform.monitoring.validation import monitoring_problems
+    from mlplatform.services.validation import ml_services_problems
     from mlplatform.tenancy.validation import tenancy_problems
 
     problems: list[Problem] = []
@@ -343,6 +387,7 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
             ("platform", "objectStore", "kind"),
             "'in-cluster' runs its own store: bucket and endpoint are not allowed with it (allowed: s3, gcs, azure-blob to use an external bucket)",
         )
+    ml_services_problems(config, add)
     database = config.platform.database
     if database.kind == "managed" and not database.host:
         add(
@@ -365,6 +410,8 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
 
     gpu_problems(config, config.cloud.provider if config.cloud else None, add)
     tenancy_problems(config, add)
+    _mlflow_problems(config, add)
+    monitoring_problems(config, profile, add)
 
     available = available_modules()
     enabled = set(config.modules.enabled_names())
@@ -397,6 +444,45 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
                 f"{config.mirror.path!r} is not a folder (allowed: a folder laid out like the upstream mirror, relative to the project root or absolute)",
             )
     return problems
+
+
+def _mlflow_problems(config: PlatformConfig, add) -> None:
+    from mlplatform.modules.mlflow import azure_storage_account
+
+    settings = config.modules.mlflow
+    if settings.auth == "oidc" and settings.oidc is None:
+        add(
+            ("modules", "mlflow", "oidc"),
+            "required when auth is 'oidc' (allowed: a mapping with issuerUrl and clientId)",
+        )
+    if settings.auth != "oidc" and settings.oidc is not None:
+        add(
+            ("modules", "mlflow", "oidc"),
+            f"only used when auth is 'oidc' (auth is {settings.auth!r}; allowed: remove it, or set auth: oidc)",
+        )
+    store = config.platform.object_store
+    if settings.artifact_credentials == "workload-identity" and store.kind == "in-cluster":
+        add(
+            ("modules", "mlflow", "artifactCredentials"),
+            "'workload-identity' needs a cloud object store; the in-cluster store takes keys (allowed: secret, or objectStore.kind s3, gcs, azure-blob)",
+        )
+    if settings.host and not settings.expose:
+        add(
+            ("modules", "mlflow", "host"),
+            "only used when expose is true (allowed: remove host, or set expose: true)",
+        )
+    if not settings.enabled:
+        return
+    if config.platform.database.engine != "postgres":
+        add(
+            ("platform", "database", "engine"),
+            f"{config.platform.database.engine!r} is not supported by the mlflow module, whose backend store is Postgres (allowed: postgres)",
+        )
+    if store.kind == "azure-blob" and not azure_storage_account(store.endpoint):
+        add(
+            ("platform", "objectStore", "endpoint"),
+            f"{store.endpoint!r} does not name the storage account the mlflow module writes to (allowed: https://<account>.blob.core.windows.net)",
+        )
 
 
 def _pin_problems(config: PlatformConfig, lock_path: Path, add) -> None:

@@ -193,6 +193,8 @@ class DatabaseSettings(Strict):
     engine: Literal["postgres", "mysql"] = "postgres"
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
+    # The account services log in as; its password is a stack secret.
+    user: str = "mlplatform"
 
 
 class PlatformSettings(Strict):
@@ -200,6 +202,9 @@ class PlatformSettings(Strict):
     labels: Labels = Field(default_factory=dict)
     object_store: ObjectStoreSettings
     database: DatabaseSettings
+    # Kubeflow Pipelines and Katib speak MySQL: their database where it is not platform.database
+    # (e.g. a managed MySQL next to the managed Postgres MLflow uses).
+    kubeflow_database: DatabaseSettings | None = None
 
 
 class ModuleToggle(Strict):
@@ -293,16 +298,155 @@ class TenancySettings(ModuleToggle):
     queueing: QueueingSettings = QueueingSettings()
 
 
+_PROMETHEUS_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+
+
+def _duration(value: str) -> str:
+    if not value or not _PROMETHEUS_DURATION.match(value):
+        raise ValueError(f"{value!r} is not a Prometheus duration (allowed: e.g. 30s, 15m, 2h, 15d)")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class PrometheusSettings(Strict):
+    replicas: int = Field(default=1, ge=1, le=5)
+    retention: Duration = "15d"
+    # Persistent TSDB: a class from cluster.storage.classes; unset keeps data on emptyDir.
+    storage_class: DnsSubdomain | None = None
+    storage_size: PositiveQuantity = "50Gi"
+
+
+class AlertmanagerSettings(Strict):
+    replicas: int = Field(default=1, ge=1, le=5)
+
+
+class AlertThresholds(Strict):
+    """What the alert rules (charts/ml-alerts) compare against; profiles set per-environment defaults."""
+
+    gpu_temperature_warning_celsius: int = Field(default=83, ge=40, le=120)
+    gpu_temperature_critical_celsius: int = Field(default=90, ge=40, le=120)
+    # Framebuffer used / total above which a GPU is under memory pressure.
+    gpu_memory_used_ratio: float = Field(default=0.95, gt=0, le=1)
+    # A GPU held by a pod below this utilisation for gpuIdleFor is allocated but idle.
+    gpu_idle_utilisation_percent: float = Field(default=5, ge=0, lt=100)
+    gpu_idle_for: Duration = "1h"
+    # Used / hard of a team's GPU quota.
+    quota_saturation_ratio: float = Field(default=0.9, gt=0, le=1)
+    pending_gpu_pods_for: Duration = "15m"
+    serving_p95_latency_seconds: float = Field(default=1.0, gt=0)
+    serving_error_ratio: float = Field(default=0.05, gt=0, le=1)
+    model_accuracy_min: float = Field(default=0.8, ge=0, le=1)
+    model_drift_max: float = Field(default=0.3, gt=0)
+    # Where each alert's runbook_url points: the README's Monitoring section, as served to on-call.
+    runbook_base_url: str = "README.md"
+
+
+class MonitoringModuleSettings(ModuleToggle):
+    # Our rules, dashboards and (where we run one) Prometheus live here.
+    namespace: DnsLabel = "monitoring"
+    # Our own Prometheus and Alertmanager; not allowed where the cluster runs them (OpenShift).
+    prometheus: PrometheusSettings | None = None
+    alertmanager: AlertmanagerSettings | None = None
+    alerts: AlertThresholds = AlertThresholds()
+    # Grafana dashboards as ConfigMaps for the Grafana sidecar.
+    dashboards: bool = True
+
+
+def _https_url(value: str) -> str:
+    if not re.match(r"^https://[^\s/]+\S*$", value):
+        raise ValueError(f"{value!r} is not an https URL (allowed: https://<host>[/path], as the issuer publishes it)")
+    return value
+
+
+class MlflowOidcSettings(Strict):
+    issuer_url: Annotated[str, AfterValidator(_https_url)]
+    client_id: str = Field(min_length=1)
+    # Only members of these groups get in; empty: every user the issuer authenticates.
+    allowed_groups: list[str] = Field(default_factory=list)
+
+
+class MlflowModuleSettings(ModuleToggle):
+    """MLflow tracking server + model registry (our chart, charts/mlflow). Backend store and
+    artifact store follow platform.database / platform.objectStore."""
+
+    namespace: DnsLabel = "mlflow"
+    replicas: int = Field(default=1, ge=1, le=20)
+    # basic: MLflow's basic-auth app, admin password from secrets.mlflowAdminPassword;
+    # oidc: an oauth2-proxy sidecar in front (secrets.mlflowOidcClientSecret/CookieSecret).
+    auth: Literal["none", "basic", "oidc"] = "basic"
+    oidc: MlflowOidcSettings | None = None
+    # secret: object store keys from secrets.objectStoreAccessKey/SecretKey;
+    # workload-identity: the cloud grants the service account access (annotate it below).
+    artifact_credentials: Literal["secret", "workload-identity"] = "secret"
+    service_account_annotations: dict[str, str] = Field(default_factory=dict)
+    # Key prefix inside platform.objectStore.bucket (cloud stores share the bucket).
+    artifact_path: str = Field(default="mlflow", pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$")
+    database_name: str = Field(default="mlflow", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    database_user: str = Field(default="mlflow", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Volumes of the in-cluster Postgres and object store.
+    database_storage: PositiveQuantity = "20Gi"
+    object_store_storage: PositiveQuantity = "50Gi"
+    # Host name outside the cluster; default: mlflow.<cluster.ingress.domain>.
+    host: DnsSubdomain | None = None
+    expose: bool = True
+    # A ServiceMonitor for the Prometheus Operator (its CRDs must be served).
+    service_monitor: bool = False
+
+
+class NotebookGpuProfile(Strict):
+    # The GPU resource a team's notebooks may ask for (one the GPU layer publishes) and how many.
+    resource: str = "nvidia.com/gpu.shared"
+    max_per_notebook: int = Field(default=1, ge=1, le=16)
+
+
+class NotebooksSettings(ModuleToggle):
+    # Container images team notebooks may run; enforced on Notebook objects in team namespaces.
+    allowed_images: list[str] = Field(
+        default_factory=lambda: [
+            "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-scipy:v1.10.0",
+            "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-pytorch-cuda-full:v1.10.0",
+        ],
+        min_length=1,
+    )
+    gpu_profile: NotebookGpuProfile | None = None
+
+
+class PipelinesSettings(ModuleToggle):
+    # Where artifacts go by default (s3://, gs://, minio://); unset: the platform object store.
+    default_pipeline_root: str | None = None
+
+
+class KatibSettings(ModuleToggle):
+    pass
+
+
+class KserveSettings(ModuleToggle):
+    # RawDeployment: plain Deployments/Services/Ingress, no Knative. Serverless needs Knative
+    # Serving (and its networking layer) already on the cluster.
+    deployment_mode: Literal["RawDeployment", "Serverless"] = "RawDeployment"
+    # install: the pinned cert-manager comes with KServe; existing: the cluster runs one.
+    cert_manager: Literal["install", "existing"] = "install"
+    # Upstream's ClusterServingRuntimes (sklearn, xgboost, torchserve, triton, huggingface, …).
+    cluster_serving_runtimes: bool = True
+
+
+class TrainingSettings(ModuleToggle):
+    # training-operator: v1 job kinds (PyTorchJob, TFJob, …); trainer: Trainer v2 (TrainJob).
+    operator: Literal["training-operator", "trainer"] = "training-operator"
+
+
 class ModulesSettings(Strict):
     gpu: GpuModuleSettings = GpuModuleSettings()
     tenancy: TenancySettings = TenancySettings()
-    notebooks: ModuleToggle = ModuleToggle()
-    pipelines: ModuleToggle = ModuleToggle()
-    katib: ModuleToggle = ModuleToggle()
-    kserve: ModuleToggle = ModuleToggle()
-    training: ModuleToggle = ModuleToggle()
-    mlflow: ModuleToggle = ModuleToggle()
-    monitoring: ModuleToggle = ModuleToggle()
+    notebooks: NotebooksSettings = NotebooksSettings()
+    pipelines: PipelinesSettings = PipelinesSettings()
+    katib: KatibSettings = KatibSettings()
+    kserve: KserveSettings = KserveSettings()
+    training: TrainingSettings = TrainingSettings()
+    mlflow: MlflowModuleSettings = MlflowModuleSettings()
+    monitoring: MonitoringModuleSettings = MonitoringModuleSettings()
 
     def enabled_names(self) -> list[str]:
         return [name for name in type(self).model_fields if getattr(self, name).enabled]
@@ -316,6 +460,21 @@ class VersionsSettings(Strict):
     # A JSON record of the stack's last e2e/preview run (`mlplatform record`); when set,
     # promotion from this stack requires it to have passed with the stack's current pins.
     record: str | None = None
+
+
+# Credentials the platform hands to its services, under `mlplatform:secrets`. Each is set with
+# `pulumi config set --secret --path mlplatform:secrets.<name> <value>`: the stack file keeps
+# only ciphertext ({secure: ...}) and the engine decrypts it for the program. They stay out of
+# the model so that no error message or render ever carries their value.
+SECRET_NAMES = (
+    "databasePassword",
+    "objectStoreAccessKey",
+    "objectStoreSecretKey",
+    # MLflow's basic-auth admin; the OIDC client of its login proxy.
+    "mlflowAdminPassword",
+    "mlflowOidcClientSecret",
+    "mlflowOidcCookieSecret",
+)
 
 
 class MirrorSettings(Strict):

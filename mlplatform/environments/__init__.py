@@ -29,6 +29,9 @@ class Profile:
     monitoring_namespaces: tuple[str, ...]
     # Labels every platform namespace carries on this environment.
     namespace_labels: dict[str, str]
+    # The cluster runs Prometheus (and serves its Operator's CRDs) with a user workload
+    # monitoring stack: we configure that and ship rules and monitors into it, never a second one.
+    user_workload_monitoring: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -54,8 +57,13 @@ LAB = Profile(
             "objectStore": {"kind": "in-cluster"},
             "database": {"kind": "in-cluster", "engine": "postgres"},
         },
-        # A lab may promise twice its GPUs: teams rarely peak together.
-        "modules": {"gpu": {"install": "device-plugin"}, "tenancy": {"gpuOversubscription": 2.0}},
+        # A lab may promise twice its GPUs: teams rarely peak together. Lab GPUs idle between
+        # experiments and lab models are slower: alerts there are more patient.
+        "modules": {
+            "gpu": {"install": "device-plugin"},
+            "tenancy": {"gpuOversubscription": 2.0},
+            "monitoring": {"alerts": {"gpuIdleFor": "4h", "servingP95LatencySeconds": 2.0}},
+        },
     },
 )
 
@@ -73,6 +81,7 @@ OPENSHIFT = Profile(
         **_pod_security("restricted"),
         "security.openshift.io/scc.podSecurityLabelSync": "false",
     },
+    user_workload_monitoring=True,
     defaults={
         "cluster": {
             "storage": {"defaultClass": "gp3-csi", "classes": ["gp3-csi"]},
@@ -125,7 +134,8 @@ def cloud_profile(provider: str) -> Profile:
                 "objectStore": {"kind": object_store},
                 "database": {"kind": "managed", "engine": "postgres"},
             },
-            "modules": {"gpu": {"install": gpu_install}},
+            # Cloud GPUs are billed by the hour: an idle allocation is worth a page sooner.
+            "modules": {"gpu": {"install": gpu_install}, "monitoring": {"alerts": {"gpuIdleFor": "30m"}}},
         },
     )
 

@@ -21,6 +21,17 @@ class ModuleContext:
     provider: k8s.Provider
     # Typed outputs of the modules already built, by module name.
     outputs: dict[str, Any] = field(default_factory=dict)
+    # Namespaces several modules install into (Kubeflow's `kubeflow`): created once, by the
+    # first module that needs one, and shared by name.
+    namespaces: dict[str, Any] = field(default_factory=dict)
+
+    def shared_namespace(self, name: str, upstream_labels: dict[str, str], owner: pulumi.Resource) -> Any:
+        if name not in self.namespaces:
+            labels = {**upstream_labels, **self.resolved.profile.namespace_labels, **self.labels}
+            self.namespaces[name] = k8s.core.v1.Namespace(
+                name, metadata={"name": name, "labels": labels}, opts=self.child_opts(owner)
+            )
+        return self.namespaces[name]
 
     @property
     def labels(self) -> dict[str, str]:
@@ -72,6 +83,14 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
     ("storage.k8s.io/v1", "StorageClass"): k8s.storage.v1.StorageClass,
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+    ): k8s.admissionregistration.v1.ValidatingAdmissionPolicy,
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+    ): k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding,
 }
 
 

@@ -85,6 +85,10 @@ class GpuLayer(pulumi.ComponentResource):
         settings = config.modules.gpu
         self._ctx = ctx
         self._labels = {**ctx.labels, "mlplatform.io/module": "gpu"}
+        # With the monitoring module, the exporter's ServiceMonitor carries the label its
+        # Prometheus selects by and waits for the CRDs it installs.
+        self._monitoring = ctx.outputs.get("monitoring")
+        self._service_monitor = settings.dcgm_exporter.service_monitor or self._monitoring is not None
         self._pools = [p for p in config.cluster.node_pools if p.gpu]
         self._tolerations = _tolerations(self._pools)
         namespace = settings.namespace or DEFAULT_NAMESPACES[settings.install]
@@ -263,17 +267,20 @@ class GpuLayer(pulumi.ComponentResource):
                 },
             }
         )
-        if self._ctx.resolved.config.modules.gpu.dcgm_exporter.service_monitor:
+        if self._service_monitor:
+            monitor_labels = self._monitoring.monitor_labels if self._monitoring else {}
             self._create(
                 {
                     "apiVersion": "monitoring.coreos.com/v1",
                     "kind": "ServiceMonitor",
-                    "metadata": self._meta("dcgm-exporter", labels),
+                    "metadata": self._meta("dcgm-exporter", {**labels, **monitor_labels}),
                     "spec": {
                         "selector": {"matchLabels": labels},
-                        "endpoints": [{"port": "metrics", "interval": "15s"}],
+                        # The exporter's pod/namespace labels name the pod holding each GPU.
+                        "endpoints": [{"port": "metrics", "interval": "15s", "honorLabels": True}],
                     },
-                }
+                },
+                depends_on=list(self._monitoring.crds) if self._monitoring else [],
             )
 
     # -- GPU operator path ------------------------------------------------------------------
@@ -293,7 +300,11 @@ class GpuLayer(pulumi.ComponentResource):
             "gfd": {"enabled": self._ctx.resolved.config.modules.gpu.feature_discovery},
             "dcgmExporter": {
                 "enabled": self._ctx.resolved.config.modules.gpu.dcgm_exporter.enabled,
-                "serviceMonitor": {"enabled": self._ctx.resolved.config.modules.gpu.dcgm_exporter.service_monitor},
+                "serviceMonitor": {
+                    "enabled": self._service_monitor,
+                    "honorLabels": True,
+                    "additionalLabels": self._monitoring.monitor_labels if self._monitoring else {},
+                },
             },
             "mig": {"strategy": self._cluster_mig_strategy()},
             "migManager": migmanager,
@@ -339,8 +350,8 @@ class GpuLayer(pulumi.ComponentResource):
             **values,
         }
         spec["dcgmExporter"].pop("serviceMonitor")
-        if self._ctx.resolved.config.modules.gpu.dcgm_exporter.service_monitor:
-            spec["dcgmExporter"]["serviceMonitor"] = {"enabled": True}
+        if self._service_monitor:
+            spec["dcgmExporter"]["serviceMonitor"] = {"enabled": True, "honorLabels": True}
         # OLM installs the ClusterPolicy CRD once the subscription's CSV succeeds.
         self._create(
             {

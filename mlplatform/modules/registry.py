@@ -14,26 +14,38 @@ import pulumi
 
 from mlplatform.modules.base import ModuleContext
 from mlplatform.modules.gpu import GpuLayer
+from mlplatform.modules.ml_services import Katib, Kserve, Notebooks, Pipelines, Training
+from mlplatform.modules.mlflow import Mlflow
+from mlplatform.modules.monitoring import Monitoring
 from mlplatform.modules.tenancy import Tenancy
 
 # capability -> capabilities it needs enabled too
 MODULE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    # Monitoring first: its CRDs must be served before any module's monitors.
+    "monitoring": (),
     "gpu": (),
     "tenancy": (),
-    "monitoring": (),
+    # MLflow before the services whose pods get its tracking URI.
+    "mlflow": (),
     "notebooks": ("tenancy",),
     "pipelines": (),
     "katib": (),
     "training": (),
     "kserve": (),
-    "mlflow": (),
 }
 
 # Built modules: name -> factory(name, ctx, opts) returning a ComponentResource with `.outputs`.
 ModuleFactory = Callable[[str, ModuleContext, pulumi.ResourceOptions], Any]
 MODULES: dict[str, ModuleFactory] = {
+    "monitoring": Monitoring,
     "gpu": GpuLayer,
     "tenancy": Tenancy,
+    "mlflow": Mlflow,
+    "notebooks": Notebooks,
+    "pipelines": Pipelines,
+    "katib": Katib,
+    "kserve": Kserve,
+    "training": Training,
 }
 
 

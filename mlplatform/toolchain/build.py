@@ -22,7 +22,7 @@ from mlplatform.toolchain.lock import Lock, Tool
 # Which tools each purpose needs; `mlplatform tools --only` takes these names too.
 GROUPS: dict[str, tuple[str, ...]] = {
     "engine": ("pulumi", "pulumi-language-python", "pulumi-resource-kubernetes"),
-    "render": ("helm", "kustomize"),
+    "render": ("helm", "helm-unittest", "kustomize"),
     "cluster": ("kubernetes", "etcd", "kwok"),
 }
 

@@ -1,0 +1,365 @@
+"""The ML services data scientists use, from pinned upstream sources: notebooks, Kubeflow
+Pipelines, Katib, KServe (with cert-manager) and the training operator or Trainer v2.
+
+Each builds its overlay (overlays/<env>/<component>) and changes, in code, only what comes
+from the stack: endpoints, managed backends, credentials, ingress. What differs between
+environments structurally lives in the overlays; behaviour that follows a profile trait
+(no fixed UIDs on OpenShift) is applied by ServiceInstall.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from mlplatform.config.model import DatabaseSettings
+from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.modules.services import (
+    ServiceInstall,
+    container,
+    find,
+    overlay_manifests,
+    secret_value,
+    set_env,
+)
+
+KUBEFLOW_NAMESPACE = "kubeflow"
+
+
+@dataclass(frozen=True)
+class ServiceOutputs:
+    # Namespaces the service runs in, and its in-cluster endpoints by role.
+    namespaces: tuple[str, ...]
+    endpoints: dict[str, str]
+    # CRDs Established and workloads Available: what dependents wait on.
+    ready: tuple[pulumi.Resource, ...] = ()
+
+
+def _managed(database: DatabaseSettings) -> bool:
+    return database.kind == "managed"
+
+
+def required_secrets(resolved: Any) -> list[tuple[str, str]]:
+    """(secret, what needs it) for the stack's enabled ML services."""
+    modules = resolved.config.modules
+    needed = []
+    if modules.pipelines.enabled and _managed(kubeflow_database(resolved)):
+        needed.append(("kubeflowDatabasePassword", "Kubeflow Pipelines on a managed database"))
+    if modules.katib.enabled and _managed(kubeflow_database(resolved)):
+        needed.append(("kubeflowDatabasePassword", "Katib on a managed database"))
+    if modules.pipelines.enabled and resolved.config.platform.object_store.kind != "in-cluster":
+        needed += [
+            ("objectStoreAccessKey", "Kubeflow Pipelines artifacts in the object store"),
+            ("objectStoreSecretKey", "Kubeflow Pipelines artifacts in the object store"),
+        ]
+    return needed
+
+
+def kubeflow_database(resolved: Any) -> DatabaseSettings:
+    """Kubeflow Pipelines and Katib speak MySQL: their own database where the stack names one."""
+    return resolved.config.platform.kubeflow_database or resolved.config.platform.database
+
+
+class _Service(pulumi.ComponentResource):
+    outputs: ServiceOutputs
+
+    def _finish(self, namespaces: tuple[str, ...], endpoints: dict[str, str], ready: list[pulumi.Resource]) -> None:
+        self.outputs = ServiceOutputs(namespaces=namespaces, endpoints=endpoints, ready=tuple(ready))
+        self.register_outputs({"namespaces": list(namespaces), "endpoints": endpoints})
+
+
+class Notebooks(_Service):
+    """Kubeflow notebook controller, plus per-team rules on Notebook objects: images from the
+    allow-list only, GPUs only of the notebook GPU profile and at most its count."""
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:notebooks:Notebooks", name, None, opts)
+        settings = ctx.resolved.config.modules.notebooks
+        install = ServiceInstall(self, ctx, overlay_manifests(ctx, "notebooks"), module_label="notebooks")
+        labels = {**ctx.labels, "mlplatform.io/module": "notebooks"}
+        gpu_names = ctx.outputs["gpu"].resource_names if "gpu" in ctx.outputs else ()
+        policy = notebook_policy(settings.allowed_images, settings.gpu_profile, gpu_names, labels)
+        after = ctx.child_opts(self, depends_on=install.ready)
+        create_object(policy, after)
+        create_object(notebook_policy_binding(labels), after)
+        defaults = {"allowedImages": "\n".join(settings.allowed_images)}
+        if settings.gpu_profile:
+            defaults["gpuResource"] = settings.gpu_profile.resource
+            defaults["gpuMaxPerNotebook"] = str(settings.gpu_profile.max_per_notebook)
+        if "mlflow" in ctx.outputs:
+            defaults["MLFLOW_TRACKING_URI"] = ctx.outputs["mlflow"].tracking_uri
+        for team, namespace in (ctx.outputs["tenancy"].namespaces if "tenancy" in ctx.outputs else {}).items():
+            create_object(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "notebook-defaults", "namespace": namespace, "labels": labels},
+                    "data": defaults,
+                },
+                ctx.child_opts(self),
+            )
+        self._finish(tuple(install.namespaces), {}, install.ready)
+
+
+NOTEBOOK_POLICY = "mlplatform-notebook-rules"
+
+
+def notebook_policy(
+    images: list[str], gpu_profile: Any, gpu_names: tuple[str, ...], labels: dict[str, str]
+) -> dict[str, Any]:
+    """A ValidatingAdmissionPolicy: the API server itself refuses a team's Notebook that runs
+    an image off the list or asks for GPUs outside the notebook GPU profile."""
+    image_list = ", ".join(json.dumps(i) for i in images)
+    containers = "object.spec.template.spec.containers"
+    validations = [
+        {
+            "expression": f"{containers}.all(c, c.image in [{image_list}])",
+            "message": f"notebook images must be one of: {', '.join(images)}",
+            "reason": "Forbidden",
+        }
+    ]
+    gpu_resources = [n for n in gpu_names] or ["nvidia.com/gpu"]
+    other_gpus = [n for n in gpu_resources if not gpu_profile or n != gpu_profile.resource]
+    if other_gpus:
+        forbidden = ", ".join(json.dumps(n) for n in other_gpus)
+        validations.append(
+            {
+                "expression": (
+                    f"{containers}.all(c, !has(c.resources) || !has(c.resources.limits) || "
+                    f"c.resources.limits.all(r, !(r in [{forbidden}])))"
+                ),
+                "message": (
+                    f"notebooks may request GPUs only as {gpu_profile.resource}"
+                    if gpu_profile
+                    else "notebooks may not request GPUs (modules.notebooks.gpuProfile is not set)"
+                ),
+                "reason": "Forbidden",
+            }
+        )
+    if gpu_profile:
+        resource = json.dumps(gpu_profile.resource)
+        validations.append(
+            {
+                "expression": (
+                    f"{containers}.all(c, !has(c.resources) || !has(c.resources.limits) || "
+                    f"!({resource} in c.resources.limits) || "
+                    f"int(c.resources.limits[{resource}]) <= {gpu_profile.max_per_notebook})"
+                ),
+                "message": f"a notebook container may ask for at most {gpu_profile.max_per_notebook} {gpu_profile.resource}",
+                "reason": "Forbidden",
+            }
+        )
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": NOTEBOOK_POLICY, "labels": labels},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["kubeflow.org"],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["notebooks"],
+                    }
+                ]
+            },
+            "validations": validations,
+        },
+    }
+
+
+def notebook_policy_binding(labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": NOTEBOOK_POLICY, "labels": labels},
+        "spec": {
+            "policyName": NOTEBOOK_POLICY,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"mlplatform.io/role": "team"}}},
+        },
+    }
+
+
+class Pipelines(_Service):
+    """Kubeflow Pipelines 2.16 (with its Argo Workflows controller)."""
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:pipelines:Pipelines", name, None, opts)
+        manifests = overlay_manifests(ctx, "pipelines")
+        config = ctx.resolved.config
+        store = config.platform.object_store
+        database = kubeflow_database(ctx.resolved)
+        install_config = find(manifests, "ConfigMap", "pipeline-install-config")
+        if _managed(database):
+            port = str(database.port or 3306)
+            install_config["data"].update(
+                {"dbHost": database.host, "dbPort": port, "mysqlHost": database.host, "mysqlPort": port}
+            )
+        pipeline_root = config.modules.pipelines.default_pipeline_root
+        if store.kind != "in-cluster":
+            endpoint = store.endpoint or _object_store_endpoint(store)
+            install_config["data"]["bucketName"] = store.bucket
+            set_env(
+                container(find(manifests, "Deployment", "ml-pipeline")),
+                {
+                    "OBJECTSTORECONFIG_HOST": endpoint,
+                    "OBJECTSTORECONFIG_PORT": "443",
+                    "OBJECTSTORECONFIG_SECURE": "true",
+                    "OBJECTSTORECONFIG_REGION": store.region or "",
+                },
+            )
+            workflow_config = find(manifests, "ConfigMap", "workflow-controller-configmap")
+            workflow_config["data"]["artifactRepository"] = _argo_artifact_repository(endpoint, store)
+            pipeline_root = pipeline_root or f"{_scheme(store.kind)}://{store.bucket}/pipelines"
+        if pipeline_root:
+            find(manifests, "ConfigMap", "kfp-launcher")["data"]["defaultPipelineRoot"] = pipeline_root
+            install_config["data"]["defaultPipelineRoot"] = pipeline_root
+        # Credentials come from Pulumi secrets, never from the stack file in clear.
+        if _managed(database):
+            self._credentials(
+                manifests,
+                "mysql-secret",
+                {"username": database.user, "password": secret_value(ctx, "kubeflowDatabasePassword")},
+            )
+        if store.kind != "in-cluster" or "objectStoreAccessKey" in ctx.resolved.secrets:
+            self._credentials(
+                manifests,
+                "mlpipeline-minio-artifact",
+                {
+                    "accesskey": secret_value(ctx, "objectStoreAccessKey"),
+                    "secretkey": secret_value(ctx, "objectStoreSecretKey"),
+                },
+            )
+        install = ServiceInstall(self, ctx, manifests, module_label="pipelines")
+        self._finish(
+            (KUBEFLOW_NAMESPACE,),
+            {
+                "api": f"http://ml-pipeline.{KUBEFLOW_NAMESPACE}.svc.cluster.local:8888",
+                "ui": f"http://ml-pipeline-ui.{KUBEFLOW_NAMESPACE}.svc.cluster.local:80",
+            },
+            install.ready,
+        )
+
+    @staticmethod
+    def _credentials(manifests: list[dict[str, Any]], name: str, values: dict[str, Any]) -> None:
+        secret = find(manifests, "Secret", name)
+        secret.pop("data", None)
+        secret["stringData"] = values
+
+
+def _scheme(kind: str) -> str:
+    return {"s3": "s3", "gcs": "gs", "azure-blob": "azblob"}[kind]
+
+
+def _object_store_endpoint(store: Any) -> str:
+    return {
+        "s3": f"s3.{store.region}.amazonaws.com" if store.region else "s3.amazonaws.com",
+        "gcs": "storage.googleapis.com",
+        "azure-blob": f"{store.bucket}.blob.core.windows.net",
+    }[store.kind]
+
+
+def _argo_artifact_repository(endpoint: str, store: Any) -> str:
+    repository = {
+        "archiveLogs": True,
+        "s3": {
+            "endpoint": endpoint,
+            "bucket": store.bucket,
+            "region": store.region or "",
+            "insecure": False,
+            "keyFormat": "private-artifacts/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}",
+            "accessKeySecret": {"name": "mlpipeline-minio-artifact", "key": "accesskey"},
+            "secretKeySecret": {"name": "mlpipeline-minio-artifact", "key": "secretkey"},
+        },
+    }
+    return json.dumps(repository, indent=2)
+
+
+class Katib(_Service):
+    """Katib hyperparameter tuning (standalone, OpenShift variant, or on a managed MySQL)."""
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:katib:Katib", name, None, opts)
+        manifests = overlay_manifests(ctx, "katib")
+        database = kubeflow_database(ctx.resolved)
+        if _managed(database):
+            secret = next(
+                m
+                for m in manifests
+                if m["kind"] == "Secret" and m["metadata"]["name"].startswith("katib-mysql-secrets")
+            )
+            secret.pop("data", None)
+            secret["stringData"] = {
+                "KATIB_MYSQL_DB_DATABASE": "katib",
+                "KATIB_MYSQL_DB_HOST": database.host,
+                "KATIB_MYSQL_DB_PORT": str(database.port or 3306),
+                "DB_USER": database.user,
+                "DB_PASSWORD": secret_value(ctx, "kubeflowDatabasePassword"),
+            }
+        install = ServiceInstall(self, ctx, manifests, module_label="katib")
+        self._finish(
+            (KUBEFLOW_NAMESPACE,),
+            {"ui": f"http://katib-ui.{KUBEFLOW_NAMESPACE}.svc.cluster.local:80"},
+            install.ready,
+        )
+
+
+class Kserve(_Service):
+    """KServe (RawDeployment by default) with the pinned cert-manager for its webhook
+    certificates, and upstream's ClusterServingRuntimes once its webhook serves."""
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:kserve:Kserve", name, None, opts)
+        settings = ctx.resolved.config.modules.kserve
+        cert_manager_ready: list[pulumi.Resource] = []
+        if settings.cert_manager == "install":
+            cert_manager = ServiceInstall(
+                self, ctx, overlay_manifests(ctx, "cert-manager"), module_label="kserve-cert-manager"
+            )
+            cert_manager_ready = cert_manager.ready
+        manifests = overlay_manifests(ctx, "kserve")
+        inference_config = find(manifests, "ConfigMap", "inferenceservice-config")
+        inference_config["data"]["deploy"] = json.dumps({"defaultDeploymentMode": settings.deployment_mode})
+        ingress = json.loads(inference_config["data"]["ingress"])
+        cluster_ingress = ctx.resolved.config.cluster.ingress
+        ingress.update(
+            {
+                "ingressDomain": cluster_ingress.domain,
+                # OpenShift's router admits Ingress objects of its default class as Routes.
+                "ingressClassName": cluster_ingress.class_name
+                or ("openshift-default" if ctx.resolved.profile.route_api else "nginx"),
+                "disableIstioVirtualHost": settings.deployment_mode == "RawDeployment",
+            }
+        )
+        inference_config["data"]["ingress"] = json.dumps(ingress, indent=2)
+        install = ServiceInstall(
+            self, ctx, manifests, module_label="kserve", after_for_custom_resources=cert_manager_ready
+        )
+        ready = [*install.ready]
+        if settings.cluster_serving_runtimes:
+            runtimes = ServiceInstall(
+                self,
+                ctx,
+                overlay_manifests(ctx, "kserve-runtimes"),
+                module_label="kserve",
+                after_for_custom_resources=[*install.ready, *install.custom_resources],
+            )
+            ready += runtimes.custom_resources
+        self._finish(("kserve",), {"ingressDomain": cluster_ingress.domain}, ready)
+
+
+class Training(_Service):
+    """Distributed training: the training operator (v1 job kinds) or Trainer v2."""
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:training:Training", name, None, opts)
+        operator = ctx.resolved.config.modules.training.operator
+        component = "training" if operator == "training-operator" else "trainer"
+        install = ServiceInstall(self, ctx, overlay_manifests(ctx, component), module_label="training")
+        self._finish(tuple(install.namespaces), {}, install.ready)

@@ -1,0 +1,301 @@
+"""MLflow tracking server and model registry from our chart (charts/mlflow).
+
+The backend store follows platform.database (in-cluster Postgres or the managed one), the
+artifact store follows platform.objectStore (in-cluster SeaweedFS or the cloud bucket), and
+the environment's traits choose Route or Ingress and whether pods may fix their UIDs.
+Credentials come from the stack's encrypted `mlplatform:secrets` (SECRET_SOURCES below): each
+Secret whose values are set there is created here; one whose values are not set must exist
+in the namespace already (made by whoever holds the credentials).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from mlplatform.charts import chart_metadata, helm_template
+from mlplatform.config import ResolvedConfig
+from mlplatform.config.model import MlflowModuleSettings
+from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.toolchain.lock import load_lock
+
+CHART = "mlflow"
+RELEASE = "mlflow"
+SERVICE_PORT = 5000
+# Annotation naming where a Secret's values come from (the stack's `mlplatform:secrets`).
+SECRET_SOURCE_ANNOTATION = "mlplatform.io/secret-source"
+
+DATABASE_SECRET = "mlflow-db"
+ARTIFACTS_SECRET = "mlflow-artifacts"
+ADMIN_SECRET = "mlflow-admin"
+OIDC_SECRET = "mlflow-oidc"
+# Kubernetes Secret -> {key in the Secret: name under mlplatform:secrets}.
+SECRET_SOURCES: dict[str, dict[str, str]] = {
+    DATABASE_SECRET: {"password": "databasePassword"},
+    ARTIFACTS_SECRET: {"AWS_ACCESS_KEY_ID": "objectStoreAccessKey", "AWS_SECRET_ACCESS_KEY": "objectStoreSecretKey"},
+    ADMIN_SECRET: {"password": "mlflowAdminPassword"},
+    OIDC_SECRET: {"client-secret": "mlflowOidcClientSecret", "cookie-secret": "mlflowOidcCookieSecret"},
+}
+ADMIN_USERNAME = "admin"
+
+# Platform namespaces (by our role label) whose pods log runs and load models.
+CLIENT_ROLES = ("system", "team", "pipelines", "serving")
+
+_OBJECT_STORE_MODES = {"in-cluster": "in-cluster", "s3": "s3", "gcs": "gcs", "azure-blob": "azure-blob"}
+
+
+@dataclass(frozen=True)
+class MlflowOutputs:
+    namespace: str
+    service_name: str
+    port: int
+    # What KServe, notebooks and pipelines set as MLFLOW_TRACKING_URI.
+    tracking_uri: str
+    # Where the server keeps artifacts (clients reach them through the server, mlflow-artifacts:/).
+    artifact_store_uri: str
+    # Route/Ingress URL, None when not exposed.
+    external_url: str | None
+    # none, basic or oidc: basic clients set MLFLOW_TRACKING_USERNAME/PASSWORD.
+    auth: str
+
+
+def azure_storage_account(endpoint: str | None) -> str | None:
+    """The account of an endpoint like https://<account>.blob.core.windows.net."""
+    if not endpoint:
+        return None
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    account, _, rest = host.partition(".")
+    return account if rest.startswith("blob.") and account else None
+
+
+def external_host(resolved: ResolvedConfig) -> str:
+    settings = resolved.config.modules.mlflow
+    return settings.host or f"mlflow.{resolved.config.cluster.ingress.domain}"
+
+
+def chart_values(resolved: ResolvedConfig, labels: dict[str, str]) -> dict[str, Any]:
+    """The chart's values for this stack: traits and settings only, never secret material."""
+    config = resolved.config
+    profile = resolved.profile
+    settings: MlflowModuleSettings = config.modules.mlflow
+    cluster = config.cluster
+    store = config.platform.object_store
+    database = config.platform.database
+    route = settings.expose and cluster.ingress.style == "route" and profile.route_api
+
+    values: dict[str, Any] = {
+        "global": {"openshift": not profile.fixed_uids},
+        "commonLabels": labels,
+        "serviceAccount": {"annotations": dict(settings.service_account_annotations)},
+        "server": {"replicas": settings.replicas},
+        "service": {"port": SERVICE_PORT},
+        "database": {
+            "mode": "in-cluster" if database.kind == "in-cluster" else "external",
+            "name": settings.database_name,
+            "user": settings.database_user,
+            "existingSecret": DATABASE_SECRET,
+        },
+        "artifacts": {
+            "mode": _OBJECT_STORE_MODES[store.kind],
+            "bucket": store.bucket or "mlflow",
+            "path": settings.artifact_path if store.kind != "in-cluster" else "",
+            "existingSecret": ARTIFACTS_SECRET if settings.artifact_credentials == "secret" else "",
+        },
+        "auth": {"mode": settings.auth},
+        "migration": {"enabled": True, "helmHook": False},
+        "route": {"enabled": bool(route)},
+        "ingress": {"enabled": settings.expose and not route},
+        "serviceMonitor": {"enabled": settings.service_monitor},
+        "networkPolicy": {
+            "enabled": True,
+            "allowNamespaces": sorted(
+                {*profile.ingress_namespaces, *profile.monitoring_namespaces, config.platform.namespace}
+            ),
+            "allowNamespaceSelectors": [
+                {
+                    "matchExpressions": [
+                        {"key": "mlplatform.io/role", "operator": "In", "values": list(CLIENT_ROLES)},
+                    ]
+                }
+            ],
+        },
+    }
+    if database.kind == "in-cluster":
+        values["database"]["inCluster"] = {
+            "storage": {"size": settings.database_storage, "storageClass": cluster.storage.default_class}
+        }
+    else:
+        values["database"]["external"] = {"host": database.host, "port": database.port or 5432, "sslMode": "require"}
+    if store.kind == "in-cluster":
+        values["artifacts"]["inCluster"] = {
+            "storage": {"size": settings.object_store_storage, "storageClass": cluster.storage.default_class}
+        }
+    elif store.kind == "s3":
+        values["artifacts"]["s3"] = {"endpoint": store.endpoint or "", "region": store.region or ""}
+    elif store.kind == "azure-blob":
+        values["artifacts"]["azure"] = {"storageAccount": azure_storage_account(store.endpoint) or ""}
+    if settings.auth == "basic":
+        values["auth"]["basic"] = {"adminSecret": ADMIN_SECRET}
+    elif settings.auth == "oidc" and settings.oidc is not None:
+        values["auth"]["oidc"] = {
+            "issuerUrl": settings.oidc.issuer_url,
+            "clientId": settings.oidc.client_id,
+            "existingSecret": OIDC_SECRET,
+            "allowedGroups": list(settings.oidc.allowed_groups),
+        }
+    if route:
+        values["route"]["host"] = external_host(resolved)
+    elif settings.expose:
+        values["ingress"].update(host=external_host(resolved), className=cluster.ingress.class_name or "")
+    return values
+
+
+def target_kube_version(resolved: ResolvedConfig) -> str:
+    """The Kubernetes version charts render for: the one the pinned cluster tools run (helm
+    would otherwise assume its own old default and refuse the chart's kubeVersion)."""
+    return load_lock(resolved.lock_path).tools["kubernetes"].version
+
+
+def artifact_store_uri(values: dict[str, Any]) -> str:
+    artifacts = values["artifacts"]
+    path = f"/{artifacts['path']}" if artifacts.get("path") else ""
+    mode, bucket = artifacts["mode"], artifacts["bucket"]
+    if mode in ("in-cluster", "s3"):
+        return f"s3://{bucket}{path}"
+    if mode == "gcs":
+        return f"gs://{bucket}{path}"
+    return f"wasbs://{bucket}@{artifacts['azure']['storageAccount']}.blob.core.windows.net{path}"
+
+
+def wanted_secrets(values: dict[str, Any]) -> list[str]:
+    """The Secrets the chart refers to with these values."""
+    names = [DATABASE_SECRET]
+    if values["artifacts"]["existingSecret"]:
+        names.append(ARTIFACTS_SECRET)
+    if values["auth"]["mode"] == "basic":
+        names.append(ADMIN_SECRET)
+    if values["auth"]["mode"] == "oidc":
+        names.append(OIDC_SECRET)
+    return names
+
+
+class Mlflow(pulumi.ComponentResource):
+    outputs: MlflowOutputs
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplatform:mlflow:Mlflow", name, None, opts)
+        resolved = ctx.resolved
+        config = resolved.config
+        settings = config.modules.mlflow
+        namespace = settings.namespace
+        labels = {**ctx.labels, "mlplatform.io/module": "mlflow"}
+
+        depends: list[pulumi.Resource] = []
+        if namespace != config.platform.namespace:
+            depends.append(
+                create_object(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {
+                            "name": namespace,
+                            "labels": {**labels, **resolved.profile.namespace_labels, "mlplatform.io/role": "mlflow"},
+                        },
+                    },
+                    ctx.child_opts(self),
+                )
+            )
+
+        values = chart_values(resolved, labels)
+        for secret_name in wanted_secrets(values):
+            secret = self._secret(ctx, secret_name, namespace, labels, depends)
+            if secret is not None:
+                depends.append(secret)
+
+        manifests = helm_template(CHART, RELEASE, namespace, values, kube_version=target_kube_version(resolved))
+        for manifest in manifests:
+            create_object(manifest, ctx.child_opts(self, depends_on=depends))
+
+        # The chart names its objects after the release when the release holds the chart name.
+        service_name = RELEASE
+        scheme = "https" if values["route"]["enabled"] else "http"
+        exposed = values["route"]["enabled"] or values["ingress"]["enabled"]
+        self.outputs = MlflowOutputs(
+            namespace=namespace,
+            service_name=service_name,
+            port=SERVICE_PORT,
+            tracking_uri=f"http://{service_name}.{namespace}.svc:{SERVICE_PORT}",
+            artifact_store_uri=artifact_store_uri(values),
+            external_url=f"{scheme}://{external_host(resolved)}" if exposed else None,
+            auth=settings.auth,
+        )
+        self.register_outputs(
+            {
+                "trackingUri": self.outputs.tracking_uri,
+                "artifactStoreUri": self.outputs.artifact_store_uri,
+                "chartVersion": chart_metadata(CHART)["version"],
+            }
+        )
+
+    def _secret(
+        self,
+        ctx: ModuleContext,
+        secret_name: str,
+        namespace: str,
+        labels: dict[str, str],
+        depends: list[pulumi.Resource],
+    ) -> pulumi.Resource | None:
+        """The Secret from the stack's secrets, or None where they do not set it (it must then
+        exist). Where the engine has not decrypted a value (render, validate) the Secret holds
+        a placeholder naming it, never ciphertext or clear text."""
+        sources = SECRET_SOURCES[secret_name]
+        secrets = ctx.resolved.secrets
+        if any(source not in secrets for source in sources.values()):
+            pulumi.log.info(
+                f"mlflow: Secret {namespace}/{secret_name} is not managed by this stack "
+                f"(set {', '.join('mlplatform:secrets.' + s for s in sources.values())}); it must exist",
+                self,
+            )
+            return None
+        values = {key: secret_placeholder_or_value(secrets[source], source) for key, source in sources.items()}
+        string_data: dict[str, Any] = {key: pulumi.Output.secret(value) for key, value in values.items()}
+        if secret_name == ADMIN_SECRET:
+            string_data["username"] = ADMIN_USERNAME
+            # One session-signing key for every server worker, derived so there is no extra secret.
+            password = secrets[sources["password"]]
+            string_data["flask-secret-key"] = pulumi.Output.secret(
+                hashlib.sha256(f"mlflow-session:{password}".encode()).hexdigest()
+                if password is not None
+                else f"<derived from mlplatform:secrets.{sources['password']}>"
+            )
+        return create_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": secret_name,
+                    "namespace": namespace,
+                    "labels": labels,
+                    "annotations": {
+                        SECRET_SOURCE_ANNOTATION: ", ".join(
+                            f"{key}=mlplatform:secrets.{source}" for key, source in sources.items()
+                        )
+                    },
+                },
+                "type": "Opaque",
+                "stringData": string_data,
+            },
+            ctx.child_opts(self, depends_on=list(depends)),
+        )
+
+
+def secret_placeholder(name: str) -> str:
+    """What a secret reads as where the engine has not decrypted it (render, validate)."""
+    return f"<mlplatform:secrets.{name}>"
+
+
+def secret_placeholder_or_value(value: str | None, name: str) -> str:
+    return value if value is not None else secret_placeholder(name)

@@ -1,0 +1,695 @@
+"""Monitoring: a Prometheus of our own where the cluster has none (lab, cloud), the cluster's
+user workload monitoring where it has one (OpenShift); the platform's alert rules and Grafana
+dashboards (charts/ml-alerts); scrape monitors for the services of the enabled modules."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pulumi
+
+from mlplatform.charts import helm_template
+from mlplatform.config import ResolvedConfig
+from mlplatform.config.model import AlertmanagerSettings, PrometheusSettings
+from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.toolchain.lock import load_lock
+from mlplatform.upstream import load_documents
+
+# Our Prometheus selects rules and monitors by this label, never by a chart release's labels.
+MONITORING_LABEL = "mlplatform.io/monitoring"
+SELECTOR_LABELS = {MONITORING_LABEL: "true"}
+ALERTS_CHART = "ml-alerts"
+PROMETHEUS_NAME = "mlplatform"
+ALERTMANAGER_NAME = "mlplatform"
+# The operator keeps an Endpoints object of every node's kubelet here (--kubelet-service).
+KUBELET_SERVICE = ("kube-system", "kubelet")
+CLUSTER_MONITORING_NAMESPACE = "openshift-monitoring"
+# Upstream KFP installs into this namespace (kubeflow/manifests).
+PIPELINES_NAMESPACE = "kubeflow"
+
+_RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+@dataclass(frozen=True)
+class MonitoringOutputs:
+    """What other modules may know of monitoring."""
+
+    namespace: str
+    # Labels a ServiceMonitor/PodMonitor/PrometheusRule needs to be picked up.
+    monitor_labels: dict[str, str]
+    # What a monitor must wait for: the CRDs we install (none where the cluster serves them).
+    crds: tuple[pulumi.Resource, ...]
+    # True where we run Prometheus ourselves; False where the cluster's monitoring stack does.
+    own_prometheus: bool
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """A monitor for the service of one module, created only when that module is enabled."""
+
+    module: str
+    kind: Literal["ServiceMonitor", "PodMonitor"]
+    name: str
+    selector: dict[str, Any]
+    endpoint: dict[str, Any]
+    # Where the targets run: monitors go there on environments that ignore namespace selectors.
+    namespaces: tuple[str, ...]
+
+
+def scrape_targets(resolved: ResolvedConfig) -> list[ScrapeTarget]:
+    """Monitors for KServe predictors, MLflow and KFP, by their upstream / our part-of labels."""
+    config = resolved.config
+    modules = config.modules
+    tenancy = modules.tenancy
+    team_namespaces = tuple(tenancy.namespace_prefix + team.name for team in tenancy.teams) if tenancy.enabled else ()
+    targets: list[ScrapeTarget] = []
+    if modules.kserve.enabled:
+        # Predictor pods announce their metrics port and path (prometheus.io/* annotations that
+        # KServe sets from the serving runtime); the InferenceService name becomes a label.
+        targets.append(
+            ScrapeTarget(
+                module="kserve",
+                kind="PodMonitor",
+                name="kserve-predictors",
+                selector={"matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "Exists"}]},
+                endpoint={
+                    "interval": "30s",
+                    "relabelings": [
+                        {
+                            "action": "keep",
+                            "sourceLabels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                            "regex": "true",
+                        },
+                        {
+                            "sourceLabels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+                            "regex": "(.+)",
+                            "targetLabel": "__metrics_path__",
+                        },
+                        {
+                            "sourceLabels": [
+                                "__meta_kubernetes_pod_ip",
+                                "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                            ],
+                            "regex": "(.+);([0-9]+)",
+                            "replacement": "$1:$2",
+                            "targetLabel": "__address__",
+                        },
+                        {
+                            "sourceLabels": ["__meta_kubernetes_pod_label_serving_kserve_io_inferenceservice"],
+                            "targetLabel": "inferenceservice",
+                        },
+                    ],
+                },
+                namespaces=team_namespaces,
+            )
+        )
+    if modules.mlflow.enabled:
+        targets.append(
+            ScrapeTarget(
+                module="mlflow",
+                kind="ServiceMonitor",
+                name="mlflow",
+                # Our chart's server Service (charts/mlflow), scraped on its /metrics.
+                selector={
+                    "matchLabels": {
+                        "app.kubernetes.io/name": "mlflow",
+                        "app.kubernetes.io/component": "server",
+                        "app.kubernetes.io/part-of": "mlplatform",
+                    }
+                },
+                endpoint={"port": "http", "path": "/metrics", "interval": "30s"},
+                namespaces=(modules.mlflow.namespace,),
+            )
+        )
+    if modules.pipelines.enabled:
+        targets.append(
+            ScrapeTarget(
+                module="pipelines",
+                kind="ServiceMonitor",
+                name="kfp-api-server",
+                selector={"matchLabels": {"app": "ml-pipeline"}},
+                endpoint={"port": "http", "path": "/metrics", "interval": "30s"},
+                namespaces=(PIPELINES_NAMESPACE,),
+            )
+        )
+    return targets
+
+
+def monitor_manifests(
+    targets: list[ScrapeTarget], namespace: str, labels: dict[str, str], beside_targets: bool
+) -> list[dict[str, Any]]:
+    """Where monitors must sit beside their targets (OpenShift's user workload monitoring
+    ignores namespace selectors) one per target namespace; elsewhere one in our namespace
+    that selects across namespaces."""
+    manifests = []
+    for target in targets:
+        endpoints_key = "podMetricsEndpoints" if target.kind == "PodMonitor" else "endpoints"
+        placements = [(ns, None) for ns in target.namespaces] if beside_targets else [(namespace, {"any": True})]
+        for monitor_namespace, namespace_selector in placements:
+            spec: dict[str, Any] = {
+                "selector": copy.deepcopy(target.selector),
+                endpoints_key: [copy.deepcopy(target.endpoint)],
+            }
+            if namespace_selector is not None:
+                spec["namespaceSelector"] = namespace_selector
+            manifests.append(
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": target.kind,
+                    "metadata": {
+                        "name": target.name,
+                        "namespace": monitor_namespace,
+                        "labels": {**labels, **SELECTOR_LABELS, "mlplatform.io/scrapes": target.module},
+                    },
+                    "spec": spec,
+                }
+            )
+    return manifests
+
+
+def alert_values(resolved: ResolvedConfig, labels: dict[str, str]) -> dict[str, Any]:
+    """Values of charts/ml-alerts for this stack: thresholds from config, groups by module."""
+    modules = resolved.config.modules
+    alerts = modules.monitoring.alerts
+    gpu = modules.gpu
+    # GPU rules need the DCGM exporter: ours or the GPU operator's (the managed path has none).
+    dcgm = gpu.enabled and gpu.install != "managed" and gpu.dcgm_exporter.enabled
+    return {
+        "commonLabels": labels,
+        "ruleLabels": dict(SELECTOR_LABELS),
+        "runbookBaseUrl": alerts.runbook_base_url,
+        "gpu": {
+            "enabled": dcgm,
+            "temperature": {
+                "warningCelsius": alerts.gpu_temperature_warning_celsius,
+                "criticalCelsius": alerts.gpu_temperature_critical_celsius,
+            },
+            "memoryPressure": {"usedRatio": alerts.gpu_memory_used_ratio},
+            "idle": {"utilisationPercent": alerts.gpu_idle_utilisation_percent, "for": alerts.gpu_idle_for},
+        },
+        "capacity": {
+            "enabled": gpu.enabled or modules.tenancy.enabled,
+            "quotaSaturation": {"ratio": alerts.quota_saturation_ratio},
+            "pendingGpuPods": {"for": alerts.pending_gpu_pods_for},
+        },
+        "serving": {
+            "enabled": modules.kserve.enabled,
+            "latency": {"p95Seconds": alerts.serving_p95_latency_seconds},
+            "errors": {"ratio": alerts.serving_error_ratio},
+        },
+        "models": {
+            "enabled": True,
+            "accuracy": {"min": alerts.model_accuracy_min},
+            "drift": {"max": alerts.model_drift_max},
+        },
+        "dashboards": {"enabled": modules.monitoring.dashboards},
+    }
+
+
+def _kube_version(resolved: ResolvedConfig) -> str:
+    # The Kubernetes version the pinned cluster tools run (helm's own default is too old).
+    return load_lock(resolved.lock_path).tools["kubernetes"].version
+
+
+class Monitoring(pulumi.ComponentResource):
+    outputs: MonitoringOutputs
+
+    def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplatform:monitoring:Monitoring", name, None, opts)
+        self._ctx = ctx
+        resolved = ctx.resolved
+        profile = resolved.profile
+        settings = resolved.config.modules.monitoring
+        self._labels = {**ctx.labels, "mlplatform.io/module": "monitoring"}
+        self._namespace_name = settings.namespace
+        self._fixed_uids = profile.fixed_uids
+
+        namespace_labels = {**self._labels, **profile.namespace_labels, "mlplatform.io/role": "monitoring"}
+        if profile.user_workload_monitoring:
+            namespace_labels["openshift.io/user-monitoring"] = "true"
+        self.namespace = create_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": self._namespace_name, "labels": namespace_labels},
+            },
+            ctx.child_opts(self),
+        )
+        crds: list[pulumi.Resource] = []
+        if profile.user_workload_monitoring:
+            self._enable_user_workload_monitoring()
+        else:
+            crds = self._crds()
+            self._operator(crds)
+            self._prometheus(crds)
+            self._kube_state_metrics(crds)
+            self._kubelet_monitor(crds)
+        self.outputs = MonitoringOutputs(
+            namespace=self._namespace_name,
+            monitor_labels=dict(SELECTOR_LABELS),
+            crds=tuple(crds),
+            own_prometheus=not profile.user_workload_monitoring,
+        )
+        for manifest in monitor_manifests(
+            scrape_targets(resolved),
+            self._namespace_name,
+            self._labels,
+            beside_targets=profile.user_workload_monitoring,
+        ):
+            create_object(manifest, self._opts(crds))
+        for manifest in helm_template(
+            ALERTS_CHART,
+            ALERTS_CHART,
+            self._namespace_name,
+            alert_values(resolved, self._labels),
+            kube_version=_kube_version(resolved),
+        ):
+            create_object(manifest, self._opts(crds))
+        self.register_outputs({"namespace": self._namespace_name, "ownPrometheus": self.outputs.own_prometheus})
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _opts(self, crds: list[pulumi.Resource] | None = None, **kwargs: Any) -> pulumi.ResourceOptions:
+        depends = [self.namespace, *(crds or []), *kwargs.pop("depends_on", [])]
+        return self._ctx.child_opts(self, depends_on=depends, **kwargs)
+
+    def _meta(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return {"name": name, "namespace": self._namespace_name, "labels": {**self._labels, **(labels or {})}}
+
+    def _pod_security(self, uid: int) -> dict[str, Any]:
+        context: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        if self._fixed_uids:
+            context.update(runAsUser=uid, runAsGroup=uid, fsGroup=uid)
+        return context
+
+    def _image(self, source_name: str) -> tuple[str, str]:
+        source = self._ctx.resolved.upstream(source_name)
+        return f"{source.get('image')}:{source.version}", source.version
+
+    def _service_account(self, name: str) -> None:
+        create_object({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": self._meta(name)}, self._opts())
+
+    def _cluster_rbac(self, name: str, service_account: str, rules: list[dict[str, Any]]) -> None:
+        cluster_name = f"mlplatform-{name}"
+        create_object(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": cluster_name, "labels": self._labels},
+                "rules": rules,
+            },
+            self._ctx.child_opts(self),
+        )
+        create_object(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": cluster_name, "labels": self._labels},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
+                "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": self._namespace_name}],
+            },
+            self._ctx.child_opts(self),
+        )
+
+    def _service_and_monitor(
+        self, name: str, selector: dict[str, str], ports: list[dict[str, Any]], crds, **endpoint: Any
+    ) -> None:
+        create_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": self._meta(name, selector),
+                "spec": {"selector": selector, "ports": ports},
+            },
+            self._opts(),
+        )
+        create_object(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "ServiceMonitor",
+                "metadata": self._meta(name, {**selector, **SELECTOR_LABELS}),
+                "spec": {
+                    "selector": {"matchLabels": selector},
+                    "endpoints": [{"port": ports[0]["name"], "interval": "30s", **endpoint}],
+                },
+            },
+            self._opts(crds),
+        )
+
+    # -- OpenShift: the cluster's monitoring -----------------------------------------------
+
+    def _enable_user_workload_monitoring(self) -> None:
+        # The cluster's Prometheus runs platform monitoring; enableUserWorkload adds the second
+        # stack that loads rules and monitors from user namespaces (ours included).
+        create_object(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "cluster-monitoring-config",
+                    "namespace": CLUSTER_MONITORING_NAMESPACE,
+                    "labels": self._labels,
+                },
+                "data": {"config.yaml": "enableUserWorkload: true\n"},
+            },
+            self._ctx.child_opts(self),
+        )
+
+    # -- lab / cloud: a Prometheus of our own ------------------------------------------------
+
+    def _crds(self) -> list[pulumi.Resource]:
+        source = self._ctx.resolved.upstream("prometheus-operator-crds")
+        crds = []
+        for document in load_documents(source, "crds", self._ctx.resolved.mirror_path):
+            if document.get("kind") != "CustomResourceDefinition":
+                continue
+            metadata = document.setdefault("metadata", {})
+            metadata["labels"] = {**(metadata.get("labels") or {}), **self._labels}
+            crds.append(create_object(document, self._ctx.child_opts(self)))
+        return crds
+
+    def _operator(self, crds: list[pulumi.Resource]) -> None:
+        source = self._ctx.resolved.upstream("prometheus-operator-crds")
+        # The operator runs the version of the CRDs it serves.
+        image = f"{source.get('operatorImage')}:{source.version}"
+        reloader = f"{source.get('configReloaderImage')}:{source.version}"
+        selector = {"app.kubernetes.io/name": "prometheus-operator"}
+        self._service_account("prometheus-operator")
+        self._cluster_rbac(
+            "prometheus-operator",
+            "prometheus-operator",
+            [
+                {
+                    "apiGroups": ["monitoring.coreos.com"],
+                    "resources": [
+                        "alertmanagers",
+                        "alertmanagers/finalizers",
+                        "alertmanagers/status",
+                        "alertmanagerconfigs",
+                        "prometheuses",
+                        "prometheuses/finalizers",
+                        "prometheuses/status",
+                        "prometheusagents",
+                        "prometheusagents/finalizers",
+                        "prometheusagents/status",
+                        "thanosrulers",
+                        "thanosrulers/finalizers",
+                        "thanosrulers/status",
+                        "scrapeconfigs",
+                        "servicemonitors",
+                        "podmonitors",
+                        "probes",
+                        "prometheusrules",
+                    ],
+                    "verbs": ["*"],
+                },
+                {"apiGroups": ["apps"], "resources": ["statefulsets", "daemonsets"], "verbs": ["*"]},
+                {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["*"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["services", "services/finalizers", "endpoints"],
+                    "verbs": ["get", "create", "update", "delete"],
+                },
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
+                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+                {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "create", "list", "update", "delete"],
+                },
+                {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]},
+            ],
+        )
+        create_object(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": self._meta("prometheus-operator", selector),
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": selector},
+                    "template": {
+                        "metadata": {"labels": {**self._labels, **selector}},
+                        "spec": {
+                            "serviceAccountName": "prometheus-operator",
+                            "securityContext": self._pod_security(65534),
+                            "containers": [
+                                {
+                                    "name": "prometheus-operator",
+                                    "image": image,
+                                    "args": [
+                                        f"--kubelet-service={'/'.join(KUBELET_SERVICE)}",
+                                        f"--prometheus-config-reloader={reloader}",
+                                    ],
+                                    "ports": [{"name": "http", "containerPort": 8080}],
+                                    "securityContext": _RESTRICTED_CONTAINER,
+                                    "resources": {
+                                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                                        "limits": {"memory": "512Mi"},
+                                    },
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+            self._opts(crds),
+        )
+        self._service_and_monitor("prometheus-operator", selector, [{"name": "http", "port": 8080}], crds)
+
+    def _prometheus(self, crds: list[pulumi.Resource]) -> None:
+        settings = self._ctx.resolved.config.modules.monitoring
+        prometheus = settings.prometheus or PrometheusSettings()
+        alertmanager = settings.alertmanager or AlertmanagerSettings()
+        prometheus_image, prometheus_version = self._image("prometheus")
+        alertmanager_image, alertmanager_version = self._image("alertmanager")
+        self._service_account("prometheus")
+        self._cluster_rbac(
+            "prometheus",
+            "prometheus",
+            [
+                {
+                    "apiGroups": [""],
+                    "resources": ["nodes", "nodes/metrics", "services", "endpoints", "pods"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+                {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+                {"nonResourceURLs": ["/metrics", "/metrics/cadvisor"], "verbs": ["get"]},
+            ],
+        )
+        everywhere: dict[str, Any] = {}
+        spec: dict[str, Any] = {
+            "replicas": prometheus.replicas,
+            "retention": prometheus.retention,
+            "image": prometheus_image,
+            "version": prometheus_version,
+            "serviceAccountName": "prometheus",
+            "securityContext": self._pod_security(65534),
+            # Ours, in any namespace: selected by our label, not by a release name.
+            "serviceMonitorSelector": {"matchLabels": dict(SELECTOR_LABELS)},
+            "serviceMonitorNamespaceSelector": everywhere,
+            "podMonitorSelector": {"matchLabels": dict(SELECTOR_LABELS)},
+            "podMonitorNamespaceSelector": everywhere,
+            "ruleSelector": {"matchLabels": dict(SELECTOR_LABELS)},
+            "ruleNamespaceSelector": everywhere,
+            "externalLabels": {"mlplatform_stack": self._ctx.resolved.stack},
+            "alerting": {
+                "alertmanagers": [
+                    {
+                        "namespace": self._namespace_name,
+                        "name": "alertmanager-operated",
+                        "port": "web",
+                        "apiVersion": "v2",
+                    }
+                ]
+            },
+            "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+        }
+        if prometheus.storage_class is not None:
+            spec["storage"] = {
+                "volumeClaimTemplate": {
+                    "spec": {
+                        "storageClassName": prometheus.storage_class,
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": prometheus.storage_size}},
+                    }
+                }
+            }
+        create_object(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "Prometheus",
+                "metadata": self._meta(PROMETHEUS_NAME),
+                "spec": spec,
+            },
+            self._opts(crds),
+        )
+        create_object(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "Alertmanager",
+                "metadata": self._meta(ALERTMANAGER_NAME),
+                "spec": {
+                    "replicas": alertmanager.replicas,
+                    "image": alertmanager_image,
+                    "version": alertmanager_version,
+                    "securityContext": self._pod_security(65534),
+                    "alertmanagerConfigSelector": {"matchLabels": dict(SELECTOR_LABELS)},
+                    "alertmanagerConfigNamespaceSelector": {},
+                    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                },
+            },
+            self._opts(crds),
+        )
+
+    def _kube_state_metrics(self, crds: list[pulumi.Resource]) -> None:
+        image, _ = self._image("kube-state-metrics")
+        selector = {"app.kubernetes.io/name": "kube-state-metrics"}
+        self._service_account("kube-state-metrics")
+        self._cluster_rbac(
+            "kube-state-metrics",
+            "kube-state-metrics",
+            [
+                {
+                    "apiGroups": [""],
+                    "resources": [
+                        "configmaps",
+                        "secrets",
+                        "nodes",
+                        "pods",
+                        "services",
+                        "serviceaccounts",
+                        "resourcequotas",
+                        "replicationcontrollers",
+                        "limitranges",
+                        "persistentvolumeclaims",
+                        "persistentvolumes",
+                        "namespaces",
+                        "endpoints",
+                    ],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["apps"],
+                    "resources": ["statefulsets", "daemonsets", "deployments", "replicasets"],
+                    "verbs": ["list", "watch"],
+                },
+                {"apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+                {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["list", "watch"]},
+                {
+                    "apiGroups": ["certificates.k8s.io"],
+                    "resources": ["certificatesigningrequests"],
+                    "verbs": ["list", "watch"],
+                },
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+                {
+                    "apiGroups": ["storage.k8s.io"],
+                    "resources": ["storageclasses", "volumeattachments"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["admissionregistration.k8s.io"],
+                    "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+                    "verbs": ["list", "watch"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "resources": ["networkpolicies", "ingressclasses", "ingresses"],
+                    "verbs": ["list", "watch"],
+                },
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
+                {
+                    "apiGroups": ["rbac.authorization.k8s.io"],
+                    "resources": ["clusterrolebindings", "clusterroles", "rolebindings", "roles"],
+                    "verbs": ["list", "watch"],
+                },
+            ],
+        )
+        create_object(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": self._meta("kube-state-metrics", selector),
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": selector},
+                    "template": {
+                        "metadata": {"labels": {**self._labels, **selector}},
+                        "spec": {
+                            "serviceAccountName": "kube-state-metrics",
+                            "securityContext": self._pod_security(65534),
+                            "containers": [
+                                {
+                                    "name": "kube-state-metrics",
+                                    "image": image,
+                                    "ports": [
+                                        {"name": "http-metrics", "containerPort": 8080},
+                                        {"name": "telemetry", "containerPort": 8081},
+                                    ],
+                                    "livenessProbe": {"httpGet": {"path": "/livez", "port": "http-metrics"}},
+                                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "telemetry"}},
+                                    "securityContext": _RESTRICTED_CONTAINER,
+                                    "resources": {
+                                        "requests": {"cpu": "100m", "memory": "190Mi"},
+                                        "limits": {"memory": "1Gi"},
+                                    },
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+            self._opts(),
+        )
+        # Its series describe other objects (namespace, pod labels): those labels win.
+        self._service_and_monitor(
+            "kube-state-metrics",
+            selector,
+            [{"name": "http-metrics", "port": 8080}, {"name": "telemetry", "port": 8081}],
+            crds,
+            honorLabels=True,
+        )
+
+    def _kubelet_monitor(self, crds: list[pulumi.Resource]) -> None:
+        """Node and container metrics from each kubelet and its cAdvisor, through the Endpoints
+        the operator keeps; no node exporter needs host access in our namespace."""
+        namespace, service = KUBELET_SERVICE
+        authenticated = {
+            "port": "https-metrics",
+            "scheme": "https",
+            "interval": "30s",
+            "bearerTokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            "tlsConfig": {"insecureSkipVerify": True},
+            "honorLabels": True,
+        }
+        create_object(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "ServiceMonitor",
+                "metadata": self._meta("kubelet", SELECTOR_LABELS),
+                "spec": {
+                    "jobLabel": "app.kubernetes.io/name",
+                    "namespaceSelector": {"matchNames": [namespace]},
+                    "selector": {"matchLabels": {"app.kubernetes.io/name": service}},
+                    "endpoints": [
+                        {**authenticated, "path": "/metrics"},
+                        {**authenticated, "path": "/metrics/cadvisor"},
+                    ],
+                },
+            },
+            self._opts(crds),
+        )

@@ -1,0 +1,190 @@
+"""Installing an upstream service from its overlay, in an order that needs no retry loop.
+
+Upstream's kustomize trees are applied by a loop that repeats until the API server stops
+refusing objects whose CRDs or webhooks are not ready yet. Here each object gets Pulumi
+dependencies instead, and Pulumi waits on them (CRDs Established, Deployments Available):
+
+    namespaces, CRDs  ->  everything else  ->  webhook configurations (after the Deployments
+    serving them)  ->  custom resources (after their CRDs, the webhooks and anything named
+    in `after_for_custom_resources`, e.g. cert-manager for Certificates)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pulumi
+
+from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.overlays import build_overlay
+
+# API groups the cluster serves itself (or the platform does, like OpenShift's Route): objects
+# of these are never custom resources of the service being installed.
+BUILT_IN_GROUPS = frozenset(
+    {
+        "",
+        "apps",
+        "batch",
+        "policy",
+        "autoscaling",
+        "coordination.k8s.io",
+        "networking.k8s.io",
+        "rbac.authorization.k8s.io",
+        "scheduling.k8s.io",
+        "storage.k8s.io",
+        "admissionregistration.k8s.io",
+        "apiextensions.k8s.io",
+        "apiregistration.k8s.io",
+        "route.openshift.io",
+    }
+)
+WEBHOOK_KINDS = frozenset({"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"})
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})
+_FIXED_IDS = ("runAsUser", "runAsGroup", "fsGroup")
+
+
+def api_group(manifest: dict[str, Any]) -> str:
+    api_version = manifest["apiVersion"]
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def is_custom_resource(manifest: dict[str, Any]) -> bool:
+    return api_group(manifest) not in BUILT_IN_GROUPS
+
+
+def pod_spec(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    if manifest["kind"] not in WORKLOAD_KINDS:
+        return None
+    return manifest.get("spec", {}).get("template", {}).get("spec")
+
+
+def without_fixed_ids(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The workload (changed in place) with no fixed UID/GID/fsGroup: OpenShift's restricted-v2 SCC assigns them
+    from the namespace's range and refuses pods that ask for others."""
+    spec = pod_spec(manifest)
+    if spec is None:
+        return manifest
+    contexts = [spec.get("securityContext")]
+    contexts += [c.get("securityContext") for c in spec.get("containers", []) + spec.get("initContainers", [])]
+    for context in contexts:
+        for key in _FIXED_IDS:
+            if context:
+                context.pop(key, None)
+    return manifest
+
+
+def container(manifest: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    spec = pod_spec(manifest)
+    if spec is None:
+        raise KeyError(f"{manifest['kind']} {manifest['metadata']['name']} has no pod template")
+    containers = spec["containers"]
+    return next(c for c in containers if name is None or c["name"] == name) if name else containers[0]
+
+
+def set_env(target: dict[str, Any], values: dict[str, Any]) -> None:
+    """Set env vars on a container (value strings or valueFrom mappings), replacing same names."""
+    env = [e for e in target.get("env", []) if e["name"] not in values]
+    for name, value in values.items():
+        env.append({"name": name, "valueFrom": value} if isinstance(value, dict) else {"name": name, "value": value})
+    target["env"] = env
+
+
+def find(manifests: Iterable[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    for manifest in manifests:
+        if manifest["kind"] == kind and manifest["metadata"]["name"] == name:
+            return manifest
+    raise KeyError(f"{kind} {name} is not in the upstream build")
+
+
+def secret_marker(name: str) -> str:
+    """What a secret value reads as where the engine has not decrypted it (render, tests)."""
+    return f"<mlplatform:secrets.{name}>"
+
+
+def secret_value(ctx: ModuleContext, name: str) -> pulumi.Output[str]:
+    value = ctx.resolved.secrets.get(name)
+    return pulumi.Output.secret(value if value is not None else secret_marker(name))
+
+
+class ServiceInstall:
+    """Registers one overlay's objects as children of `owner`, in dependency order."""
+
+    def __init__(
+        self,
+        owner: pulumi.ComponentResource,
+        ctx: ModuleContext,
+        manifests: Sequence[dict[str, Any]],
+        *,
+        module_label: str,
+        after: Sequence[pulumi.Resource] = (),
+        after_for_custom_resources: Sequence[pulumi.Resource] = (),
+    ) -> None:
+        labels = {**ctx.labels, "mlplatform.io/module": module_label}
+        self.namespaces: dict[str, pulumi.Resource] = {}
+        self.crds: list[pulumi.Resource] = []
+        self.workloads: list[pulumi.Resource] = []
+        self.custom_resources: list[pulumi.Resource] = []
+        prepared = [self._prepare(m, ctx, labels) for m in manifests]
+
+        for manifest in prepared:
+            if manifest["kind"] == "Namespace":
+                self.namespaces[manifest["metadata"]["name"]] = ctx.shared_namespace(
+                    manifest["metadata"]["name"], manifest["metadata"].get("labels") or {}, owner
+                )
+        # Namespaces other modules own (e.g. one this overlay only adds objects to).
+        for manifest in prepared:
+            namespace = manifest["metadata"].get("namespace")
+            if namespace and namespace not in self.namespaces and namespace in ctx.namespaces:
+                self.namespaces[namespace] = ctx.namespaces[namespace]
+
+        for manifest in prepared:
+            if manifest["kind"] == "CustomResourceDefinition":
+                self.crds.append(create_object(manifest, ctx.child_opts(owner, depends_on=list(after))))
+
+        base_deps = [*after, *self.namespaces.values(), *self.crds]
+        deferred = []
+        for manifest in prepared:
+            kind = manifest["kind"]
+            if kind in ("Namespace", "CustomResourceDefinition"):
+                continue
+            if kind in WEBHOOK_KINDS or is_custom_resource(manifest):
+                deferred.append(manifest)
+                continue
+            resource = create_object(manifest, ctx.child_opts(owner, depends_on=base_deps))
+            if kind in WORKLOAD_KINDS and kind != "Job":
+                self.workloads.append(resource)
+
+        # A webhook registered before its server is Available would refuse every write it covers.
+        webhook_deps = [*base_deps, *self.workloads]
+        for manifest in deferred:
+            if manifest["kind"] in WEBHOOK_KINDS:
+                create_object(manifest, ctx.child_opts(owner, depends_on=webhook_deps))
+        custom_deps = [*webhook_deps, *after_for_custom_resources]
+        for manifest in deferred:
+            if manifest["kind"] not in WEBHOOK_KINDS:
+                self.custom_resources.append(create_object(manifest, ctx.child_opts(owner, depends_on=custom_deps)))
+
+    @staticmethod
+    def _prepare(manifest: dict[str, Any], ctx: ModuleContext, labels: dict[str, str]) -> dict[str, Any]:
+        # Manifests come fresh from the overlay build and may hold Outputs (secrets): changed in place.
+        # Some upstream files carry a status stanza; the API server owns it.
+        manifest.pop("status", None)
+        metadata = manifest.setdefault("metadata", {})
+        metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+        if not ctx.resolved.profile.fixed_uids:
+            manifest = without_fixed_ids(manifest)
+        return manifest
+
+    @property
+    def ready(self) -> list[pulumi.Resource]:
+        """What a dependent waits on: the service's workloads Available and CRDs Established."""
+        return [*self.crds, *self.workloads]
+
+
+def overlay_manifests(ctx: ModuleContext, component: str) -> list[dict[str, Any]]:
+    """The objects of overlays/<environment>/<component> over this stack's pinned sources."""
+    from mlplatform.upstream import upstream_sources
+
+    sources = upstream_sources(ctx.resolved.lock_path, ctx.resolved.config.versions.pins)
+    return build_overlay(f"{ctx.resolved.config.environment}/{component}", sources, ctx.resolved.mirror_path)

@@ -1,0 +1,1 @@
+"""Monitoring: the rules a config must satisfy and the values our alert chart receives."""

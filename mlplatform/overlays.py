@@ -1,0 +1,199 @@
+"""Build `overlays/<env>/<component>` over the pinned upstream bases.
+
+An overlay names its upstream base as `../../upstream/<source>/<key>`: a folder that does not
+exist in the repository. The builder assembles a workspace holding a copy of `overlays/` and,
+for every such reference, a kustomization pointing at the pinned base: the mirror's copy in
+airgap mode, kustomize's remote form online. Upstream trees that themselves name remote bases
+(Kubeflow Pipelines names Argo Workflows by its GitHub URL) are copied into the workspace with
+those references pointed at the same tree fetched as a pinned Go module, so an offline build
+never reaches the network beyond the module proxy (or its local cache).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlplatform.paths import BIN_DIR, REPO_ROOT
+from mlplatform.upstream import UpstreamError, UpstreamSource, mirror_path_of, read_text
+
+OVERLAYS_DIR = REPO_ROOT / "overlays"
+ENVIRONMENTS = ("lab", "openshift", "cloud")
+_UPSTREAM_REF = re.compile(r"(?:\.\./)+upstream/(?P<source>[a-z0-9-]+)/(?P<key>[a-z0-9-]+)$")
+
+
+class OverlayError(RuntimeError):
+    pass
+
+
+class _ManifestLoader(yaml.SafeLoader):
+    """PyYAML reads a bare `=` (found in upstream CRD enums) as a special tag: keep it a string."""
+
+
+_ManifestLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+def overlay_names() -> list[str]:
+    """Every overlay in the repository as `<env>/<component>`."""
+    return sorted(
+        f"{path.parent.parent.name}/{path.parent.name}"
+        for env in ENVIRONMENTS
+        for path in (OVERLAYS_DIR / env).glob("*/kustomization.yaml")
+    )
+
+
+def kustomize_binary() -> str:
+    if (BIN_DIR / "kustomize").exists():
+        return str(BIN_DIR / "kustomize")
+    found = shutil.which("kustomize")
+    if not found:
+        raise OverlayError("kustomize is needed to build the overlays: run `mlplatform tools --only render`")
+    return found
+
+
+def _references(tree: Path, overlay: str) -> set[tuple[str, str]]:
+    """(source, key) of every upstream base the overlay reaches through its local bases."""
+    found: set[tuple[str, str]] = set()
+    pending, seen = [(tree / overlay).resolve()], set()
+    while pending:
+        folder = pending.pop()
+        if folder in seen or not (folder / "kustomization.yaml").exists():
+            continue
+        seen.add(folder)
+        document = yaml.safe_load((folder / "kustomization.yaml").read_text()) or {}
+        for entry in (document.get("resources") or []) + (document.get("components") or []):
+            match = _UPSTREAM_REF.search(str(entry))
+            if match:
+                found.add((match["source"], match["key"]))
+            elif "://" not in str(entry):
+                pending.append((folder / str(entry)).resolve())
+    return found
+
+
+def go_module_dir(source: UpstreamSource) -> Path:
+    """The source tree of a pinned Go module, from the module cache or the module proxy."""
+    from mlplatform.toolchain.build import go_env
+
+    if not shutil.which("go"):
+        raise UpstreamError(
+            f"{source.name} {source.version}: the Go toolchain is needed to fetch {source.get('module')}"
+        )
+    with tempfile.TemporaryDirectory(prefix="mlplatform-gomod-") as work:
+        proc = subprocess.run(
+            ["go", "mod", "download", "-json", f"{source.get('module')}@{source.version}"],
+            cwd=work,
+            env=go_env(),
+            capture_output=True,
+            text=True,
+        )
+    try:
+        info = json.loads(proc.stdout)
+    except ValueError:
+        info = {"Error": (proc.stderr or "").strip() or f"exit status {proc.returncode}"}
+    if info.get("Error") or not info.get("Dir"):
+        reason = " ".join(str(info.get("Error", "")).split())
+        raise UpstreamError(f"{source.name} {source.version}: cannot fetch {source.get('module')}: {reason}")
+    return Path(info["Dir"])
+
+
+def _point_remote_bases(tree: Path, sources: dict[str, UpstreamSource]) -> None:
+    """Point the tree's remote references at the pinned Go module that serves the same files."""
+    served = {s.get("serves"): s for s in sources.values() if s.kind == "go-module" and s.get("serves")}
+    pattern = re.compile(r"(?P<repo>https://github\.com/[\w.-]+/[\w.-]+)/(?P<path>[^?\s]+)\?ref=(?P<ref>[\w.-]+)")
+    module_dirs: dict[str, Path] = {}
+    for kustomization in tree.rglob("kustomization.yaml"):
+        text = kustomization.read_text()
+
+        def local(match: re.Match[str], here: Path = kustomization.parent) -> str:
+            source = served.get(match["repo"])
+            if source is None:
+                return match[0]
+            if match["ref"] != source.version:
+                raise UpstreamError(
+                    f"{kustomization}: names {match['repo']} at {match['ref']}, "
+                    f"but the lock pins {source.name} {source.version}"
+                )
+            if source.name not in module_dirs:
+                module_dirs[source.name] = go_module_dir(source)
+            return os.path.relpath(module_dirs[source.name] / match["path"], here)
+
+        rewritten = pattern.sub(local, text)
+        if rewritten != text:
+            kustomization.write_text(rewritten)
+
+
+def _materialise(
+    work: Path, source: UpstreamSource, key: str, sources: dict[str, UpstreamSource], mirror: Path | None
+) -> None:
+    """Write `upstream/<source>/<key>/kustomization.yaml` in the workspace."""
+    if key not in source.files:
+        raise OverlayError(
+            f"overlays name upstream/{source.name}/{key}, but the lock has no such file for {source.name}"
+        )
+    target = work / "upstream" / source.name / key
+    target.mkdir(parents=True, exist_ok=True)
+    relative = source.files[key]
+    if source.kind == "go-module":
+        resource = os.path.relpath(go_module_dir(source) / relative, target)
+    elif mirror is not None:
+        root = source.get("root")
+        if root:
+            # The whole upstream tree, so its relative and remote references resolve.
+            copied = work / "trees" / source.name
+            if not copied.exists():
+                shutil.copytree(mirror_path_of(source, root, mirror), copied)
+                _point_remote_bases(copied, sources)
+            base = copied / os.path.relpath(relative, root)
+        else:
+            base = mirror_path_of(source, relative, mirror)
+        resource = os.path.relpath(base, target)
+    elif source.kind == "kustomize":
+        resource = f"{source.raw['source']}/{relative}?ref={source.get('ref') or source.version}"
+    else:
+        fetched = work / "trees" / source.name / relative
+        fetched.parent.mkdir(parents=True, exist_ok=True)
+        fetched.write_text(read_text(source, key, None))
+        resource = os.path.relpath(fetched, target)
+    kustomization: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [resource],
+    }
+    images = []
+    for name, reference in (source.get("images") or {}).items():
+        new_name, _, tag = reference.rpartition(":")
+        images.append({"name": name, "newName": new_name, "newTag": tag})
+    if images:
+        kustomization["images"] = images
+    (target / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+
+
+def build_overlay(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:
+    """The objects of `overlays/<overlay>` (e.g. `lab/pipelines`) over the pinned bases."""
+    if not (OVERLAYS_DIR / overlay / "kustomization.yaml").exists():
+        raise OverlayError(f"no overlay {overlay!r} (allowed: {', '.join(overlay_names())})")
+    with tempfile.TemporaryDirectory(prefix="mlplatform-overlay-") as scratch:
+        work = Path(scratch)
+        shutil.copytree(OVERLAYS_DIR, work / "overlays", ignore=shutil.ignore_patterns("upstream", "*.md"))
+        # Overlays sit at overlays/<env>/<component>; `../../upstream` is the workspace's upstream/.
+        shutil.move(str(work / "overlays"), str(work / "tree"))
+        for source_name, key in sorted(_references(work / "tree", overlay)):
+            if source_name not in sources:
+                raise OverlayError(f"overlays name upstream/{source_name}, which is not in the lock")
+            _materialise(work / "tree", sources[source_name], key, sources, mirror)
+        proc = subprocess.run(
+            [kustomize_binary(), "build", "--load-restrictor", "LoadRestrictionsNone", str(work / "tree" / overlay)],
+            capture_output=True,
+            text=True,
+        )
+    if proc.returncode != 0:
+        raise OverlayError(f"overlay {overlay}: kustomize build failed: {proc.stderr.strip()}")
+    return [doc for doc in yaml.load_all(proc.stdout, Loader=_ManifestLoader) if doc]

@@ -1,0 +1,58 @@
+"""Cross-field rules of the ML services' settings, reported like every other config problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mlplatform.config.model import PlatformConfig
+from mlplatform.tenancy.validation import offered_gpu_resources
+
+AddProblem = Callable[[tuple[Any, ...], str], None]
+
+
+def ml_services_problems(config: PlatformConfig, add: AddProblem) -> None:
+    modules = config.modules
+    kubeflow_db = config.platform.kubeflow_database
+    if kubeflow_db is not None:
+        loc = ("platform", "kubeflowDatabase")
+        if kubeflow_db.kind == "managed" and not kubeflow_db.host:
+            add((*loc, "host"), "required when kubeflowDatabase.kind is 'managed' (allowed: the database's host name)")
+        if kubeflow_db.kind == "in-cluster" and kubeflow_db.host:
+            add((*loc, "host"), "not allowed when kubeflowDatabase.kind is 'in-cluster' (allowed: set kind: managed)")
+    effective = kubeflow_db or config.platform.database
+    if (
+        (modules.pipelines.enabled or modules.katib.enabled)
+        and effective.kind == "managed"
+        and effective.engine != "mysql"
+    ):
+        where = ("platform", "kubeflowDatabase") if kubeflow_db else ("platform", "database")
+        add(
+            (*where, "engine"),
+            f"{effective.engine!r}: Kubeflow Pipelines and Katib need MySQL on a managed database "
+            "(allowed: mysql; set platform.kubeflowDatabase to give them their own)",
+        )
+    if modules.notebooks.enabled and not modules.tenancy.enabled:
+        add(("modules", "notebooks", "enabled"), "notebooks run in team namespaces (allowed: enable modules.tenancy)")
+    profile = modules.notebooks.gpu_profile
+    if modules.notebooks.enabled and profile is not None:
+        offered = offered_gpu_resources(config)
+        if profile.resource not in offered:
+            allowed = ", ".join(sorted(offered)) or "none: no node pool offers GPUs"
+            add(
+                ("modules", "notebooks", "gpuProfile", "resource"),
+                f"{profile.resource!r} is not offered by any node pool (allowed: {allowed})",
+            )
+    root = modules.pipelines.default_pipeline_root
+    if root is not None and not root.startswith(("s3://", "gs://", "minio://", "azblob://")):
+        add(
+            ("modules", "pipelines", "defaultPipelineRoot"),
+            f"{root!r} is not an object store URI (allowed: s3://, gs://, minio://, azblob://<bucket>/<path>)",
+        )
+    for index, image in enumerate(modules.notebooks.allowed_images):
+        name, _, tag = image.rpartition(":")
+        if "@sha256:" not in image and (not name or not tag or "/" in tag or tag == "latest"):
+            add(
+                ("modules", "notebooks", "allowedImages", index),
+                f"{image!r} is not pinned (allowed: <image>:<tag> other than latest, or <image>@sha256:<digest>)",
+            )

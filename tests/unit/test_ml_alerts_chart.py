@@ -1,0 +1,247 @@
+"""charts/ml-alerts: the rules parse and behave as their promtool unit tests say, every alert
+has a runbook, the dashboards' queries parse, and impossible values are refused."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlplatform.charts import ChartError, chart_path, helm_template
+from mlplatform.toolchain.lock import load_lock
+from tests.conftest import REPO_ROOT
+
+CHART = "ml-alerts"
+PROMTOOL_TESTS = REPO_ROOT / "charts" / CHART / "tests" / "promtool"
+DASHBOARDS = REPO_ROOT / "charts" / CHART / "dashboards"
+SEVERITIES = {"info", "warning", "critical"}
+
+
+def kube_version() -> str:
+    return load_lock().tools["kubernetes"].version
+
+
+def render(values: dict | None = None) -> list[dict]:
+    return helm_template(CHART, CHART, "monitoring", values or {}, kube_version=kube_version())
+
+
+def rule_groups(manifests: list[dict]) -> list[dict]:
+    return [group for m in manifests if m["kind"] == "PrometheusRule" for group in m["spec"]["groups"]]
+
+
+def alerts_of(manifests: list[dict]) -> list[dict]:
+    return [rule for group in rule_groups(manifests) for rule in group["rules"] if "alert" in rule]
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    # Installed by `make promtool` (part of `make unit`): missing is a failure, never a skip.
+    found = shutil.which("promtool")
+    if not found:
+        pytest.fail("promtool is not installed: run `make promtool` (Debian package prometheus)", pytrace=False)
+    return found
+
+
+def run_promtool(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_promtool_is_the_version_the_lock_records(promtool):
+    expected = str(load_lock().raw["packages"]["promtool"]["version"])
+    output = subprocess.run([promtool, "--version"], capture_output=True, text=True, check=True).stdout
+    assert re.search(rf"version {re.escape(expected)}\b", output), output
+
+
+@pytest.fixture(scope="module")
+def rules_workdir(tmp_path_factory) -> Path:
+    """The rules `helm template` renders with the chart's defaults, as a plain rules file beside
+    copies of the promtool test files (promtool resolves rule_files relative to a test file)."""
+    work = tmp_path_factory.mktemp("ml-alerts-rules")
+    (work / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups(render())}, sort_keys=False))
+    for test_file in PROMTOOL_TESTS.glob("*.yaml"):
+        shutil.copy(test_file, work / test_file.name)
+    return work
+
+
+def test_rendered_rules_pass_promtool_check(promtool, rules_workdir):
+    proc = run_promtool(promtool, "check", "rules", "rules.yaml", cwd=rules_workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {len(alerts_of(render()))} rules found" in proc.stdout
+
+
+def test_promtool_unit_tests_pass(promtool, rules_workdir):
+    test_files = sorted(p.name for p in PROMTOOL_TESTS.glob("*.yaml"))
+    assert test_files
+    proc = run_promtool(promtool, "test", "rules", *test_files, cwd=rules_workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_wrong_expectation_fails_the_promtool_tests(promtool, rules_workdir):
+    """The harness can fail: a case expecting the wrong severity is reported."""
+    case = yaml.safe_load((PROMTOOL_TESTS / "models.yaml").read_text())
+    case["tests"][1]["alert_rule_test"][1]["exp_alerts"][0]["exp_labels"]["severity"] = "critical"
+    (rules_workdir / "broken-case.yaml").write_text(yaml.safe_dump(case))
+    proc = run_promtool(promtool, "test", "rules", "broken-case.yaml", cwd=rules_workdir)
+    assert proc.returncode != 0
+    assert "ModelDriftHigh" in proc.stdout + proc.stderr
+
+
+def _cases() -> dict[str, dict[str, int]]:
+    """alert name -> how many test cases expect it to fire / to stay silent."""
+    counts: dict[str, dict[str, int]] = {}
+    for test_file in PROMTOOL_TESTS.glob("*.yaml"):
+        for test in yaml.safe_load(test_file.read_text())["tests"]:
+            for case in test.get("alert_rule_test", []):
+                outcome = "fires" if case.get("exp_alerts") else "silent"
+                counts.setdefault(case["alertname"], {"fires": 0, "silent": 0})[outcome] += 1
+    return counts
+
+
+def test_every_alert_has_a_firing_and_a_silent_case():
+    names = {rule["alert"] for rule in alerts_of(render())}
+    cases = _cases()
+    assert set(cases) == names, f"cases for unknown alerts: {set(cases) - names}"
+    for name in sorted(names):
+        assert cases[name]["fires"] >= 1, f"{name}: no case where it fires"
+        assert cases[name]["silent"] >= 1, f"{name}: no case where it stays silent"
+
+
+def _readme_anchors() -> set[str]:
+    headings = re.findall(r"^#+ (.+)$", (REPO_ROOT / "README.md").read_text(), flags=re.M)
+    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_alert_has_severity_summary_description_and_a_runbook_section():
+    anchors = _readme_anchors()
+    for rule in alerts_of(render()):
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in SEVERITIES, name
+        assert rule["annotations"]["summary"].strip(), name
+        assert rule["annotations"]["description"].strip(), name
+        base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert base == "README.md" and anchor == name.lower(), rule["annotations"]["runbook_url"]
+        assert anchor in anchors, f"README.md has no section {name} for the runbook of {name}"
+
+
+def test_model_alerts_carry_the_retraining_labels():
+    rules = {rule["alert"]: rule for rule in alerts_of(render({"models": {"retrainLabels": {"action": "retrain"}}}))}
+    assert rules["ModelAccuracyLow"]["labels"]["action"] == "retrain"
+    assert rules["ModelDriftHigh"]["labels"]["action"] == "retrain"
+    assert "action" not in rules["GPUXidErrors"]["labels"]
+
+
+def test_thresholds_come_from_values():
+    rules = {
+        rule["alert"]: rule
+        for rule in alerts_of(
+            render(
+                {
+                    "gpu": {"temperature": {"warningCelsius": 70, "criticalCelsius": 80}, "idle": {"for": "4h"}},
+                    "serving": {"latency": {"p95Seconds": 0.25}},
+                    "models": {"drift": {"max": 0.12}},
+                }
+            )
+        )
+    }
+    assert rules["GPUTemperatureHigh"]["expr"].endswith(">= 70")
+    assert rules["GPUTemperatureCritical"]["expr"].endswith(">= 80")
+    assert rules["GPUAllocatedButIdle"]["for"] == "4h"
+    assert rules["InferenceLatencyHigh"]["expr"].rstrip().endswith("> 0.25")
+    assert rules["ModelDriftHigh"]["expr"] == "model_drift_score > 0.12"
+
+
+def test_rules_carry_the_label_prometheus_selects_and_groups_can_be_turned_off():
+    manifests = render({"gpu": {"enabled": False}, "serving": {"enabled": False}})
+    rules = [m for m in manifests if m["kind"] == "PrometheusRule"]
+    assert {m["metadata"]["name"] for m in rules} == {"ml-alerts-capacity", "ml-alerts-models"}
+    for manifest in rules:
+        assert manifest["metadata"]["labels"]["mlplatform.io/monitoring"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"gpu": {"temperature": {"warningCelsius": 90, "criticalCelsius": 85}}},
+            "gpu.temperature.warningCelsius (90) must be below gpu.temperature.criticalCelsius (85)",
+        ),
+        (
+            {k: {"enabled": False} for k in ("gpu", "capacity", "serving", "models", "dashboards")},
+            "the release would be empty",
+        ),
+        # null removes a default key (helm merges maps).
+        ({"models": {"retrainLabels": {"action": None}}}, "models.retrainLabels is empty"),
+        (
+            {"models": {"drift": {"metric": "model_accuracy"}}},
+            'models.accuracy.metric and models.drift.metric are both "model_accuracy"',
+        ),
+        ({"ruleLabels": {"mlplatform.io/monitoring": None}}, "ruleLabels is empty"),
+    ],
+)
+def test_impossible_combinations_are_refused(values, message):
+    with pytest.raises(ChartError, match=re.escape(message)):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"gpu": {"temperatur": {"warningCelsius": 80}}},
+        {"capacity": {"quotaSaturation": {"ratio": 1.5}}},
+        {"gpu": {"idle": {"for": "an hour"}}},
+        {"serving": {"errors": {"requestsMetric": "not a metric"}}},
+    ],
+)
+def test_the_schema_refuses_unknown_keys_and_bad_values(values):
+    with pytest.raises(ChartError, match="values don't meet the specifications of the schema"):
+        render(values)
+
+
+@pytest.mark.parametrize("values_file", sorted((chart_path(CHART) / "ci").glob("*-values.yaml")), ids=lambda p: p.stem)
+def test_ci_value_sets_render_rules_promtool_accepts(values_file, promtool, tmp_path):
+    manifests = render(yaml.safe_load(values_file.read_text()) or {})
+    assert manifests
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups(manifests)}))
+    proc = run_promtool(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _dashboard_files() -> list[Path]:
+    files = sorted(DASHBOARDS.glob("*.json"))
+    assert files, "no dashboards"
+    return files
+
+
+def test_dashboards_ship_as_sidecar_configmaps_holding_valid_json():
+    maps = {m["metadata"]["name"]: m for m in render() if m["kind"] == "ConfigMap"}
+    assert set(maps) == {f"ml-alerts-dashboard-{p.stem}" for p in _dashboard_files()}
+    for path in _dashboard_files():
+        config_map = maps[f"ml-alerts-dashboard-{path.stem}"]
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        dashboard = json.loads(config_map["data"][path.name])
+        assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
+
+
+def test_every_dashboard_query_parses(promtool, tmp_path):
+    """promtool parses each panel's PromQL as the expression of a throwaway recording rule."""
+    rules = []
+    for path in _dashboard_files():
+        for panel in json.loads(path.read_text())["panels"]:
+            assert panel["targets"], f"{path.name}: panel {panel['title']!r} has no query"
+            for target in panel["targets"]:
+                rules.append({"record": f"dashboard:{path.stem}:{panel['id']}{target['refId']}", "expr": target["expr"]})
+    (tmp_path / "dashboard-queries.yaml").write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
+    proc = run_promtool(promtool, "check", "rules", "dashboard-queries.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in proc.stdout
+
+
+def test_a_broken_dashboard_query_is_caught(promtool, tmp_path):
+    rules = [{"record": "dashboard:broken", "expr": "sum by (namespace (DCGM_FI_DEV_GPU_UTIL)"}]
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
+    assert run_promtool(promtool, "check", "rules", "broken.yaml", cwd=tmp_path).returncode != 0
