@@ -10,7 +10,7 @@ MLP := $(BIN)/mlplatform
 MIRROR_DEFAULT := $(wildcard $(abspath ../shared/upstream))
 export MLPLATFORM_MIRROR ?= $(MIRROR_DEFAULT)
 
-.PHONY: setup tools tools-test lint unit e2e test cluster down up validate bench test-engine clean policy-check policy-preview checkov
+.PHONY: setup tools tools-test examples-env promtool lint unit e2e test cluster down up validate bench test-engine clean policy-check policy-preview checkov
 
 setup: $(VENV)/.installed
 
@@ -41,7 +41,7 @@ validate: setup
 # (kustomize builds upstream bases) and any mandatory violation fails.
 SHIPPED_STACKS := lab openshift cloud
 policy-check: tools-test
-	for stack in $(SHIPPED_STACKS); do $(MLP) policy check --stack $$stack; done
+	status=0; for stack in $(SHIPPED_STACKS); do $(MLP) policy check --stack $$stack || status=1; done; exit $$status
 
 # What a pipeline with the Pulumi engine and cluster access runs before `pulumi up`: each
 # stack's preview gated by the pack, with its environment's config.
@@ -63,8 +63,32 @@ checkov: tools-test
 	fi
 	$(BIN)/python -m mlplatform.checkov_scan --checkov $(CHECKOV_VENV)/bin/checkov $(SHIPPED_STACKS)
 
+# The examples' own environment: the kfp SDK pins protobuf apart from the Pulumi SDK's.
+EXAMPLES_VENV := .venv-examples
+examples-env: $(EXAMPLES_VENV)/.installed
+
+$(EXAMPLES_VENV)/.installed: examples/requirements.txt
+	$(PYTHON) -m venv $(EXAMPLES_VENV)
+	$(EXAMPLES_VENV)/bin/pip install --quiet -r examples/requirements.txt
+	touch $@
+
+# promtool (alert rule checks and rule unit tests) from the Debian package the lock names;
+# fails unless it reports the version the lock records.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+LOCKED = $(BIN)/python -c 'import sys; from mlplatform.toolchain.lock import load_lock; print(load_lock().raw["packages"]["promtool"][sys.argv[1]])'
+promtool: setup
+	@version=$$($(LOCKED) version); \
+	if ! command -v promtool >/dev/null; then \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$($(LOCKED) debian); \
+	fi; \
+	found=$$(promtool --version 2>&1 | head -1); \
+	if ! grep -Eq "version $${version//./\\.}([^0-9.]|$$)" <<<"$$found"; then \
+	  echo "promtool $$version expected (versions.lock.yaml packages.promtool), found: $$found" >&2; exit 1; \
+	fi
+
 # Unit tests render stacks, which runs kustomize on upstream bases: the render tools come first.
-unit: tools-test
+unit: tools-test examples-env promtool
 	$(BIN)/pytest -m "not e2e and not engine"
 
 e2e: tools-test

@@ -42,9 +42,9 @@ def main() -> int:
         path, name = stack_location(stack)
         raw = read_stack_file(path)
         config = load_pack_config(pack_config_path(load_stack(stack).config.environment))
-        render_s, _ = best(args.repeat, lambda: render_manifests(stack))
-        record_s, records = best(args.repeat, lambda: record_stack(name, raw))
-        policy_s, _ = best(args.repeat, lambda: run_policies(records, config))
+        render_s, _ = best(args.repeat, lambda stack=stack: render_manifests(stack))
+        record_s, records = best(args.repeat, lambda name=name, raw=raw: record_stack(name, raw))
+        policy_s, _ = best(args.repeat, lambda records=records, config=config: run_policies(records, config))
         overhead = (record_s + policy_s - render_s) / render_s
         print(f"{name:<12} {len(records):>9} {render_s:>9.3f} {record_s:>9.3f} {policy_s:>11.4f} {overhead:>8.0%}")
     return 0

@@ -11,6 +11,7 @@ never reaches the network beyond the module proxy (or its local cache).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -34,7 +35,7 @@ class OverlayError(RuntimeError):
     pass
 
 
-class _ManifestLoader(yaml.SafeLoader):
+class _ManifestLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """PyYAML reads a bare `=` (found in upstream CRD enums) as a special tag: keep it a string."""
 
 
@@ -112,18 +113,17 @@ def _point_remote_bases(tree: Path, sources: dict[str, UpstreamSource]) -> None:
     for kustomization in tree.rglob("kustomization.yaml"):
         text = kustomization.read_text()
 
-        def local(match: re.Match[str], here: Path = kustomization.parent) -> str:
+        def local(match: re.Match[str], here: Path = kustomization) -> str:
             source = served.get(match["repo"])
             if source is None:
                 return match[0]
             if match["ref"] != source.version:
                 raise UpstreamError(
-                    f"{kustomization}: names {match['repo']} at {match['ref']}, "
-                    f"but the lock pins {source.name} {source.version}"
+                    f"{here}: names {match['repo']} at {match['ref']}, but the lock pins {source.name} {source.version}"
                 )
             if source.name not in module_dirs:
                 module_dirs[source.name] = go_module_dir(source)
-            return os.path.relpath(module_dirs[source.name] / match["path"], here)
+            return os.path.relpath(module_dirs[source.name] / match["path"], here.parent)
 
         rewritten = pattern.sub(local, text)
         if rewritten != text:
@@ -176,8 +176,21 @@ def _materialise(
     (target / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
 
 
+# One build per overlay, pinned versions and mirror in a process: a stack's program, its render
+# and the tests build the same overlays many times.
+_BUILDS: dict[tuple[str, tuple[tuple[str, str], ...], str], list[dict[str, Any]]] = {}
+
+
 def build_overlay(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:
-    """The objects of `overlays/<overlay>` (e.g. `lab/pipelines`) over the pinned bases."""
+    """The objects of `overlays/<overlay>` (e.g. `lab/pipelines`) over the pinned bases; a
+    fresh copy each call, so callers may change them."""
+    key = (overlay, tuple(sorted((s.name, s.version) for s in sources.values())), str(mirror))
+    if key not in _BUILDS:
+        _BUILDS[key] = _build(overlay, sources, mirror)
+    return copy.deepcopy(_BUILDS[key])
+
+
+def _build(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:
     if not (OVERLAYS_DIR / overlay / "kustomization.yaml").exists():
         raise OverlayError(f"no overlay {overlay!r} (allowed: {', '.join(overlay_names())})")
     with tempfile.TemporaryDirectory(prefix="mlplatform-overlay-") as scratch:

@@ -159,7 +159,6 @@ def policy_resources(records: list[Recorded]) -> list[Any]:
 def load_pack_config(path: Path) -> dict[str, tuple[str, dict[str, Any]]]:
     """policy name -> (enforcement level, properties), as the engine reads --policy-pack-config."""
     raw = json.loads(path.read_text())
-    default = raw.get("all", "mandatory")
     policies, _ = import_policies()
     names = {p.name for p in policies.POLICIES}
     unknown = sorted(set(raw) - names - {"all"})
@@ -170,9 +169,8 @@ def load_pack_config(path: Path) -> dict[str, tuple[str, dict[str, Any]]]:
         entry = raw.get(policy.name, {})
         if isinstance(entry, str):
             entry = {"enforcementLevel": entry}
-        level = entry.get("enforcementLevel") or (
-            policy.enforcement_level.value if policy.name not in raw and "all" not in raw else default
-        )
+        # The engine's precedence: the policy's own entry, then "all", then the level in the code.
+        level = entry.get("enforcementLevel") or raw.get("all") or policy.enforcement_level.value
         if level not in LEVELS:
             raise ValueError(f"{path}: {policy.name}: enforcementLevel {level!r} (allowed: {', '.join(LEVELS)})")
         properties = {k: v for k, v in entry.items() if k != "enforcementLevel"}
@@ -199,7 +197,6 @@ class Violation:
 class Report:
     violations: list[Violation] = field(default_factory=list)
     exemptions: list[Any] = field(default_factory=list)
-    checked: dict[str, int] = field(default_factory=dict)
     levels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -249,10 +246,8 @@ def run_policies(records: list[Recorded], config: Mapping[str, tuple[str, dict[s
                         properties,
                     )
                     policy.validate(args, lambda message, urn=None, r=resource: violation(message, target=r.urn))
-                report.checked[policy.name] = len(custom)
             else:
                 policy.validate(StackValidationArgs(resources, properties), violation)
-                report.checked[policy.name] = len(resources)
     report.exemptions = applied
     return report
 

@@ -468,6 +468,8 @@ class VersionsSettings(Strict):
 # the model so that no error message or render ever carries their value.
 SECRET_NAMES = (
     "databasePassword",
+    # Kubeflow Pipelines' and Katib's MySQL (platform.kubeflowDatabase).
+    "kubeflowDatabasePassword",
     "objectStoreAccessKey",
     "objectStoreSecretKey",
     # MLflow's basic-auth admin; the OIDC client of its login proxy.

@@ -80,8 +80,7 @@ class Notebooks(_Service):
         settings = ctx.resolved.config.modules.notebooks
         install = ServiceInstall(self, ctx, overlay_manifests(ctx, "notebooks"), module_label="notebooks")
         labels = {**ctx.labels, "mlplatform.io/module": "notebooks"}
-        gpu_names = ctx.outputs["gpu"].resource_names if "gpu" in ctx.outputs else ()
-        policy = notebook_policy(settings.allowed_images, settings.gpu_profile, gpu_names, labels)
+        policy = notebook_policy(settings.allowed_images, settings.gpu_profile, labels)
         after = ctx.child_opts(self, depends_on=install.ready)
         create_object(policy, after)
         create_object(notebook_policy_binding(labels), after)
@@ -91,7 +90,7 @@ class Notebooks(_Service):
             defaults["gpuMaxPerNotebook"] = str(settings.gpu_profile.max_per_notebook)
         if "mlflow" in ctx.outputs:
             defaults["MLFLOW_TRACKING_URI"] = ctx.outputs["mlflow"].tracking_uri
-        for team, namespace in (ctx.outputs["tenancy"].namespaces if "tenancy" in ctx.outputs else {}).items():
+        for namespace in ctx.outputs["tenancy"].namespaces.values():
             create_object(
                 {
                     "apiVersion": "v1",
@@ -107,9 +106,7 @@ class Notebooks(_Service):
 NOTEBOOK_POLICY = "mlplatform-notebook-rules"
 
 
-def notebook_policy(
-    images: list[str], gpu_profile: Any, gpu_names: tuple[str, ...], labels: dict[str, str]
-) -> dict[str, Any]:
+def notebook_policy(images: list[str], gpu_profile: Any, labels: dict[str, str]) -> dict[str, Any]:
     """A ValidatingAdmissionPolicy: the API server itself refuses a team's Notebook that runs
     an image off the list or asks for GPUs outside the notebook GPU profile."""
     image_list = ", ".join(json.dumps(i) for i in images)
@@ -121,24 +118,21 @@ def notebook_policy(
             "reason": "Forbidden",
         }
     ]
-    gpu_resources = [n for n in gpu_names] or ["nvidia.com/gpu"]
-    other_gpus = [n for n in gpu_resources if not gpu_profile or n != gpu_profile.resource]
-    if other_gpus:
-        forbidden = ", ".join(json.dumps(n) for n in other_gpus)
-        validations.append(
-            {
-                "expression": (
-                    f"{containers}.all(c, !has(c.resources) || !has(c.resources.limits) || "
-                    f"c.resources.limits.all(r, !(r in [{forbidden}])))"
-                ),
-                "message": (
-                    f"notebooks may request GPUs only as {gpu_profile.resource}"
-                    if gpu_profile
-                    else "notebooks may not request GPUs (modules.notebooks.gpuProfile is not set)"
-                ),
-                "reason": "Forbidden",
-            }
-        )
+    allowed_gpu = f" || r == {json.dumps(gpu_profile.resource)}" if gpu_profile else ""
+    validations.append(
+        {
+            "expression": (
+                f"{containers}.all(c, !has(c.resources) || !has(c.resources.limits) || "
+                f"c.resources.limits.all(r, !r.startsWith('nvidia.com/'){allowed_gpu}))"
+            ),
+            "message": (
+                f"notebooks may request GPUs only as {gpu_profile.resource}"
+                if gpu_profile
+                else "notebooks may not request GPUs (modules.notebooks.gpuProfile is not set)"
+            ),
+            "reason": "Forbidden",
+        }
+    )
     if gpu_profile:
         resource = json.dumps(gpu_profile.resource)
         validations.append(

@@ -454,7 +454,7 @@ class Monitoring(pulumi.ComponentResource):
                                     "securityContext": _RESTRICTED_CONTAINER,
                                     "resources": {
                                         "requests": {"cpu": "100m", "memory": "128Mi"},
-                                        "limits": {"memory": "512Mi"},
+                                        "limits": {"cpu": "500m", "memory": "512Mi"},
                                     },
                                 }
                             ],
@@ -514,7 +514,7 @@ class Monitoring(pulumi.ComponentResource):
                     }
                 ]
             },
-            "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+            "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
         }
         if prometheus.storage_class is not None:
             spec["storage"] = {
@@ -547,7 +547,10 @@ class Monitoring(pulumi.ComponentResource):
                     "securityContext": self._pod_security(65534),
                     "alertmanagerConfigSelector": {"matchLabels": dict(SELECTOR_LABELS)},
                     "alertmanagerConfigNamespaceSelector": {},
-                    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                    "resources": {
+                        "requests": {"cpu": "50m", "memory": "128Mi"},
+                        "limits": {"cpu": "200m", "memory": "256Mi"},
+                    },
                 },
             },
             self._opts(crds),
@@ -645,7 +648,7 @@ class Monitoring(pulumi.ComponentResource):
                                     "securityContext": _RESTRICTED_CONTAINER,
                                     "resources": {
                                         "requests": {"cpu": "100m", "memory": "190Mi"},
-                                        "limits": {"memory": "1Gi"},
+                                        "limits": {"cpu": "1", "memory": "1Gi"},
                                     },
                                 }
                             ],

@@ -4,7 +4,7 @@ containers, resource quantities, image references and exemptions."""
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -52,9 +52,14 @@ class PodSpec:
                     yield field, container
 
 
+def is_list(value: Any) -> bool:
+    """Lists as plain values and as the engine's unknown-checking proxies."""
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
 def _is_pod_spec(value: Mapping[str, Any]) -> bool:
     containers = value.get("containers")
-    return isinstance(containers, list) and bool(containers) and all(isinstance(c, Mapping) for c in containers)
+    return is_list(containers) and bool(containers) and all(isinstance(c, Mapping) for c in containers)
 
 
 def pod_specs(props: Mapping[str, Any]) -> list[PodSpec]:
@@ -71,7 +76,7 @@ def pod_specs(props: Mapping[str, Any]) -> list[PodSpec]:
             for key, child in value.items():
                 if key != "metadata":
                     walk(child, f"{path}.{key}" if path else key)
-        elif isinstance(value, list):
+        elif is_list(value):
             for index, child in enumerate(value):
                 walk(child, f"{path}[{index}]")
 
@@ -216,15 +221,29 @@ class ExemptionUse:
     exemption: Exemption
 
 
-# Every exemption applied, in order: the offline runner prints them, so none is silent.
+# Every exemption that waived a violation, in order: the offline runner prints them, so none is silent.
 APPLIED: list[ExemptionUse] = []
 
 
 def exempted(policy: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
-    """True (and recorded) when a documented exemption of `policy` covers this object."""
+    """True (and recorded) when a documented exemption of `policy` covers this object. Called
+    only for objects in violation, so the record counts what the exemptions actually waive."""
     for entry in config.get("exemptions") or []:
         exemption = Exemption.parse(entry)
         if exemption.matches(props):
             APPLIED.append(ExemptionUse(policy, describe(props), exemption))
             return True
     return False
+
+
+def waiving(policy: str, props: Mapping[str, Any], config: Mapping[str, Any], report: Any) -> Any:
+    """`report`, unless an exemption covers the object: then its violations are waived (recorded once)."""
+    decided: list[bool] = []
+
+    def report_unless_exempt(message: str, urn: str | None = None) -> None:
+        if not decided:
+            decided.append(exempted(policy, props, config))
+        if not decided[0]:
+            report(message) if urn is None else report(message, urn)
+
+    return report_unless_exempt

@@ -17,7 +17,6 @@ from pulumi_policy import (
 from mlplatform_policies.objects import (
     EXEMPTION_SCHEMA,
     describe,
-    exempted,
     is_extended_resource,
     is_kubernetes,
     is_secret,
@@ -25,6 +24,7 @@ from mlplatform_policies.objects import (
     pod_specs,
     quantity,
     quota_resource,
+    waiving,
 )
 
 # Pod Security "restricted" lets containers add only this capability back.
@@ -37,9 +37,11 @@ def _schema(**properties: dict[str, Any]) -> PolicyConfigSchema:
     return PolicyConfigSchema(properties={"exemptions": EXEMPTION_SCHEMA, **properties})
 
 
-def _applies(name: str, args: ResourceValidationArgs) -> bool:
-    """Kubernetes objects not covered by one of the policy's documented exemptions."""
-    return is_kubernetes(args.resource_type) and not exempted(name, args.props, args.get_config())
+def _judged(name: str, args: ResourceValidationArgs, report: ReportViolation) -> ReportViolation | None:
+    """The report function for a Kubernetes object (violations of exempt objects waived), or None."""
+    if not is_kubernetes(args.resource_type):
+        return None
+    return waiving(name, args.props, args.get_config(), report)
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -48,7 +50,8 @@ IMAGES_PINNED = "images-pinned"
 
 
 def validate_images_pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if not _applies(IMAGES_PINNED, args):
+    report = _judged(IMAGES_PINNED, args, report)
+    if report is None:
         return
     for pod in pod_specs(args.props):
         for _, container in pod.containers():
@@ -66,7 +69,8 @@ IMAGES_BY_DIGEST = "images-by-digest"
 
 
 def validate_images_by_digest(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if not _applies(IMAGES_BY_DIGEST, args):
+    report = _judged(IMAGES_BY_DIGEST, args, report)
+    if report is None:
         return
     for pod in pod_specs(args.props):
         for _, container in pod.containers():
@@ -84,7 +88,8 @@ CONTAINER_RESOURCES = "container-resources"
 
 
 def validate_container_resources(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if not _applies(CONTAINER_RESOURCES, args):
+    report = _judged(CONTAINER_RESOURCES, args, report)
+    if report is None:
         return
     for pod in pod_specs(args.props):
         for _, container in pod.containers():
@@ -107,7 +112,8 @@ GPU_REQUESTS = "gpu-requests"
 
 def validate_gpu_requests(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """Extended resources only by the names the GPU layer publishes; a GPU limit equals its request."""
-    if not _applies(GPU_REQUESTS, args):
+    report = _judged(GPU_REQUESTS, args, report)
+    if report is None:
         return
     published = set(args.get_config().get("gpuResourceNames") or [])
     allowed = ", ".join(sorted(published)) or "none: the stack publishes no GPU resources"
@@ -145,7 +151,8 @@ HOST_ACCESS = "host-access"
 def validate_host_access(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """No privileged containers, hostPath volumes or host namespaces: only the GPU system
     components (exemptions) need them."""
-    if not _applies(HOST_ACCESS, args):
+    report = _judged(HOST_ACCESS, args, report)
+    if report is None:
         return
     what = describe(args.props)
     for pod in pod_specs(args.props):
@@ -165,7 +172,8 @@ POD_SECURITY = "pod-security-restricted"
 
 def validate_pod_security(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """The Pod Security `restricted` fields, set explicitly so workloads run under that level."""
-    if not _applies(POD_SECURITY, args):
+    report = _judged(POD_SECURITY, args, report)
+    if report is None:
         return
     what = describe(args.props)
     for pod in pod_specs(args.props):
@@ -195,7 +203,8 @@ NO_FIXED_IDS = "no-fixed-ids"
 
 def validate_no_fixed_ids(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """OpenShift assigns UIDs and fsGroups per namespace (restricted-v2 SCC): fixed ones are refused."""
-    if not _applies(NO_FIXED_IDS, args):
+    report = _judged(NO_FIXED_IDS, args, report)
+    if report is None:
         return
     what = describe(args.props)
     for pod in pod_specs(args.props):
@@ -216,7 +225,8 @@ LOAD_BALANCERS = "load-balancer-services"
 
 
 def validate_load_balancers(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if not _applies(LOAD_BALANCERS, args) or args.props.get("kind") != "Service":
+    report = _judged(LOAD_BALANCERS, args, report)
+    if report is None or args.props.get("kind") != "Service":
         return
     if (args.props.get("spec") or {}).get("type") == "LoadBalancer" and not args.get_config().get(
         "allowLoadBalancer", False
@@ -233,7 +243,8 @@ SECRETS = "secrets-not-plaintext"
 def validate_secrets(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """Secret values come from secret config. The typed Secret resource marks `data` secret itself;
     `stringData` (and `data` of untyped objects) must arrive as secret values."""
-    if not _applies(SECRETS, args) or args.props.get("kind") != "Secret":
+    report = _judged(SECRETS, args, report)
+    if report is None or args.props.get("kind") != "Secret":
         return
     typed_secret = args.resource_type == "kubernetes:core/v1:Secret"
     for field in ("stringData", "data"):

@@ -105,15 +105,13 @@ def validate_team_guardrails(args: StackValidationArgs, report: ReportViolation)
         elif metadata(props).get("namespace"):
             in_namespace[metadata(props)["namespace"]].append(props)
     for namespace in namespaces:
-        if exempted(TEAM_GUARDRAILS, namespace.props, config):
-            continue
         name = metadata(namespace.props).get("name")
         objects = in_namespace[name]
         kinds = {o["kind"] for o in objects}
         missing = [kind for kind in ("ResourceQuota", "LimitRange") if kind not in kinds]
         if not any(o["kind"] == "NetworkPolicy" and _default_deny(o) for o in objects):
             missing.append("default-deny ingress NetworkPolicy")
-        if missing:
+        if missing and not exempted(TEAM_GUARDRAILS, namespace.props, config):
             report(f"team namespace {name} has no {', '.join(missing)}", namespace.urn)
 
 
@@ -183,13 +181,21 @@ def validate_gpu_capacity(args: StackValidationArgs, report: ReportViolation) ->
     totals: dict[str, dict[str, Decimal]] = defaultdict(dict)
     for resource in _objects(args):
         props = resource.props
-        if props["kind"] != "ResourceQuota" or exempted(GPU_CAPACITY, props, config):
+        if props["kind"] != "ResourceQuota":
             continue
-        for key, value in ((props.get("spec") or {}).get("hard") or {}).items():
-            name = quota_resource(key)
-            if name and (name in gpu_names or is_extended_resource(name)) and not key.startswith("limits."):
-                where = f"{metadata(props).get('namespace')}/{metadata(props).get('name')}"
-                totals[name][where] = quantity(value) or Decimal(0)
+        where = f"{metadata(props).get('namespace')}/{metadata(props).get('name')}"
+        asked = {
+            name: quantity(value) or Decimal(0)
+            for key, value in ((props.get("spec") or {}).get("hard") or {}).items()
+            if (name := quota_resource(key))
+            and (name in gpu_names or is_extended_resource(name))
+            and not key.startswith("limits.")
+        }
+        # An exempt quota (counted elsewhere, e.g. a shared pool) stays out of the totals.
+        if any(asked.values()) and exempted(GPU_CAPACITY, props, config):
+            continue
+        for name, count in asked.items():
+            totals[name][where] = count
     for name, per_quota in sorted(totals.items()):
         total = sum(per_quota.values(), Decimal(0))
         offered = Decimal(capacity.get(name, 0))
@@ -249,17 +255,17 @@ def validate_crds_first(args: StackValidationArgs, report: ReportViolation) -> N
     for resource in objects:
         props = resource.props
         group = _api_group(str(props.get("apiVersion", "")))
-        if group in BUILT_IN_GROUPS or exempted(CRDS_FIRST, props, config):
+        if group in BUILT_IN_GROUPS:
             continue
         crd = crds.get((group, props["kind"]))
         if crd is None:
-            if group not in external:
+            if group not in external and not exempted(CRDS_FIRST, props, config):
                 report(
                     f"{describe(props)}: no CRD for {props['kind']}.{group} in the stack and {group} is not "
                     "an API the environment serves (externalApiGroups)",
                     resource.urn,
                 )
-        elif crd.urn not in _waits_for(resource, children):
+        elif crd.urn not in _waits_for(resource, children) and not exempted(CRDS_FIRST, props, config):
             report(
                 f"{describe(props)} does not depend on CRD {metadata(crd.props).get('name')}: it may be "
                 "registered before its API exists",
@@ -317,10 +323,10 @@ def validate_upstream_versions(args: StackValidationArgs, report: ReportViolatio
     for source in sorted(set(images.values()) - set(versions)):
         report(f"componentImages names {source}, which versions.lock.yaml does not pin")
     for resource in _objects(args):
-        if exempted(UPSTREAM_VERSIONS, resource.props, config):
-            continue
-        for problem in _version_mismatches(resource.props, versions, images, packages):
-            report(f"{describe(resource.props)}: {problem}", resource.urn)
+        problems = list(_version_mismatches(resource.props, versions, images, packages))
+        if problems and not exempted(UPSTREAM_VERSIONS, resource.props, config):
+            for problem in problems:
+                report(f"{describe(resource.props)}: {problem}", resource.urn)
 
 
 STACK_POLICIES: list[StackValidationPolicy] = [

@@ -22,9 +22,7 @@ def test_mlflow_server_becomes_available_and_its_migration_completes(plane, tmp_
         namespace = plane.get("namespace", NAMESPACE)
         assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
-        plane.kubectl(
-            "wait", "--for=condition=Available", "deployment/mlflow", "-n", NAMESPACE, "--timeout=120s"
-        )
+        plane.kubectl("wait", "--for=condition=Available", "deployment/mlflow", "-n", NAMESPACE, "--timeout=120s")
         plane.kubectl("wait", "--for=condition=Complete", f"job/{jobs[0]}", "-n", NAMESPACE, "--timeout=120s")
         deployment = plane.get("deployment", "mlflow", "-n", NAMESPACE)
         assert deployment["status"]["availableReplicas"] == deployment["spec"]["replicas"]

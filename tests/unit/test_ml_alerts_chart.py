@@ -234,7 +234,9 @@ def test_every_dashboard_query_parses(promtool, tmp_path):
         for panel in json.loads(path.read_text())["panels"]:
             assert panel["targets"], f"{path.name}: panel {panel['title']!r} has no query"
             for target in panel["targets"]:
-                rules.append({"record": f"dashboard:{path.stem}:{panel['id']}{target['refId']}", "expr": target["expr"]})
+                rules.append(
+                    {"record": f"dashboard:{path.stem}:{panel['id']}{target['refId']}", "expr": target["expr"]}
+                )
     (tmp_path / "dashboard-queries.yaml").write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
     proc = run_promtool(promtool, "check", "rules", "dashboard-queries.yaml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -245,3 +247,24 @@ def test_a_broken_dashboard_query_is_caught(promtool, tmp_path):
     rules = [{"record": "dashboard:broken", "expr": "sum by (namespace (DCGM_FI_DEV_GPU_UTIL)"}]
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": rules}]}))
     assert run_promtool(promtool, "check", "rules", "broken.yaml", cwd=tmp_path).returncode != 0
+
+
+def test_helm_unittest_suites_pass():
+    from mlplatform.paths import BIN_DIR
+
+    tool = BIN_DIR / "helm-unittest"
+    if not tool.exists():
+        pytest.fail("helm-unittest is not built: run `make tools-test`", pytrace=False)
+    proc = subprocess.run([str(tool), "--color=false", str(chart_path(CHART))], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"Test Suites:\s+\d+ passed, \d+ total", proc.stdout), proc.stdout
+
+
+def test_values_file_points_at_its_schema_and_passes_it():
+    import jsonschema
+
+    text = (chart_path(CHART) / "values.yaml").read_text()
+    assert text.splitlines()[0] == "# yaml-language-server: $schema=values.schema.json"
+    schema = json.loads((chart_path(CHART) / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    jsonschema.validate(yaml.safe_load(text), schema)

@@ -219,10 +219,11 @@ def test_host_access_and_its_exemptions():
 
 
 def test_exemptions_need_a_reason_and_a_target():
+    privileged = deployment(securityContext={"privileged": True})
     with pytest.raises(ValueError, match="has no reason"):
-        check("host-access", deployment(), {"exemptions": [{"namespace": "apps"}]})
+        check("host-access", privileged, {"exemptions": [{"namespace": "apps"}]})
     with pytest.raises(ValueError, match="names no namespace, component, kind or name"):
-        check("host-access", deployment(), {"exemptions": [{"reason": "because it is upstream"}]})
+        check("host-access", privileged, {"exemptions": [{"reason": "because it is upstream"}]})
 
 
 def test_pod_security_restricted():
@@ -471,6 +472,18 @@ def test_unknown_policies_and_properties_in_the_pack_config_are_refused(tmp_path
         load_pack_config(path)
 
 
+def test_pack_config_levels_follow_the_engine_precedence(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps({"all": "advisory", "images-pinned": {"enforcementLevel": "mandatory"}, "host-access": {}})
+    )
+    config = load_pack_config(path)
+    assert config["images-pinned"][0] == "mandatory" and config["host-access"][0] == "advisory"
+    path.write_text("{}")
+    assert load_pack_config(path)["images-by-digest"][0] == "advisory"
+    assert load_pack_config(path)["images-pinned"][0] == "mandatory"
+
+
 # -- deliberate violations ---------------------------------------------------------------------
 
 
@@ -590,3 +603,79 @@ def test_checkov_reports_are_read_per_framework():
     # No Kubernetes objects: checkov prints a bare summary.
     assert failed_checks(json.dumps({"passed": 0, "failed": 0})) == []
     assert Skip(("CKV_K8S_8",), (), "every object, for a reason").covers("CKV_K8S_8", "Deployment.a.b")
+
+
+# -- the pack as the engine runs it ------------------------------------------------------------
+
+
+def _struct(value: dict[str, Any]):
+    from google.protobuf import struct_pb2
+
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def test_the_pack_serves_its_policies_over_the_analyzer_protocol():
+    """`policies/__main__.py` as the engine starts it: the engine's gRPC calls (configure with an
+    environment's config, analyze one object, analyze the stack) reach the policies, whose input
+    arrives wrapped in the SDK's unknown-checking proxies."""
+    import subprocess
+    import sys
+
+    import grpc
+    from google.protobuf import empty_pb2
+    from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+
+    pack = subprocess.Popen([sys.executable, "__main__.py"], cwd=PACK_DIR, stdout=subprocess.PIPE)
+    try:
+        port = int(pack.stdout.readline())
+        stub = analyzer_pb2_grpc.AnalyzerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        info = stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
+        assert info.name == "mlplatform" and {p.name for p in info.policies} == set(BY_NAME)
+        levels = {"mandatory": analyzer_pb2.MANDATORY, "advisory": analyzer_pb2.ADVISORY}
+        levels["disabled"] = analyzer_pb2.DISABLED
+        config = load_pack_config(pack_config_path("cloud"))
+        stub.Configure(
+            analyzer_pb2.ConfigureAnalyzerRequest(
+                policyConfig={
+                    name: analyzer_pb2.PolicyConfig(enforcementLevel=levels[level], properties=_struct(properties))
+                    for name, (level, properties) in config.items()
+                }
+            ),
+            timeout=30,
+        )
+        latest = deployment(image="registry.example.com/app:latest")
+        analyzed = stub.Analyze(
+            analyzer_pb2.AnalyzeRequest(
+                type="kubernetes:apps/v1:Deployment", properties=_struct(latest), urn="urn:web", name="web"
+            ),
+            timeout=30,
+        )
+        found = {(d.policyName, d.enforcementLevel) for d in analyzed.diagnostics}
+        assert found == {("images-pinned", analyzer_pb2.MANDATORY), ("images-by-digest", analyzer_pb2.ADVISORY)}
+        team = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "t", "labels": {"mlplatform.io/role": "team"}},
+        }
+        stack = stub.AnalyzeStack(
+            analyzer_pb2.AnalyzeStackRequest(
+                resources=[
+                    analyzer_pb2.AnalyzerResource(
+                        type="kubernetes:core/v1:Namespace", properties=_struct(team), urn="urn:t", name="t"
+                    )
+                ]
+            ),
+            timeout=30,
+        )
+        assert [(d.policyName, d.message) for d in stack.diagnostics] == [
+            (
+                "team-namespace-guardrails",
+                "Every team namespace has a ResourceQuota, a LimitRange and a default-deny NetworkPolicy.\n"
+                "team namespace t has no ResourceQuota, LimitRange, default-deny ingress NetworkPolicy",
+            )
+        ]
+    finally:
+        pack.terminate()
+        pack.wait(timeout=30)

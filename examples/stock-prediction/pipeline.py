@@ -1,0 +1,124 @@
+"""Stock prediction: generate data -> features -> train -> evaluate -> deploy when good enough.
+
+Compile it to the pipeline YAML Kubeflow Pipelines runs:
+
+    python examples/stock-prediction/pipeline.py stock-prediction.yaml
+
+Upload the YAML through the Pipelines UI or `kfp.Client(host=<api endpoint>)`. The model goes
+to the platform's object store under the run's pipeline root, metrics to MLflow at
+MLFLOW_TRACKING_URI, and the deploy step creates `inference-service.yaml`'s InferenceService
+for the trained model.
+"""
+
+
+import sys
+
+from kfp import compiler, dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+BASE_IMAGE = "python:3.11-slim"
+ML_PACKAGES = ["pandas==2.2.3", "scikit-learn==1.5.2", "joblib==1.4.2"]
+# The in-cluster MLflow service (the mlflow module's default release in namespace mlflow).
+MLFLOW_TRACKING_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=ML_PACKAGES)
+def generate_prices(days: int, seed: int, prices: Output[Dataset]) -> None:
+    """A synthetic daily price series: a random walk with drift."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    returns = rng.normal(0.0005, 0.01, size=days)
+    close = 100 * np.exp(np.cumsum(returns))
+    pd.DataFrame({"day": range(days), "close": close}).to_csv(prices.path, index=False)
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=ML_PACKAGES)
+def build_features(prices: Input[Dataset], window: int, features: Output[Dataset]) -> None:
+    """Lagged returns and a moving average; the label is tomorrow's direction."""
+    import pandas as pd
+
+    frame = pd.read_csv(prices.path)
+    frame["return"] = frame["close"].pct_change()
+    for lag in range(1, window + 1):
+        frame[f"lag_{lag}"] = frame["return"].shift(lag)
+    frame["moving_average"] = frame["close"].rolling(window).mean() / frame["close"] - 1
+    frame["label"] = (frame["return"].shift(-1) > 0).astype(int)
+    frame.dropna().to_csv(features.path, index=False)
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=ML_PACKAGES)
+def train(features: Input[Dataset], n_estimators: int, max_depth: int, model: Output[Model]) -> None:
+    import joblib
+    import pandas as pd
+    from sklearn.ensemble import RandomForestClassifier
+
+    frame = pd.read_csv(features.path)
+    train_rows = frame.iloc[: int(len(frame) * 0.8)]
+    x = train_rows.drop(columns=["label", "day", "close", "return"])
+    classifier = RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, random_state=0)
+    classifier.fit(x, train_rows["label"])
+    joblib.dump(classifier, model.path)
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=ML_PACKAGES)
+def evaluate(features: Input[Dataset], model: Input[Model], metrics: Output[Metrics]) -> float:
+    import joblib
+    import pandas as pd
+    from sklearn.metrics import accuracy_score
+
+    frame = pd.read_csv(features.path)
+    test_rows = frame.iloc[int(len(frame) * 0.8) :]
+    classifier = joblib.load(model.path)
+    predicted = classifier.predict(test_rows.drop(columns=["label", "day", "close", "return"]))
+    accuracy = float(accuracy_score(test_rows["label"], predicted))
+    metrics.log_metric("accuracy", accuracy)
+    return accuracy
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=["kubernetes==31.0.0"])
+def deploy(model: Input[Model], name: str, namespace: str) -> None:
+    """Create or update the InferenceService serving the model (sklearn runtime)."""
+    from kubernetes import client, config
+
+    config.load_incluster_config()
+    storage_uri = model.uri.rsplit("/", 1)[0]
+    body = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": storage_uri}}},
+    }
+    api = client.CustomObjectsApi()
+    try:
+        api.create_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+        api.patch_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices", name, body)
+
+
+@dsl.pipeline(name="stock-prediction", description="Train a next-day direction model; deploy it when accurate enough.")
+def stock_prediction(
+    days: int = 1000,
+    seed: int = 7,
+    window: int = 5,
+    n_estimators: int = 200,
+    max_depth: int = 6,
+    min_accuracy: float = 0.55,
+    serving_namespace: str = "team-analytics",
+) -> None:
+    prices = generate_prices(days=days, seed=seed)
+    features = build_features(prices=prices.outputs["prices"], window=window)
+    model = train(features=features.outputs["features"], n_estimators=n_estimators, max_depth=max_depth)
+    for task in (prices, features, model):
+        task.set_cpu_request("500m").set_cpu_limit("1").set_memory_request("512Mi").set_memory_limit("1Gi")
+    scored = evaluate(features=features.outputs["features"], model=model.outputs["model"])
+    scored.set_env_variable("MLFLOW_TRACKING_URI", MLFLOW_TRACKING_URI)
+    with dsl.If(scored.outputs["Output"] >= min_accuracy, name="accurate-enough"):
+        deploy(model=model.outputs["model"], name="stock-prediction", namespace=serving_namespace)
+
+
+if __name__ == "__main__":
+    compiler.Compiler().compile(stock_prediction, sys.argv[1] if len(sys.argv) > 1 else "stock-prediction.yaml")

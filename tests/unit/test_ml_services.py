@@ -1,0 +1,265 @@
+"""ML services: overlays build over the mirror, modules register objects in dependency order,
+environment differences hold, credentials never appear in clear, the examples are valid."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from mlplatform.modules.services import BUILT_IN_GROUPS, api_group
+from mlplatform.overlays import build_overlay, overlay_names
+from mlplatform.render import render_manifests
+from mlplatform.upstream import upstream_sources
+from tests.conftest import REPO_ROOT, STACKS
+
+EXAMPLES = REPO_ROOT / "examples" / "stock-prediction"
+EXAMPLES_PYTHON = REPO_ROOT / ".venv-examples" / "bin" / "python"
+SERVICE_TYPES = {
+    "notebooks": "mlplatform:notebooks:Notebooks",
+    "pipelines": "mlplatform:pipelines:Pipelines",
+    "katib": "mlplatform:katib:Katib",
+    "kserve": "mlplatform:kserve:Kserve",
+    "training": "mlplatform:training:Training",
+}
+
+
+def test_every_overlay_builds_from_the_mirror(mirror):
+    sources = upstream_sources()
+    names = overlay_names()
+    assert {n.split("/")[0] for n in names} == set(STACKS)
+    for name in names:
+        documents = build_overlay(name, sources, mirror)
+        assert documents, name
+        kinds = Counter(d["kind"] for d in documents)
+        if not name.endswith("kserve-runtimes"):
+            assert kinds["Deployment"] >= 1, f"{name}: {kinds}"
+
+
+def test_pipelines_build_offline_with_argo_from_its_module(mirror):
+    documents = build_overlay("lab/pipelines", upstream_sources(), mirror)
+    images = {
+        c["image"] for d in documents if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert "quay.io/argoproj/workflow-controller:v3.7.3" in images
+    assert "ghcr.io/kubeflow/kfp-api-server:2.16.0" in images
+    crds = {d["metadata"]["name"] for d in documents if d["kind"] == "CustomResourceDefinition"}
+    assert "workflows.argoproj.io" in crds
+
+
+def test_cloud_pipelines_leave_out_the_in_cluster_database_and_store(mirror):
+    names = {(d["kind"], d["metadata"]["name"]) for d in build_overlay("cloud/pipelines", upstream_sources(), mirror)}
+    assert ("Deployment", "ml-pipeline") in names
+    assert (
+        not {("Deployment", "mysql"), ("Deployment", "seaweedfs"), ("PersistentVolumeClaim", "mysql-pv-claim")} & names
+    )
+
+
+def test_an_unknown_overlay_is_named_with_the_allowed_ones(mirror):
+    with pytest.raises(Exception, match=r"no overlay 'lab/jupyterhub'.*allowed: cloud/cert-manager"):
+        build_overlay("lab/jupyterhub", upstream_sources(), mirror)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_service_is_a_component_and_every_object_its_child(run_stack, stack):
+    mocks, components = run_stack(stack)
+    for module, typ in SERVICE_TYPES.items():
+        assert type(components[module]).__name__ in typ, module
+    parents = {r.name: r for r in mocks.resources if not r.custom}
+    assert {typ for typ in SERVICE_TYPES.values()} <= {r.typ for r in parents.values()}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_custom_resources_and_webhooks_wait_for_what_serves_them(run_stack, stack, monkeypatch):
+    recorded: dict[str, list[str]] = {}
+    import pulumi_kubernetes as k8s
+
+    from mlplatform.modules import base
+
+    original = base.create_object
+
+    def spying(manifest, opts):
+        names = []
+        for dependency in opts.depends_on or []:
+            names.append(getattr(dependency, "_name", "") or "")
+        key = f"{manifest['kind']}:{manifest['metadata'].get('namespace', '')}/{manifest['metadata']['name']}"
+        recorded[key] = names
+        return original(manifest, opts)
+
+    monkeypatch.setattr(base, "create_object", spying)
+    from mlplatform.modules import ml_services, services
+
+    monkeypatch.setattr(services, "create_object", spying)
+    monkeypatch.setattr(ml_services, "create_object", spying)
+    run_stack(stack)
+    assert k8s  # the typed classes are what create_object builds
+    certificates = [k for k in recorded if k.startswith("Certificate:")]
+    assert certificates, "KServe's Certificates are registered"
+    for key in certificates:
+        # cert-manager's webhook Deployment and the Certificate CRD come first.
+        assert "cert-manager/cert-manager-webhook" in recorded[key], key
+        assert "certificates.cert-manager.io" in recorded[key], key
+    for key in [k for k in recorded if k.startswith("ValidatingWebhookConfiguration:")]:
+        if "inferenceservice" in key:
+            assert "kserve/kserve-controller-manager" in recorded[key], key
+    runtimes = [k for k in recorded if k.startswith("ClusterServingRuntime:")]
+    assert len(runtimes) == 11
+    for key in runtimes:
+        assert "clusterservingruntimes.serving.kserve.io" in recorded[key]
+        assert "kserve/kserve-controller-manager" in recorded[key]
+    # Namespaced objects wait for their namespace.
+    for key, dependencies in recorded.items():
+        if key.startswith("Deployment:kubeflow/"):
+            assert "kubeflow" in dependencies, key
+
+
+def _custom_resource_kinds(manifests: list[dict]) -> Counter:
+    return Counter(m["kind"] for m in manifests if api_group(m) not in BUILT_IN_GROUPS)
+
+
+def test_openshift_workloads_carry_no_fixed_ids_and_lab_keeps_upstreams(mirror, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    for stack, expect_fixed in (("openshift", False), ("lab", True)):
+        manifests = render_manifests(stack)
+        fixed = []
+        for m in manifests:
+            if m["kind"] not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+                continue
+            spec = m["spec"]["template"]["spec"]
+            contexts = [spec.get("securityContext") or {}] + [
+                c.get("securityContext") or {} for c in spec["containers"] + spec.get("initContainers", [])
+            ]
+            if any(k in ctx for ctx in contexts for k in ("runAsUser", "runAsGroup", "fsGroup")):
+                fixed.append(m["metadata"]["name"])
+        assert bool(fixed) == expect_fixed, f"{stack}: {fixed}"
+    openshift = render_manifests("openshift")
+    assert any(m["kind"] == "Route" and m["metadata"]["name"] == "ml-pipeline-ui" for m in openshift)
+
+
+def test_cloud_backends_and_no_credential_in_clear(mirror, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    manifests = render_manifests("cloud")
+    by_key = {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+    install = by_key[("ConfigMap", "pipeline-install-config")]["data"]
+    assert install["dbHost"] == "kubeflow.cluster-abc123.eu-west-1.rds.amazonaws.com"
+    assert install["bucketName"] == "mlplatform-artifacts"
+    assert by_key[("ConfigMap", "kfp-launcher")]["data"]["defaultPipelineRoot"] == "s3://mlplatform-artifacts/pipelines"
+    repository = json.loads(by_key[("ConfigMap", "workflow-controller-configmap")]["data"]["artifactRepository"])
+    assert repository["s3"]["endpoint"] == "s3.eu-west-1.amazonaws.com" and repository["s3"]["insecure"] is False
+    assert ("Deployment", "mysql") not in by_key and ("Deployment", "seaweedfs") not in by_key
+    mysql = by_key[("Secret", "mysql-secret")]
+    assert mysql["stringData"]["password"] == "<mlplatform:secrets.kubeflowDatabasePassword>"
+    katib = next(m for m in manifests if m["kind"] == "Secret" and m["metadata"]["name"].startswith("katib-mysql"))
+    assert katib["stringData"]["DB_PASSWORD"] == "<mlplatform:secrets.kubeflowDatabasePassword>"
+    artifact = by_key[("Secret", "mlpipeline-minio-artifact")]
+    assert artifact["stringData"] == {
+        "accesskey": "<mlplatform:secrets.objectStoreAccessKey>",
+        "secretkey": "<mlplatform:secrets.objectStoreSecretKey>",
+    }
+    # Trainer v2 with JobSet on cloud; the training operator elsewhere.
+    assert ("Deployment", "kubeflow-trainer-controller-manager") in by_key
+    assert ("Deployment", "jobset-controller-manager") in by_key
+
+
+def test_kserve_runs_raw_deployment_on_the_stack_ingress(mirror, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    for stack, ingress_class in (("lab", "nginx"), ("openshift", "openshift-default")):
+        manifests = render_manifests(stack)
+        config = next(m for m in manifests if m["metadata"]["name"] == "inferenceservice-config")["data"]
+        assert json.loads(config["deploy"]) == {"defaultDeploymentMode": "RawDeployment"}
+        ingress = json.loads(config["ingress"])
+        assert ingress["ingressClassName"] == ingress_class, stack
+        names = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+        # Privileged node agent and the LLM pieces without a server stay out.
+        assert ("DaemonSet", "kserve-localmodelnode-agent") not in names
+        assert ("ValidatingWebhookConfiguration", "llminferenceserviceconfig.serving.kserve.io") not in names
+        assert _custom_resource_kinds(manifests)["ClusterServingRuntime"] == 11
+
+
+def test_notebook_rules_follow_the_allow_list_and_gpu_profile(mirror, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    manifests = render_manifests("lab")
+    policy = next(m for m in manifests if m["kind"] == "ValidatingAdmissionPolicy")
+    expressions = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "jupyter-scipy:v1.10.0" in expressions
+    assert "!r.startsWith('nvidia.com/') || r == \"nvidia.com/gpu.shared\"" in expressions
+    assert 'int(c.resources.limits["nvidia.com/gpu.shared"]) <= 1' in expressions
+    defaults = [m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "notebook-defaults"]
+    assert {m["metadata"]["namespace"] for m in defaults} == {"team-vision", "team-nlp", "team-analytics"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (
+            "mlplatform:platform",
+            {
+                "objectStore": {"kind": "in-cluster"},
+                "database": {"kind": "managed", "engine": "postgres", "host": "db"},
+            },
+            "Kubeflow Pipelines and Katib need MySQL",
+        ),
+        ("mlplatform:secrets", {"kubeflowDatabasePassword": "hunter2"}, "must be stored encrypted"),
+        ("mlplatform:secrets", {"apiToken": {"secure": "v1:abc"}}, "unknown secret 'apiToken'"),
+    ],
+)
+def test_service_settings_are_checked_before_anything_is_registered(key, value, expected):
+    from mlplatform.config import ConfigError, resolve
+
+    raw = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())["config"]
+    raw[key] = value
+    with pytest.raises(ConfigError) as error:
+        resolve(raw, source="stacks/Pulumi.lab.yaml", stack="lab")
+    assert expected in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+def test_the_engine_refuses_a_stack_without_its_service_credentials():
+    from mlplatform.config import resolve
+    from mlplatform.modules.ml_services import required_secrets
+
+    raw = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.cloud.yaml").read_text())["config"]
+    resolved = resolve(raw, source="stacks/Pulumi.cloud.yaml", stack="cloud")
+    assert {name for name, _ in required_secrets(resolved)} == {
+        "kubeflowDatabasePassword",
+        "objectStoreAccessKey",
+        "objectStoreSecretKey",
+    }
+    raw["mlplatform:secrets"] = {"kubeflowDatabasePassword": "s3cret"}
+    decrypted = resolve(raw, source="stacks/Pulumi.cloud.yaml", stack="cloud", decrypted=True)
+    assert decrypted.secrets == {"kubeflowDatabasePassword": "s3cret"}
+    assert "s3cret" not in repr(decrypted)
+
+
+def _schema(mirror: Path, document: dict) -> dict:
+    group, version = document["apiVersion"].split("/")
+    return json.loads((mirror / "crd-schemas" / group / f"{document['kind'].lower()}_{version}.json").read_text())
+
+
+def test_example_custom_resources_match_the_upstream_schemas(mirror):
+    documents = [yaml.safe_load(p.read_text()) for p in sorted(EXAMPLES.glob("*.yaml"))]
+    assert {d["kind"] for d in documents} == {"Experiment", "InferenceService", "Notebook"}
+    for document in documents:
+        jsonschema.validate(document, _schema(mirror, document))
+    broken = dict(documents[0])
+    broken["spec"] = {**broken["spec"], "unknownField": 1}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, {**_schema(mirror, broken)})
+
+
+def test_stock_prediction_pipeline_compiles(tmp_path):
+    if not EXAMPLES_PYTHON.exists():
+        pytest.fail("the examples environment is missing: run `make examples-env`", pytrace=False)
+    out = tmp_path / "stock-prediction.yaml"
+    subprocess.run([str(EXAMPLES_PYTHON), str(EXAMPLES / "pipeline.py"), str(out)], check=True)
+    spec = yaml.safe_load(out.read_text())
+    assert spec["pipelineInfo"]["name"] == "stock-prediction"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"generate-prices", "build-features", "train", "evaluate", "condition-1"}
+    assert tasks["condition-1"]["triggerPolicy"]["condition"].startswith("inputs.parameter_values")
+    assert "deploy" in spec["components"]["comp-condition-1"]["dag"]["tasks"]
