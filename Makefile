@@ -49,7 +49,7 @@ POLICY_STACKS ?= $(SHIPPED_STACKS)
 policy-preview: setup
 	for stack in $(POLICY_STACKS); do \
 	  env=$$($(BIN)/python -c 'import sys; from mlplatform.config import load_stack; print(load_stack(sys.argv[1]).config.environment)' $$stack); \
-	  PATH="$(CURDIR)/$(BIN):$$PATH" pulumi preview --stack $$stack --non-interactive \
+	  PATH="$(CURDIR)/.mlplatform/bin:$(CURDIR)/$(BIN):$$PATH" pulumi preview --stack $$stack --non-interactive \
 	    --policy-pack policies --policy-pack-config policies/config.$$env.json; \
 	done
 
@@ -112,6 +112,7 @@ up: setup
 bench: tools-test
 	$(BIN)/python benchmarks/bench_toolchain_and_plane.py
 	$(BIN)/python benchmarks/bench_tenancy_scale.py
+	$(BIN)/python benchmarks/bench_policy_check.py
 
 clean: down
 	$(MLP) cluster down --purge

@@ -264,11 +264,25 @@ class TeamGroups(Strict):
     view: list[str] = Field(default_factory=list)
 
 
+class NotebookGpuProfile(Strict):
+    # The GPU resource a team's notebooks may ask for (one the GPU layer publishes) and how many.
+    resource: str = "nvidia.com/gpu.shared"
+    max_per_notebook: int = Field(default=1, ge=1, le=16)
+
+
+class TeamNotebooks(Strict):
+    """A team's own notebook rules; unset fields take modules.notebooks'."""
+
+    allowed_images: list[str] | None = Field(default=None, min_length=1)
+    gpu_profile: NotebookGpuProfile | None = None
+
+
 class Team(Strict):
     name: DnsLabel
     description: str = ""
     groups: TeamGroups = TeamGroups()
     quota: TeamQuota
+    notebooks: TeamNotebooks | None = None
 
 
 class ContainerDefaults(Strict):
@@ -393,12 +407,6 @@ class MlflowModuleSettings(ModuleToggle):
     expose: bool = True
     # A ServiceMonitor for the Prometheus Operator (its CRDs must be served).
     service_monitor: bool = False
-
-
-class NotebookGpuProfile(Strict):
-    # The GPU resource a team's notebooks may ask for (one the GPU layer publishes) and how many.
-    resource: str = "nvidia.com/gpu.shared"
-    max_per_notebook: int = Field(default=1, ge=1, le=16)
 
 
 class NotebooksSettings(ModuleToggle):

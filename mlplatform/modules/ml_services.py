@@ -73,85 +73,63 @@ class _Service(pulumi.ComponentResource):
 
 class Notebooks(_Service):
     """Kubeflow notebook controller, plus per-team rules on Notebook objects: images from the
-    allow-list only, GPUs only of the notebook GPU profile and at most its count."""
+    team's allow-list only, GPUs only of its notebook GPU profile and at most its count."""
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:notebooks:Notebooks", name, None, opts)
         settings = ctx.resolved.config.modules.notebooks
         install = ServiceInstall(self, ctx, overlay_manifests(ctx, "notebooks"), module_label="notebooks")
         labels = {**ctx.labels, "mlplatform.io/module": "notebooks"}
-        policy = notebook_policy(settings.allowed_images, settings.gpu_profile, labels)
         after = ctx.child_opts(self, depends_on=install.ready)
-        create_object(policy, after)
+        create_object(notebook_policy(labels), after)
         create_object(notebook_policy_binding(labels), after)
-        defaults = {"allowedImages": "\n".join(settings.allowed_images)}
-        if settings.gpu_profile:
-            defaults["gpuResource"] = settings.gpu_profile.resource
-            defaults["gpuMaxPerNotebook"] = str(settings.gpu_profile.max_per_notebook)
-        if "mlflow" in ctx.outputs:
-            defaults["MLFLOW_TRACKING_URI"] = ctx.outputs["mlflow"].tracking_uri
-        for namespace in ctx.outputs["tenancy"].namespaces.values():
+        tracking_uri = ctx.outputs["mlflow"].tracking_uri if "mlflow" in ctx.outputs else None
+        namespaces = ctx.outputs["tenancy"].namespaces
+        for team in ctx.resolved.config.modules.tenancy.teams:
             create_object(
                 {
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
-                    "metadata": {"name": "notebook-defaults", "namespace": namespace, "labels": labels},
-                    "data": defaults,
+                    "metadata": {"name": NOTEBOOK_RULES, "namespace": namespaces[team.name], "labels": labels},
+                    "data": notebook_rules(settings, team, tracking_uri),
                 },
                 ctx.child_opts(self),
             )
         self._finish(tuple(install.namespaces), {}, install.ready)
 
 
+# The policy reads each team namespace's rules from this ConfigMap (its parameters).
+NOTEBOOK_RULES = "notebook-defaults"
 NOTEBOOK_POLICY = "mlplatform-notebook-rules"
 
 
-def notebook_policy(images: list[str], gpu_profile: Any, labels: dict[str, str]) -> dict[str, Any]:
+def notebook_rules(settings: Any, team: Any, tracking_uri: Any = None) -> dict[str, Any]:
+    """A team's notebook rules: its own where tenancy sets them, else the module's."""
+    own = team.notebooks
+    images = (own.allowed_images if own and own.allowed_images else None) or settings.allowed_images
+    profile = own.gpu_profile if own and own.gpu_profile else settings.gpu_profile
+    rules: dict[str, Any] = {"allowedImages": "\n".join(images)}
+    if profile:
+        rules["gpuResource"] = profile.resource
+        rules["gpuMaxPerNotebook"] = str(profile.max_per_notebook)
+    if tracking_uri is not None:
+        rules["MLFLOW_TRACKING_URI"] = tracking_uri
+    return rules
+
+
+def notebook_policy(labels: dict[str, str]) -> dict[str, Any]:
     """A ValidatingAdmissionPolicy: the API server itself refuses a team's Notebook that runs
-    an image off the list or asks for GPUs outside the notebook GPU profile."""
-    image_list = ", ".join(json.dumps(i) for i in images)
+    an image off the team's list or asks for GPUs outside its notebook GPU profile."""
     containers = "object.spec.template.spec.containers"
-    validations = [
-        {
-            "expression": f"{containers}.all(c, c.image in [{image_list}])",
-            "message": f"notebook images must be one of: {', '.join(images)}",
-            "reason": "Forbidden",
-        }
-    ]
-    allowed_gpu = f" || r == {json.dumps(gpu_profile.resource)}" if gpu_profile else ""
-    validations.append(
-        {
-            "expression": (
-                f"{containers}.all(c, !has(c.resources) || !has(c.resources.limits) || "
-                f"c.resources.limits.all(r, !r.startsWith('nvidia.com/'){allowed_gpu}))"
-            ),
-            "message": (
-                f"notebooks may request GPUs only as {gpu_profile.resource}"
-                if gpu_profile
-                else "notebooks may not request GPUs (modules.notebooks.gpuProfile is not set)"
-            ),
-            "reason": "Forbidden",
-        }
-    )
-    if gpu_profile:
-        resource = json.dumps(gpu_profile.resource)
-        validations.append(
-            {
-                "expression": (
-                    f"{containers}.all(c, !has(c.resources) || !has(c.resources.limits) || "
-                    f"!({resource} in c.resources.limits) || "
-                    f"int(c.resources.limits[{resource}]) <= {gpu_profile.max_per_notebook})"
-                ),
-                "message": f"a notebook container may ask for at most {gpu_profile.max_per_notebook} {gpu_profile.resource}",
-                "reason": "Forbidden",
-            }
-        )
+    limits = "!has(c.resources) || !has(c.resources.limits)"
+    has_profile = "('gpuResource' in params.data)"
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
         "metadata": {"name": NOTEBOOK_POLICY, "labels": labels},
         "spec": {
             "failurePolicy": "Fail",
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
             "matchConstraints": {
                 "resourceRules": [
                     {
@@ -162,12 +140,45 @@ def notebook_policy(images: list[str], gpu_profile: Any, labels: dict[str, str])
                     }
                 ]
             },
-            "validations": validations,
+            "validations": [
+                {
+                    "expression": f"{containers}.all(c, c.image in params.data.allowedImages.split('\\n'))",
+                    "messageExpression": (
+                        "'notebook images must be one of: ' + params.data.allowedImages.split('\\n').join(', ')"
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": (
+                        f"{containers}.all(c, {limits} || c.resources.limits.all(r, "
+                        f"!r.startsWith('nvidia.com/') || ({has_profile} && r == params.data.gpuResource)))"
+                    ),
+                    "messageExpression": (
+                        f"{has_profile} ? 'notebooks may request GPUs only as ' + params.data.gpuResource"
+                        " : 'notebooks of this team may not request GPUs'"
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": (
+                        f"!{has_profile} || {containers}.all(c, {limits} || "
+                        "!(params.data.gpuResource in c.resources.limits) || "
+                        "int(c.resources.limits[params.data.gpuResource]) <= int(params.data.gpuMaxPerNotebook))"
+                    ),
+                    "messageExpression": (
+                        "'a notebook container may ask for at most ' + params.data.gpuMaxPerNotebook + ' ' + "
+                        "params.data.gpuResource"
+                    ),
+                    "reason": "Forbidden",
+                },
+            ],
         },
     }
 
 
 def notebook_policy_binding(labels: dict[str, str]) -> dict[str, Any]:
+    """Team namespaces only; each is judged by its own rules ConfigMap, and a team namespace
+    without one refuses notebooks rather than letting them through unchecked."""
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
@@ -175,6 +186,7 @@ def notebook_policy_binding(labels: dict[str, str]) -> dict[str, Any]:
         "spec": {
             "policyName": NOTEBOOK_POLICY,
             "validationActions": ["Deny"],
+            "paramRef": {"name": NOTEBOOK_RULES, "parameterNotFoundAction": "Deny"},
             "matchResources": {"namespaceSelector": {"matchLabels": {"mlplatform.io/role": "team"}}},
         },
     }
@@ -356,4 +368,15 @@ class Training(_Service):
         operator = ctx.resolved.config.modules.training.operator
         component = "training" if operator == "training-operator" else "trainer"
         install = ServiceInstall(self, ctx, overlay_manifests(ctx, component), module_label="training")
-        self._finish(tuple(install.namespaces), {}, install.ready)
+        ready = [*install.ready]
+        if operator == "trainer":
+            # TrainJobs name a training runtime: upstream's ship with the controller.
+            runtimes = ServiceInstall(
+                self,
+                ctx,
+                overlay_manifests(ctx, "trainer-runtimes"),
+                module_label="training",
+                after_for_custom_resources=install.ready,
+            )
+            ready += runtimes.custom_resources
+        self._finish(tuple(install.namespaces), {}, ready)

@@ -34,25 +34,29 @@ def ml_services_problems(config: PlatformConfig, add: AddProblem) -> None:
         )
     if modules.notebooks.enabled and not modules.tenancy.enabled:
         add(("modules", "notebooks", "enabled"), "notebooks run in team namespaces (allowed: enable modules.tenancy)")
-    profile = modules.notebooks.gpu_profile
-    if modules.notebooks.enabled and profile is not None:
-        offered = offered_gpu_resources(config)
-        if profile.resource not in offered:
+    offered = offered_gpu_resources(config)
+    profiles = [(("modules", "notebooks", "gpuProfile"), modules.notebooks.gpu_profile)]
+    images = [(("modules", "notebooks", "allowedImages"), modules.notebooks.allowed_images)]
+    for index, team in enumerate(modules.tenancy.teams):
+        if team.notebooks is not None:
+            loc = ("modules", "tenancy", "teams", index, "notebooks")
+            profiles.append(((*loc, "gpuProfile"), team.notebooks.gpu_profile))
+            images.append(((*loc, "allowedImages"), team.notebooks.allowed_images or []))
+    for loc, profile in profiles:
+        if modules.notebooks.enabled and profile is not None and profile.resource not in offered:
             allowed = ", ".join(sorted(offered)) or "none: no node pool offers GPUs"
-            add(
-                ("modules", "notebooks", "gpuProfile", "resource"),
-                f"{profile.resource!r} is not offered by any node pool (allowed: {allowed})",
-            )
+            add((*loc, "resource"), f"{profile.resource!r} is not offered by any node pool (allowed: {allowed})")
     root = modules.pipelines.default_pipeline_root
     if root is not None and not root.startswith(("s3://", "gs://", "minio://", "azblob://")):
         add(
             ("modules", "pipelines", "defaultPipelineRoot"),
             f"{root!r} is not an object store URI (allowed: s3://, gs://, minio://, azblob://<bucket>/<path>)",
         )
-    for index, image in enumerate(modules.notebooks.allowed_images):
-        name, _, tag = image.rpartition(":")
-        if "@sha256:" not in image and (not name or not tag or "/" in tag or tag == "latest"):
-            add(
-                ("modules", "notebooks", "allowedImages", index),
-                f"{image!r} is not pinned (allowed: <image>:<tag> other than latest, or <image>@sha256:<digest>)",
-            )
+    for loc, listed in images:
+        for index, image in enumerate(listed):
+            name, _, tag = image.rpartition(":")
+            if "@sha256:" not in image and (not name or not tag or "/" in tag or tag == "latest"):
+                add(
+                    (*loc, index),
+                    f"{image!r} is not pinned (allowed: <image>:<tag> other than latest, or <image>@sha256:<digest>)",
+                )

@@ -82,6 +82,9 @@ def test_lab_runs_postgres_and_seaweedfs_in_cluster_behind_an_ingress(run_stack)
     args = server["containers"][0]["args"]
     assert "--serve-artifacts" in args and "--app-name=basic-auth" in args
     assert "--artifacts-destination=s3://mlflow" in args
+    # MLflow refuses Host headers it does not know: the tracking URI's and the Ingress host.
+    (allowed,) = [a.removeprefix("--allowed-hosts=").split(",") for a in args if a.startswith("--allowed-hosts=")]
+    assert {"mlflow.mlflow.svc:5000", "mlflow.mlplatform.localhost"} <= set(allowed)
 
     outputs = components["mlflow"].outputs
     assert outputs.tracking_uri == "http://mlflow.mlflow.svc:5000"

@@ -204,8 +204,8 @@ def test_children_are_parented_to_the_component(run_stack):
         (
             "cloud",
             "mlplatform:modules",
-            json.dumps({"kserve": {"enabled": True}}),
-            "stacks/Pulumi.cloud.yaml: mlplatform:modules.kserve.enabled",
+            json.dumps({"kserve": {"enabled": True, "deploymentMode": "Knative"}}),
+            "stacks/Pulumi.cloud.yaml: mlplatform:modules.kserve.deploymentMode",
         ),
     ],
 )

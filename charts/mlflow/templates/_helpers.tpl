@@ -131,3 +131,24 @@ value or a ConfigMap.
 - name: MLFLOW_BACKEND_STORE_URI
   value: {{ printf "postgresql://%s:$(MLFLOW_DB_PASSWORD)@%s:%s/%s%s" .Values.database.user (include "mlflow.postgresHost" .) (include "mlflow.postgresPort" .) .Values.database.name (ternary "" (printf "?sslmode=%s" .Values.database.external.sslMode) (eq .Values.database.mode "in-cluster")) | quote }}
 {{- end -}}
+
+{{/*
+Host headers the server answers (MLflow's DNS-rebinding guard replaces its defaults, localhost
+and private IPs, with this list): the Service's in-cluster names, the Route/Ingress host,
+localhost (the probes send it) and the private ranges pod IPs come from (scrapes).
+*/}}
+{{- define "mlflow.allowedHosts" -}}
+{{- if .Values.server.allowedHosts -}}
+{{- join "," .Values.server.allowedHosts -}}
+{{- else -}}
+{{- $svc := include "mlflow.fullname" . -}}
+{{- $hosts := list -}}
+{{- range $name := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) -}}
+{{- $hosts = concat $hosts (list $name (printf "%s:%v" $name $.Values.service.port)) -}}
+{{- end -}}
+{{- with .Values.route.host }}{{ if $.Values.route.enabled }}{{ $hosts = append $hosts . }}{{ end }}{{ end -}}
+{{- with .Values.ingress.host }}{{ if $.Values.ingress.enabled }}{{ $hosts = append $hosts . }}{{ end }}{{ end -}}
+{{- $hosts = concat $hosts (list "localhost" "localhost:*" "10.*" "172.*" "192.168.*") -}}
+{{- join "," $hosts -}}
+{{- end -}}
+{{- end -}}
