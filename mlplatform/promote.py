@@ -202,15 +202,18 @@ def plan_promotion(
 
 
 def render_gate(target_stack: str, raw: dict[str, Any]) -> list[str]:
-    """The target's program under the mock monitor with the new pins, then the policy pack
-    where one is installed: a version that breaks a module or a policy stops the promotion."""
-    from mlplatform.render import RenderError, render_manifests
+    """The target's program under the mock monitor with the new pins, then the policy pack with
+    the target environment's config: a version that breaks a module or a mandatory policy stops
+    the promotion (`pulumi preview --policy-pack` gates the same way where the engine runs)."""
+    from mlplatform.policy_check import load_pack_config, pack_config_path, record_stack, run_policies
 
     try:
-        render_manifests(target_stack, raw)
-    except (RenderError, Exception) as exc:  # any failure of the program blocks the promotion
+        records = record_stack(target_stack, raw)
+    except Exception as exc:  # any failure of the program blocks the promotion
         return [f"the {target_stack} program fails with the promoted versions: {exc}"]
-    return []
+    environment = str(raw.get("mlplatform:environment"))
+    report = run_policies(records, load_pack_config(pack_config_path(environment)))
+    return [f"policy {v.policy} (mandatory): {v.message}" for v in report.violations if v.level == "mandatory"]
 
 
 def format_table(plan: PromotionPlan) -> str:

@@ -10,7 +10,6 @@ MLFLOW_TRACKING_URI, and the deploy step creates `inference-service.yaml`'s Infe
 for the trained model.
 """
 
-
 import sys
 
 from kfp import compiler, dsl

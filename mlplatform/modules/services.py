@@ -59,10 +59,15 @@ def pod_spec(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return manifest.get("spec", {}).get("template", {}).get("spec")
 
 
+# Custom resources that are pod templates in all but name: their containers become pods.
+RUNTIME_KINDS = frozenset({"ClusterServingRuntime", "ServingRuntime"})
+
+
 def without_fixed_ids(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The workload (changed in place) with no fixed UID/GID/fsGroup: OpenShift's restricted-v2 SCC assigns them
-    from the namespace's range and refuses pods that ask for others."""
-    spec = pod_spec(manifest)
+    """The workload or serving runtime (changed in place) with no fixed UID/GID/fsGroup:
+    OpenShift's restricted-v2 SCC assigns them from the namespace's range and refuses pods
+    that ask for others."""
+    spec = manifest.get("spec") if manifest["kind"] in RUNTIME_KINDS else pod_spec(manifest)
     if spec is None:
         return manifest
     contexts = [spec.get("securityContext")]

@@ -128,9 +128,12 @@ def test_openshift_workloads_carry_no_fixed_ids_and_lab_keeps_upstreams(mirror, 
         manifests = render_manifests(stack)
         fixed = []
         for m in manifests:
-            if m["kind"] not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            if m["kind"] in ("ClusterServingRuntime", "ServingRuntime"):
+                spec = m["spec"]
+            elif m["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+                spec = m["spec"]["template"]["spec"]
+            else:
                 continue
-            spec = m["spec"]["template"]["spec"]
             contexts = [spec.get("securityContext") or {}] + [
                 c.get("securityContext") or {} for c in spec["containers"] + spec.get("initContainers", [])
             ]
