@@ -113,6 +113,8 @@ bench: tools-test
 	$(BIN)/python benchmarks/bench_toolchain_and_plane.py
 	$(BIN)/python benchmarks/bench_tenancy_scale.py
 	$(BIN)/python benchmarks/bench_policy_check.py
+	$(BIN)/python benchmarks/bench_peer_install.py
+	$(BIN)/python benchmarks/bench_gitops_reliability.py
 
 clean: down
 	$(MLP) cluster down --purge

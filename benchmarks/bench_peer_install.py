@@ -64,7 +64,7 @@ def ours(scratch: Path, port_base: int, timeout: float) -> dict:
         started = time.monotonic()
         manifests = render_export("lab", out)
         rendered = time.monotonic()
-        apply_phases(plane, manifests, out)
+        steps = apply_phases(plane, manifests, out)
         applied = time.monotonic()
         bind_volumes(plane, manifests)
         deployments = service_deployments(manifests)
@@ -79,6 +79,7 @@ def ours(scratch: Path, port_base: int, timeout: float) -> dict:
             "build s": rendered - started,
             "apply s": applied - rendered,
             "failed applies": 0,
+            "apply steps": steps,
             "available s": done - applied,
             "total s": done - started,
             "load": load(),
@@ -100,17 +101,21 @@ def upstream_way(scratch: Path, port_base: int, sleep: float, give_up: float, ti
         built = time.monotonic()
         apply = kubectl_cmd(plane, "apply", "--server-side", "--force-conflicts", "-f", "-")
         stream = dump_stream(manifests)
-        failures, refusals = 0, []
+        failures, refusals, steps = 0, [], {}
         while True:
+            attempt = time.monotonic()
             proc = run(apply, stream)
+            steps[f"attempt {failures + 1}"] = time.monotonic() - attempt
             if proc.returncode == 0:
                 break
             failures += 1
             refusals.append(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}")
             if failures == 1:
+                handling = time.monotonic()
                 without_webhook_servers_in_cluster(plane, manifests)
                 without_webhook_servers_in_manifests(manifests)
                 stream = dump_stream(manifests)
+                steps["webhook handling"] = time.monotonic() - handling
             if time.monotonic() - started > give_up:
                 raise RuntimeError(f"upstream's loop still refused after {failures} attempts: {refusals[-1]}")
             time.sleep(sleep)
@@ -127,6 +132,7 @@ def upstream_way(scratch: Path, port_base: int, sleep: float, give_up: float, ti
             "apply s": applied - built,
             "failed applies": failures,
             "refusals": refusals,
+            "apply steps": steps,
             "available s": done - applied,
             "total s": done - started,
             "load": load(),
@@ -164,6 +170,8 @@ def main() -> None:
             f"| {row['build s']:.1f} | {row['apply s']:.1f} | {row['failed applies']} "
             f"| {row['available s']:.1f} | {row['total s']:.1f} | {row['load']} |"
         )
+    for name, row in (("ours", first), ("upstream", second)):
+        print(f"{name} apply steps: " + ", ".join(f"{step} {s:.1f} s" for step, s in row["apply steps"].items()))
     print(f"\nratio upstream / ours (total wall time): {second['total s'] / first['total s']:.2f}")
     if second["failed applies"]:
         for attempt, refusal in enumerate(second["refusals"], 1):

@@ -5,7 +5,6 @@ is printed next to the load average it was taken under."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -83,14 +82,20 @@ def phases(manifests: list[dict]) -> tuple[list[dict], list[dict]]:
     )
 
 
-def apply_phases(plane: Plane, manifests: list[dict], out: Path) -> None:
+def apply_phases(plane: Plane, manifests: list[dict], out: Path) -> dict[str, float]:
     """The ordered apply of `tests.e2e.test_render_apply.apply_stack` on a plane that is already
     up: phase one, webhooks to failurePolicy Ignore, CRDs Established, phase two. No retry: a
-    refused object raises."""
+    refused object raises. Returns the seconds of each step."""
     first, second = phases(manifests)
+    seconds = {}
+    started = time.monotonic()
     _apply_files(plane, first, out / "phase1")
+    seconds["phase 1"] = time.monotonic() - started
     if second:
+        started = time.monotonic()
         _without_webhook_servers(plane, first)
+        seconds["webhook handling"] = time.monotonic() - started
+        started = time.monotonic()
         plane.kubectl(
             "wait",
             "--for=condition=Established",
@@ -99,6 +104,8 @@ def apply_phases(plane: Plane, manifests: list[dict], out: Path) -> None:
             "--timeout=60s",
         )
         _apply_files(plane, second, out / "phase2")
+        seconds["phase 2"] = time.monotonic() - started
+    return seconds
 
 
 def without_webhook_servers_in_cluster(plane: Plane, manifests: list[dict]) -> None:
@@ -163,13 +170,5 @@ def run(cmd: list[str], input_text: str | None = None) -> subprocess.CompletedPr
     return subprocess.run(cmd, input=input_text, capture_output=True, text=True)
 
 
-def elapsed_since(started: float) -> float:
-    return time.monotonic() - started
-
-
 def dump_stream(manifests: list[dict]) -> str:
     return yaml.safe_dump_all(manifests, sort_keys=False)
-
-
-def as_json(document: dict) -> str:
-    return json.dumps(document)

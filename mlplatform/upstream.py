@@ -17,9 +17,10 @@ class UpstreamError(RuntimeError):
     pass
 
 
-class _ManifestLoader(yaml.SafeLoader):
+class _ManifestLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """SafeLoader without YAML 1.1's `value` type: PyYAML reads a bare `=` (an enum member in
-    the Prometheus Operator's CRDs) as that type and cannot construct it; it is a string."""
+    the Prometheus Operator's CRDs) as that type and cannot construct it; it is a string.
+    libyaml's parser where PyYAML has it: the pure-Python one took most of a render."""
 
 
 _ManifestLoader.yaml_implicit_resolvers = {
