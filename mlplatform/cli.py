@@ -158,14 +158,25 @@ def cmd_mirror_check(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+# What rendering a stack may fail on once its config is valid: an upstream source or chart that
+# cannot be fetched or built. Reported as one line, never a traceback.
+def _source_errors() -> tuple[type[Exception], ...]:
+    from mlplatform.charts import ChartError
+    from mlplatform.overlays import OverlayError
+    from mlplatform.render import RenderError
+    from mlplatform.upstream import UpstreamError
+
+    return (RenderError, UpstreamError, OverlayError, ChartError)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    from mlplatform.render import RenderError, render_manifests, write_manifests
+    from mlplatform.render import render_manifests, write_manifests
 
     if load_or_report(args.stack) is None:
         return EXIT_INVALID
     try:
         manifests = render_manifests(args.stack)
-    except RenderError as exc:
+    except _source_errors() as exc:
         print(f"mlplatform render: {exc}", file=sys.stderr)
         return 1
     written = write_manifests(manifests, Path(args.out))
@@ -182,7 +193,6 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         records_from_manifests,
         run_policies,
     )
-    from mlplatform.render import RenderError
 
     config_path = Path(args.config) if args.config else None
     try:
@@ -199,7 +209,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"mlplatform policy check: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except RenderError as exc:
+    except _source_errors() as exc:
         print(f"mlplatform policy check: {exc}", file=sys.stderr)
         return 1
     print_report(report, title)

@@ -266,7 +266,7 @@ class TeamGroups(Strict):
 
 class NotebookGpuProfile(Strict):
     # The GPU resource a team's notebooks may ask for (one the GPU layer publishes) and how many.
-    resource: str = "nvidia.com/gpu.shared"
+    resource: str
     max_per_notebook: int = Field(default=1, ge=1, le=16)
 
 

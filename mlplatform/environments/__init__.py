@@ -19,6 +19,9 @@ class Profile:
     name: str
     # May our workloads set runAsUser/fsGroup? OpenShift's restricted-v2 SCC assigns them.
     fixed_uids: bool
+    # The cluster's admission fills in the restricted securityContext fields a pod leaves
+    # unset (OpenShift's restricted-v2 SCC); upstream manifests for it leave them out.
+    admission_sets_restricted_context: bool
     # Route (route.openshift.io/v1) is served; Ingress stays available everywhere.
     route_api: bool
     # How operators are installed: OLM subscriptions or plain manifests/charts.
@@ -42,6 +45,7 @@ def _pod_security(level: PodSecurityLevel) -> dict[str, str]:
 LAB = Profile(
     name="lab",
     fixed_uids=True,
+    admission_sets_restricted_context=False,
     route_api=False,
     operator_install="manifests",
     load_balancer_services=False,
@@ -70,6 +74,7 @@ LAB = Profile(
 OPENSHIFT = Profile(
     name="openshift",
     fixed_uids=False,
+    admission_sets_restricted_context=True,
     route_api=True,
     operator_install="olm",
     load_balancer_services=False,
@@ -98,6 +103,7 @@ OPENSHIFT = Profile(
 
 _CLOUD_BASE = dict(
     fixed_uids=True,
+    admission_sets_restricted_context=False,
     route_api=False,
     operator_install="manifests",
     load_balancer_services=True,

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from mlplatform.config.model import GpuSpec, NodePool
 
-GPU_RESOURCE = "nvidia.com/gpu"
+# Every extended resource the GPU layer publishes starts with the vendor prefix.
+GPU_VENDOR_PREFIX = "nvidia.com/"
+GPU_RESOURCE = f"{GPU_VENDOR_PREFIX}gpu"
 SHARED_SUFFIX = ".shared"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 # Node labels the GPU stack reads: which device plugin config and which MIG layout a node gets.

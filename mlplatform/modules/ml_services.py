@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 
 from mlplatform.config.model import DatabaseSettings
+from mlplatform.gpu.capacity import GPU_VENDOR_PREFIX
 from mlplatform.modules.base import ModuleContext, create_object
 from mlplatform.modules.services import (
     ServiceInstall,
@@ -151,7 +152,7 @@ def notebook_policy(labels: dict[str, str]) -> dict[str, Any]:
                 {
                     "expression": (
                         f"{containers}.all(c, {limits} || c.resources.limits.all(r, "
-                        f"!r.startsWith('nvidia.com/') || ({has_profile} && r == params.data.gpuResource)))"
+                        f"!r.startsWith('{GPU_VENDOR_PREFIX}') || ({has_profile} && r == params.data.gpuResource)))"
                     ),
                     "messageExpression": (
                         f"{has_profile} ? 'notebooks may request GPUs only as ' + params.data.gpuResource"

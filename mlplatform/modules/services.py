@@ -79,6 +79,25 @@ def without_fixed_ids(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def with_restricted_defaults(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The workload (changed in place) with the restricted Pod Security fields it leaves unset
+    filled in as OpenShift's restricted-v2 SCC fills them at admission: written into the object,
+    what runs is what the object says and Pod Security admission judges the same pod. Fields
+    the manifest sets stay as they are."""
+    spec = pod_spec(manifest)
+    if spec is None:
+        return manifest
+    pod_context = spec.setdefault("securityContext", {})
+    pod_context.setdefault("runAsNonRoot", True)
+    pod_context.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    for each in spec.get("containers", []) + spec.get("initContainers", []):
+        context = each.setdefault("securityContext", {})
+        context.setdefault("allowPrivilegeEscalation", False)
+        capabilities = context.setdefault("capabilities", {})
+        capabilities.setdefault("drop", ["ALL"])
+    return manifest
+
+
 def container(manifest: dict[str, Any], name: str | None = None) -> dict[str, Any]:
     spec = pod_spec(manifest)
     if spec is None:
@@ -179,6 +198,12 @@ class ServiceInstall:
         metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
         if not ctx.resolved.profile.fixed_uids:
             manifest = without_fixed_ids(manifest)
+        if ctx.resolved.profile.admission_sets_restricted_context:
+            manifest = with_restricted_defaults(manifest)
+        # An aggregated ClusterRole's rules belong to the aggregation controller, which fills
+        # them from the selected roles: applying upstream's (empty) list would fight it forever.
+        if manifest["kind"] == "ClusterRole" and manifest.get("aggregationRule"):
+            manifest.pop("rules", None)
         return manifest
 
     @property

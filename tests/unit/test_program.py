@@ -7,6 +7,7 @@ import json
 import pulumi
 import pytest
 
+from mlplatform.config import load_stack
 from tests.conftest import REPO_ROOT, STACKS, pulumi_config_of
 
 CORE_INVENTORY = {
@@ -167,7 +168,10 @@ def test_platform_info_records_environment_and_lock_digest(run_stack):
     assert data["cloudProvider"] == "eks"
     assert data["lockDigest"].startswith("sha256:") and len(data["lockDigest"]) == len("sha256:") + 64
     assert json.loads(data["nodePools"]) == ["system", "gpu-a10g", "gpu-h100"]
-    assert json.loads(data["modules"]) == ["core", "gpu", "tenancy"]
+    modules = json.loads(data["modules"])
+    assert modules[0] == "core"
+    assert set(modules[1:]) == set(load_stack("cloud").config.modules.enabled_names())
+    assert {"gpu", "tenancy", "kserve", "mlflow", "monitoring"} <= set(modules)
 
 
 def test_children_are_parented_to_the_component(run_stack):
