@@ -97,7 +97,7 @@ def test_priority_classes_rank_serving_over_interactive_over_batch(run_stack):
     values = {name: spec["value"] for name, spec in classes.items() if name.startswith("mlplatform-")}
     assert values["mlplatform-serving"] > values["mlplatform-interactive"] > values["mlplatform-batch"]
     assert set(values) == set(PRIORITY_CLASSES)
-    assert not any(spec["globalDefault"] for spec in classes.values())
+    assert not any(spec.get("globalDefault") for spec in classes.values())
 
 
 def _string_literals(path):
