@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mlplatform.paths import REPO_ROOT, STATE_ROOT
+from mlplatform.paths import REPO_ROOT
 
 SKIPS_FILE = REPO_ROOT / "policies" / "checkov-skips.yaml"
 
@@ -41,12 +41,18 @@ def load_skips(path: Path = SKIPS_FILE) -> list[Skip]:
     return skips
 
 
-def failed_checks(output: str) -> list[dict[str, Any]]:
-    """checkov's JSON report: one object per framework (a list when several ran)."""
+def failed_checks(output: str, folder: Path | None = None) -> list[dict[str, Any]]:
+    """checkov's JSON report: one object per framework (a list when several ran). A report
+    that judged nothing is an error, not a pass: checkov skips whole trees it deems hidden."""
     reports = json.loads(output) if output.strip() else []
     failures = []
+    judged = 0
     for report in reports if isinstance(reports, list) else [reports]:
         failures.extend((report.get("results") or {}).get("failed_checks") or [])
+        summary = report.get("summary") or {}
+        judged += int(summary.get("passed") or 0) + int(summary.get("failed") or 0)
+    if not judged:
+        raise RuntimeError(f"checkov judged no object in {folder or 'its input'}")
     return failures
 
 
@@ -59,7 +65,7 @@ def scan(checkov: str, folder: Path) -> list[dict[str, Any]]:
     # checkov exits 1 when a check fails; anything else is checkov itself failing.
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"checkov failed on {folder}: {proc.stderr.strip()[-2000:]}")
-    return failed_checks(proc.stdout)
+    return failed_checks(proc.stdout, folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkov", default="checkov", help="the checkov executable")
-    parser.add_argument("--out", default=str(STATE_ROOT / "render"), help="where the renders go (one folder per stack)")
+    # Not under .mlplatform/: checkov leaves out every path with a hidden folder in it.
+    parser.add_argument(
+        "--out", default=str(REPO_ROOT / "build" / "checkov"), help="where the renders go (one folder per stack)"
+    )
     parser.add_argument("stacks", nargs="+")
     args = parser.parse_args(argv)
     skips = load_skips()

@@ -451,6 +451,9 @@ class Monitoring(pulumi.ComponentResource):
                                         f"--prometheus-config-reloader={reloader}",
                                     ],
                                     "ports": [{"name": "http", "containerPort": 8080}],
+                                    # The operator's web listener answers /healthz once it runs.
+                                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
                                     "securityContext": _RESTRICTED_CONTAINER,
                                     "resources": {
                                         "requests": {"cpu": "100m", "memory": "128Mi"},

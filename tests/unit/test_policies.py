@@ -597,11 +597,17 @@ def test_checkov_skips_without_a_reason_are_refused(tmp_path):
 
 
 def test_checkov_reports_are_read_per_framework():
-    one = {"results": {"failed_checks": [{"check_id": "CKV_K8S_8", "resource": "Deployment.a.b"}]}}
+    one = {
+        "results": {"failed_checks": [{"check_id": "CKV_K8S_8", "resource": "Deployment.a.b"}]},
+        "summary": {"passed": 40, "failed": 1},
+    }
     assert failed_checks(json.dumps(one)) == one["results"]["failed_checks"]
     assert failed_checks(json.dumps([one, {"results": {}}])) == one["results"]["failed_checks"]
-    # No Kubernetes objects: checkov prints a bare summary.
-    assert failed_checks(json.dumps({"passed": 0, "failed": 0})) == []
+    # Nothing judged (no object found, or a tree checkov deems hidden) is an error, not a pass.
+    with pytest.raises(RuntimeError, match="judged no object"):
+        failed_checks(json.dumps({"passed": 0, "failed": 0}))
+    with pytest.raises(RuntimeError, match="judged no object"):
+        failed_checks("")
     assert Skip(("CKV_K8S_8",), (), "every object, for a reason").covers("CKV_K8S_8", "Deployment.a.b")
 
 
