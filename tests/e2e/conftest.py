@@ -90,6 +90,70 @@ def plane(tmp_path_factory) -> Plane:
     instance.mlplatform("cluster", "down", "--purge")
 
 
+# Planes for whole stacks: the ML services bring ~60 CRDs and ~40 Deployments per stack.
+STACK_PORT_OFFSETS = {"lab": 400, "openshift": 500, "cloud": 600}
+
+
+@dataclass
+class DeployedStack:
+    plane: Plane
+    stack: str
+    out: Path
+    manifests: list[dict]
+
+
+class StackPlanes:
+    """One plane per shipped stack, started on first use with the stack applied once (its
+    render, in the ordered phases): the tests that read a whole stack share it, and the test
+    that deletes it asks `delete`. Applying a full stack and deleting it takes minutes; each
+    stack once keeps the suite inside CI's limit."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self._factory = factory
+        self._planes: dict[str, Plane] = {}
+        self._deployed: dict[str, DeployedStack] = {}
+
+    def __call__(self, stack: str) -> DeployedStack:
+        from tests.e2e.test_ml_services import bind_volumes
+        from tests.e2e.test_render_apply import apply_stack
+
+        if stack not in self._deployed:
+            if stack not in self._planes:
+                state = self._factory.mktemp(f"plane-{stack}")
+                self._planes[stack] = start_plane(state, STACK_PORT_OFFSETS[stack], stack)
+            plane = self._planes[stack]
+            out = self._factory.mktemp(f"render-{stack}")
+            manifests = apply_stack(plane, stack, out)
+            bind_volumes(plane, manifests)
+            self._deployed[stack] = DeployedStack(plane, stack, out, manifests)
+        return self._deployed[stack]
+
+    def delete(self, stack: str) -> DeployedStack:
+        from tests.e2e.test_render_apply import delete_stack
+
+        deployed = self._deployed.pop(stack)
+        delete_stack(deployed.plane, deployed.out)
+        return deployed
+
+    def release(self, stack: str) -> None:
+        """Stop a stack's plane once no test needs it (idle planes still cost CPU)."""
+        self._deployed.pop(stack, None)
+        plane = self._planes.pop(stack, None)
+        if plane is not None:
+            plane.mlplatform("cluster", "down", "--purge", check=False)
+
+    def close(self) -> None:
+        for stack in list(self._planes):
+            self.release(stack)
+
+
+@pytest.fixture(scope="session")
+def stack_planes(tmp_path_factory):
+    planes = StackPlanes(tmp_path_factory)
+    yield planes
+    planes.close()
+
+
 @pytest.fixture
 def make_namespace(plane):
     """Creates throwaway namespaces; deletes them (and what runs in them) after the test, so

@@ -9,14 +9,10 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
-from tests.e2e.conftest import start_plane
-from tests.e2e.test_render_apply import apply_stack, delete_stack
+from tests.conftest import REPO_ROOT, STACKS
 
 EXAMPLES = REPO_ROOT / "examples" / "stock-prediction"
 SERVICE_MODULES = {"notebooks", "pipelines", "katib", "kserve", "training", "kserve-cert-manager"}
-# Each stack on a plane of its own: the services bring ~60 CRDs and ~40 Deployments.
-PORT_OFFSETS = {"lab": 400, "openshift": 500, "cloud": 600}
 
 
 def bind_volumes(plane, manifests: list[dict]) -> None:
@@ -65,52 +61,45 @@ def apply_example(plane, name: str, namespace: str, change=None):
     return plane.kubectl("apply", "--server-side", "-f", "-", input_text=json.dumps(document), check=False)
 
 
-@pytest.mark.parametrize("stack", ["lab", "openshift", "cloud"])
-def test_ml_services_come_up_and_accept_their_resources(tmp_path_factory, stack):
-    plane = start_plane(tmp_path_factory.mktemp(f"ml-{stack}"), PORT_OFFSETS[stack], stack)
-    out = tmp_path_factory.mktemp(f"render-{stack}")
-    try:
-        manifests = apply_stack(plane, stack, out)
-        bind_volumes(plane, manifests)
+@pytest.mark.parametrize("stack", STACKS)
+def test_ml_services_come_up_and_accept_their_resources(stack_planes, stack):
+    deployed = stack_planes(stack)
+    plane, manifests = deployed.plane, deployed.manifests
 
-        crds = [m["metadata"]["name"] for m in manifests if m["kind"] == "CustomResourceDefinition"]
-        established = plane.kubectl("wait", "--for=condition=Established", "crd", *crds, "--timeout=60s")
-        assert established.returncode == 0
+    crds = [m["metadata"]["name"] for m in manifests if m["kind"] == "CustomResourceDefinition"]
+    established = plane.kubectl("wait", "--for=condition=Established", "crd", *crds, "--timeout=60s")
+    assert established.returncode == 0
 
-        deployments = service_deployments(manifests)
-        assert len(deployments) >= 20, deployments
-        plane.wait_for(
-            f"{len(deployments)} service Deployments Available",
-            lambda: not unavailable(plane, deployments),
-            timeout=240,
-        )
+    deployments = service_deployments(manifests)
+    assert len(deployments) >= 20, deployments
+    plane.wait_for(
+        f"{len(deployments)} service Deployments Available",
+        lambda: not unavailable(plane, deployments),
+        timeout=240,
+    )
 
-        team = next(
-            m["metadata"]["name"] for m in manifests if m["kind"] == "Namespace" and "team-" in m["metadata"]["name"]
-        )
-        accepted = apply_example(plane, "inference-service.yaml", team)
-        assert accepted.returncode == 0, accepted.stderr
-        accepted = apply_example(plane, "katib-experiment.yaml", team)
-        assert accepted.returncode == 0, accepted.stderr
-        accepted = apply_example(plane, "notebook.yaml", team)
-        assert accepted.returncode == 0, accepted.stderr
+    team = next(
+        m["metadata"]["name"] for m in manifests if m["kind"] == "Namespace" and "team-" in m["metadata"]["name"]
+    )
+    accepted = apply_example(plane, "inference-service.yaml", team)
+    assert accepted.returncode == 0, accepted.stderr
+    accepted = apply_example(plane, "katib-experiment.yaml", team)
+    assert accepted.returncode == 0, accepted.stderr
+    accepted = apply_example(plane, "notebook.yaml", team)
+    assert accepted.returncode == 0, accepted.stderr
 
-        # The platform's notebook rules, enforced by the apiserver itself.
-        def off_list(document):
-            document["metadata"]["name"] = "off-list"
-            document["spec"]["template"]["spec"]["containers"][0]["image"] = "docker.io/library/python:latest"
+    # The platform's notebook rules, enforced by the apiserver itself.
+    def off_list(document):
+        document["metadata"]["name"] = "off-list"
+        document["spec"]["template"]["spec"]["containers"][0]["image"] = "docker.io/library/python:latest"
 
-        refused = apply_example(plane, "notebook.yaml", team, off_list)
-        assert refused.returncode != 0 and "notebook images must be one of" in refused.stderr, refused.stderr
+    refused = apply_example(plane, "notebook.yaml", team, off_list)
+    assert refused.returncode != 0 and "notebook images must be one of" in refused.stderr, refused.stderr
 
-        def greedy(document):
-            document["metadata"]["name"] = "greedy"
-            limits = document["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-            limits["nvidia.com/gpu"] = 2
+    def greedy(document):
+        document["metadata"]["name"] = "greedy"
+        limits = document["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        limits["nvidia.com/gpu"] = 2
 
-        refused = apply_example(plane, "notebook.yaml", team, greedy)
-        assert refused.returncode != 0 and "notebook" in refused.stderr, refused.stderr
-
-        delete_stack(plane, out)
-    finally:
-        plane.mlplatform("cluster", "down", "--purge", check=False)
+    refused = apply_example(plane, "notebook.yaml", team, greedy)
+    assert refused.returncode != 0 and "notebook" in refused.stderr, refused.stderr
