@@ -14,7 +14,7 @@ from mlplatform.config.model import GpuSpec, NodePool
 GPU_VENDOR_PREFIX = "nvidia.com/"
 GPU_RESOURCE = f"{GPU_VENDOR_PREFIX}gpu"
 SHARED_SUFFIX = ".shared"
-MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+MIG_RESOURCE_PREFIX = f"{GPU_VENDOR_PREFIX}mig-"
 # Node labels the GPU stack reads: which device plugin config and which MIG layout a node gets.
 DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"

@@ -128,12 +128,11 @@ class StackPlanes:
             self._deployed[stack] = DeployedStack(plane, stack, out, manifests)
         return self._deployed[stack]
 
-    def delete(self, stack: str) -> DeployedStack:
+    def delete(self, stack: str) -> None:
         from tests.e2e.test_render_apply import delete_stack
 
         deployed = self._deployed.pop(stack)
         delete_stack(deployed.plane, deployed.out)
-        return deployed
 
     def release(self, stack: str) -> None:
         """Stop a stack's plane once no test needs it (idle planes still cost CPU)."""
