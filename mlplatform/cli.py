@@ -61,13 +61,18 @@ def cmd_tools(args: argparse.Namespace) -> int:
     except ToolBuildError as exc:
         print(f"mlplatform tools: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    unavailable = []
-    print(f"{'tool':<28} {'version':<10} {'source':<12} {'seconds':>8}")
+    unavailable, stand_ins = [], []
+    width = max(len(t.version) for t in tools)
+    print(f"{'tool':<28} {'version':<{width}} {'source':<12} {'seconds':>8}")
     for tool in tools:
         result = ensure_tool(tool, rebuild=args.rebuild)
-        print(f"{result.tool:<28} {result.version:<10} {result.source:<12} {result.seconds:>8.1f}", flush=True)
+        print(f"{result.tool:<28} {result.version:<{width}} {result.source:<12} {result.seconds:>8.1f}", flush=True)
         if result.source == "unavailable":
             unavailable.append(result)
+        elif result.source == "stand-in":
+            stand_ins.append(result)
+    for result in stand_ins:
+        print(f"\n{result.tool} {result.version} is run by {result.detail}")
     for result in unavailable:
         print(f"\n{result.tool} {result.version} could not be built:\n  {result.detail}", file=sys.stderr)
     print(f"\nbinaries: {bin_dir()}  (export PATH={bin_dir()}:$PATH)")

@@ -8,6 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from mlplatform.cluster import simulated
 from mlplatform.config import ConfigError, ResolvedConfig, resolve
 from mlplatform.config.load import config_from_pulumi_env, display_path, stack_file
 from mlplatform.modules.base import ModuleContext
@@ -34,15 +35,20 @@ def load_running_stack() -> ResolvedConfig:
         raise pulumi.RunError(f"invalid stack config ({len(exc.problems)} problem(s)):\n{exc}") from None
 
 
-def require_secrets(resolved: ResolvedConfig) -> None:
-    """Stop before any resource is registered when a service's credentials are not set. Under
-    the mock monitor (render, tests) nothing is decrypted: values stand as named markers."""
+def under_mocks() -> bool:
+    """Running under the mock monitor (render, policy check, tests), not the engine."""
     from pulumi.runtime.mocks import MockMonitor
     from pulumi.runtime.settings import get_monitor
 
+    return isinstance(get_monitor(), MockMonitor)
+
+
+def require_secrets(resolved: ResolvedConfig) -> None:
+    """Stop before any resource is registered when a service's credentials are not set. Under
+    the mock monitor (render, tests) nothing is decrypted: values stand as named markers."""
     from mlplatform.modules.ml_services import required_secrets
 
-    if isinstance(get_monitor(), MockMonitor):
+    if under_mocks():
         return
     missing = sorted({(name, why) for name, why in required_secrets(resolved) if name not in resolved.secrets})
     if missing:
@@ -57,11 +63,18 @@ def default_kubeconfig() -> Path:
     return STATE_ROOT / "cluster" / "kubeconfig"
 
 
-def build_provider(resolved: ResolvedConfig) -> k8s.Provider:
+def target_kubeconfig(resolved: ResolvedConfig) -> str | None:
+    """The stack's kubeconfig, else the local plane's where one is up."""
     cluster = resolved.config.cluster
     kubeconfig = cluster.kubeconfig or resolved.provider_settings.get("kubeconfig")
     if kubeconfig is None and default_kubeconfig().exists():
         kubeconfig = str(default_kubeconfig())
+    return kubeconfig
+
+
+def build_provider(resolved: ResolvedConfig) -> k8s.Provider:
+    cluster = resolved.config.cluster
+    kubeconfig = target_kubeconfig(resolved)
     return k8s.Provider(
         "kubernetes",
         kubeconfig=kubeconfig,
@@ -75,6 +88,10 @@ def main() -> dict[str, pulumi.ComponentResource]:
     """Compose the stack; returns the module components by name (tests inspect them)."""
     resolved = load_running_stack()
     require_secrets(resolved)
+    # A render is what the stack applies anywhere; only the engine adapts to the plane.
+    if not under_mocks() and simulated.targets_simulated_plane(target_kubeconfig(resolved)):
+        pulumi.log.info("target is the local simulated plane: webhooks fail open, CRDs convert without webhooks")
+        pulumi.runtime.register_stack_transformation(simulated.without_webhook_servers)
     provider = build_provider(resolved)
     ctx = ModuleContext(resolved=resolved, provider=provider)
     core = Core("platform", ctx)

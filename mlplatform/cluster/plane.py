@@ -12,6 +12,7 @@ import os
 import signal
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from mlplatform.cluster import pki
+from mlplatform.cluster import pki, simulated
 from mlplatform.config import ResolvedConfig
 from mlplatform.gpu.capacity import extended_resources, gpu_node_labels
 from mlplatform.paths import SHARE_DIR, STATE_ROOT
@@ -56,7 +57,7 @@ def kubeconfig_path() -> Path:
     return cluster_dir() / "kubeconfig"
 
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "storage-provisioner")
 
 
 def _binary(name: str) -> str:
@@ -93,7 +94,9 @@ def running_pid(component: str) -> int | None:
     return pid if pid and process_alive(pid) else None
 
 
-def _start(component: str, args: list[str]) -> None:
+def _start(component: str, args: list[str], command: list[str] | None = None) -> None:
+    """Start a component in its own session, logging to logs/<component>.log; `command` replaces
+    the binary of that name where the component is not one."""
     if running_pid(component):
         return
     logs = cluster_dir() / "logs"
@@ -101,7 +104,7 @@ def _start(component: str, args: list[str]) -> None:
     _pid_file(component).parent.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{component}.log", "ab") as log:
         proc = subprocess.Popen(
-            [_binary(component), *args],
+            [*(command or [_binary(component)]), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -306,6 +309,14 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
             f"--server-address=127.0.0.1:{ports.kwok}",
             "--node-lease-duration-seconds=40",
         ],
+    )
+    # Programs that target this plane adapt to it (mlplatform.cluster.simulated).
+    simulated.mark(cluster_dir())
+    # No provisioner runs without a cloud or CSI driver: claims get simulated volumes.
+    _start(
+        "storage-provisioner",
+        [f"--kubeconfig={creds.admin_kubeconfig}", f"--kubectl={_binary('kubectl')}"],
+        command=[sys.executable, "-m", "mlplatform.cluster.provisioner"],
     )
     for component, port in (("kube-controller-manager", ports.controller_manager), ("kube-scheduler", ports.scheduler)):
         _wait(component, lambda port=port: _healthz(port), 60, component)

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class ToolBuildError(RuntimeError):
 class ToolResult:
     tool: str
     version: str
-    source: str  # "cache", "built", "path" or "unavailable"
+    source: str  # "cache", "built", "path", "stand-in" or "unavailable"
     seconds: float
     detail: str = ""
 
@@ -180,7 +181,7 @@ def _from_path(tool: Tool) -> dict[str, Path] | None:
     found: dict[str, Path] = {}
     for name in tool.binaries:
         location = shutil.which(name, path=_path_without_ours())
-        if not location or not _version_matches(Path(location), name, tool.version):
+        if not location or not _version_matches(Path(location), name, tool.reported_version):
             return None
         found[name] = Path(location)
     for companion in tool.companions:
@@ -201,6 +202,38 @@ def cached_dir(tool: Tool) -> Path:
     return tool_cache_root() / tool.name / f"{tool.version}-{tool.cache_key}"
 
 
+def _prepare_pulumi_provider_schema(source: Path, tool: Tool) -> None:
+    """Pulumi providers embed their schema with the version stamped in; upstream writes those
+    files with `go generate`, and the published module carries only the unstamped originals."""
+    folder = source / "cmd" / f"pulumi-resource-{tool.name.removeprefix('pulumi-resource-')}"
+    schema = json.loads((folder / "schema.json").read_text())
+    schema["version"] = tool.reported_version.lstrip("v")
+    (folder / "schema-embed.json").write_text(json.dumps(schema, separators=(",", ":")))
+    mapping = folder / "terraform-mapping.json"
+    if mapping.exists():
+        compact = json.dumps(json.loads(mapping.read_text()), separators=(",", ":"))
+        (folder / "terraform-mapping-embed.json").write_text(compact)
+
+
+# Steps a lock entry names under `prepare`, run over a writable copy of the module source.
+PREPARE_STEPS = {"pulumi-provider-schema": _prepare_pulumi_provider_schema}
+
+
+def _fetch_companions(tool: Tool, target: Path, env: dict[str, str]) -> dict[str, Path]:
+    fetched: dict[str, Path] = {}
+    for companion in tool.companions:
+        comp_info = _module_download(companion.module, tool.version, target, env)
+        source = Path(comp_info["Dir"]) / companion.path
+        if not source.is_file():
+            raise ToolBuildError(f"{companion.module}@{tool.version} has no {companion.path}")
+        folder = target / companion.into
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / companion.name)
+        (folder / companion.name).chmod(0o755 if companion.into == "bin" else 0o644)
+        fetched[companion.name] = folder / companion.name
+    return fetched
+
+
 def build_tool(tool: Tool) -> dict[str, Path]:
     target = cached_dir(tool)
     out = target / "bin"
@@ -211,6 +244,18 @@ def build_tool(tool: Tool) -> dict[str, Path]:
     env = go_env()
     info = _module_download(tool.module, tool.version, target, env)
     replaces = upstream_replaces(Path(info["GoMod"]).read_text(), tool.local_replace_version)
+    replaces += [f"{module} => {module} {version}" for module, version in sorted(tool.pins.items())]
+    if tool.prepare:
+        if tool.prepare not in PREPARE_STEPS:
+            raise ToolBuildError(
+                f"{tool.name}: unknown prepare step {tool.prepare!r} (allowed: {', '.join(PREPARE_STEPS)})"
+            )
+        copy = src / "module"
+        shutil.copytree(info["Dir"], copy)
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        PREPARE_STEPS[tool.prepare](copy, tool)
+        replaces.append(f"{tool.module} => ./module")
     _write_wrapper(tool, src, replaces)
     _run(["go", "mod", "tidy"], src, env)
     ldflags = " ".join(f"-X '{k}={v}'" for k, v in sorted(tool.rendered_ldflags().items()))
@@ -223,18 +268,31 @@ def build_tool(tool: Tool) -> dict[str, Path]:
             env,
         )
         built[name] = out / name
-    for companion in tool.companions:
-        comp_info = _module_download(companion.module, tool.version, target, env)
-        source = Path(comp_info["Dir"]) / companion.path
-        if not source.is_file():
-            raise ToolBuildError(f"{companion.module}@{tool.version} has no {companion.path}")
-        folder = target / companion.into
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, folder / companion.name)
-        (folder / companion.name).chmod(0o755 if companion.into == "bin" else 0o644)
-        built[companion.name] = folder / companion.name
+    built.update(_fetch_companions(tool, target, env))
     shutil.rmtree(src, ignore_errors=True)
     return built
+
+
+def _install_stand_in(tool: Tool) -> dict[str, Path]:
+    """Where the proxy refuses the module, run the project's own implementation as the tool.
+
+    The launcher goes into the project's bin folder, not the shared cache: it names the
+    interpreter of this checkout's virtualenv.
+    """
+    target = cached_dir(tool)
+    companions = _fetch_companions(tool, target, go_env())
+    (name,) = tool.binaries
+    launcher = bin_dir().parent / "stand-in" / name
+    launcher.parent.mkdir(parents=True, exist_ok=True)
+    shim_args = "".join(f' --exec-shim "{path}"' for path in companions.values())
+    launcher.write_text(
+        "#!/bin/sh\n"
+        f"# {tool.module}@{tool.version} cannot be built here: the Go module proxy refuses it.\n"
+        f"# {tool.stand_in} stands in for it.\n"
+        f'exec "{sys.executable}" -m {tool.stand_in}{shim_args} "$@"\n'
+    )
+    launcher.chmod(0o755)
+    return {name: launcher, **companions}
 
 
 def _link(binaries: dict[str, Path]) -> None:
@@ -271,7 +329,14 @@ def ensure_tool(tool: Tool, rebuild: bool = False, link: bool = True) -> ToolRes
     try:
         binaries = build_tool(tool)
     except ToolBuildError as exc:
-        return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(exc))
+        if not tool.stand_in:
+            return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(exc))
+        try:
+            binaries = _install_stand_in(tool)
+        except ToolBuildError as companion_exc:
+            return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(companion_exc))
+        _link(binaries)
+        return ToolResult(tool.name, tool.version, "stand-in", time.monotonic() - started, f"{tool.stand_in}: {exc}")
     seconds = time.monotonic() - started
     marker.write_text(json.dumps({"binaries": {k: str(v) for k, v in binaries.items()}, "seconds": seconds}, indent=2))
     _link(binaries)

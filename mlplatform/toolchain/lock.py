@@ -37,6 +37,19 @@ class Tool:
     local_replace_version: str | None = None
     main_shim: str | None = None
     companions: tuple[Companion, ...] = ()
+    # The version the binary reports when that differs from the module version (a build of a
+    # commit between tags); ldflags and version probes use it.
+    reports_version: str | None = None
+    # Extra module versions the wrapper pins (siblings an upstream go.mod replaces locally).
+    pins: dict[str, str] = field(default_factory=dict)
+    # A step run over a writable copy of the module before the build (build.PREPARE_STEPS).
+    prepare: str | None = None
+    # A Python module run as the tool where the module proxy refuses the module.
+    stand_in: str | None = None
+
+    @property
+    def reported_version(self) -> str:
+        return self.reports_version or self.version
 
     @property
     def cache_key(self) -> str:
@@ -50,16 +63,19 @@ class Tool:
                 "localReplaceVersion": self.local_replace_version,
                 "mainShim": self.main_shim,
                 "companions": [c.__dict__ for c in self.companions],
+                "reportsVersion": self.reports_version,
+                "pins": self.pins,
+                "prepare": self.prepare,
             },
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def rendered_ldflags(self) -> dict[str, str]:
-        bare = self.version.lstrip("v")
+        bare = self.reported_version.lstrip("v")
         parts = bare.split(".")
         subst = {
-            "version": self.version,
+            "version": self.reported_version,
             "bare_version": bare,
             "major": parts[0],
             "minor": parts[1] if len(parts) > 1 else "0",
@@ -97,6 +113,10 @@ def load_lock(path: Path = LOCK_FILE) -> Lock:
                     Companion(name=c_name, module=c["module"], path=c["path"], into=c.get("into", "bin"))
                     for c_name, c in (spec.get("companions") or {}).items()
                 ),
+                reports_version=spec.get("reportsVersion"),
+                pins=dict(spec.get("pins") or {}),
+                prepare=spec.get("prepare"),
+                stand_in=spec.get("standIn"),
             )
         except (KeyError, TypeError) as exc:
             raise LockError(f"{path}: tools.{name}: missing or malformed field {exc}") from exc

@@ -153,6 +153,26 @@ def test_deployments_become_available_through_the_controller_manager(plane, make
     assert plane.get("deployment", "web", "-n", namespace)["status"]["availableReplicas"] == 2
 
 
+def test_claims_are_bound_to_simulated_volumes_that_go_with_them(plane, make_namespace):
+    namespace = make_namespace()
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}},
+    }
+    _apply(plane, namespace, claim)
+    plane.wait_for(
+        "claim bound", lambda: plane.get("pvc", "data", "-n", namespace).get("status", {}).get("phase") == "Bound"
+    )
+    volume_name = plane.get("pvc", "data", "-n", namespace)["spec"]["volumeName"]
+    volume = plane.get("pv", volume_name)
+    assert volume["spec"]["capacity"]["storage"] == "3Gi"
+    assert volume["spec"]["claimRef"]["name"] == "data"
+    plane.kubectl("delete", "pvc", "data", "-n", namespace, "--wait=true")
+    plane.wait_for("volume deleted", lambda: plane.kubectl("get", "pv", volume_name, check=False).returncode != 0)
+
+
 def test_openshift_stack_brings_its_apis_and_node_pools(plane, make_namespace):
     mirror = os.environ.get("MLPLATFORM_MIRROR")
     if not mirror:
@@ -182,7 +202,7 @@ def test_cluster_down_leaves_nothing_running(tmp_path):
     status = plane.mlplatform("cluster", "status", check=False)
     assert status.returncode == 0, status.stdout
     pids = [int(line.split("pid ")[1].rstrip(")")) for line in status.stdout.splitlines() if "running" in line]
-    assert len(pids) == 5
+    assert len(pids) == 6
     plane.mlplatform("cluster", "down")
     for pid in pids:
         assert not process_alive(pid), pid
