@@ -294,6 +294,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    """After an interrupted `pulumi up`: release dead locks, refresh dropping pending creates."""
+    import yaml
+
+    from mlplatform.recover import RecoverError, recover
+
+    reason = require_engine()
+    if reason:
+        print(f"mlplatform recover: {reason}", file=sys.stderr)
+        return EXIT_MISSING_TOOL
+    project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())["name"]
+    try:
+        done = recover(args.stack, project, Path(args.cwd), engine_env(args.stack))
+    except RecoverError as exc:
+        print(f"mlplatform recover: {exc}", file=sys.stderr)
+        return 1
+    for line in done:
+        print(line)
+    print(f"stack {args.stack} recovered: run `pulumi up --stack {args.stack}` to converge")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -356,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build tools, start the local plane, apply a stack with the Pulumi engine")
     up.add_argument("stack", nargs="?", default="lab")
     up.set_defaults(func=cmd_up)
+
+    recover = sub.add_parser("recover", help="after an interrupted `pulumi up`: release dead locks, refresh the state")
+    recover.add_argument("--stack", default="lab")
+    recover.add_argument("--cwd", default=str(REPO_ROOT), help="the Pulumi project folder (default: this repository)")
+    recover.set_defaults(func=cmd_recover)
 
     from mlplatform.cluster.cli import add_cluster_parser
 

@@ -57,7 +57,7 @@ def kubeconfig_path() -> Path:
     return cluster_dir() / "kubeconfig"
 
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "storage-provisioner")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "simulated-controllers")
 
 
 def _binary(name: str) -> str:
@@ -312,11 +312,11 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
     )
     # Programs that target this plane adapt to it (mlplatform.cluster.simulated).
     simulated.mark(cluster_dir())
-    # No provisioner runs without a cloud or CSI driver: claims get simulated volumes.
+    # No cloud, CSI driver or ingress controller here: volumes and addresses are simulated.
     _start(
-        "storage-provisioner",
+        "simulated-controllers",
         [f"--kubeconfig={creds.admin_kubeconfig}", f"--kubectl={_binary('kubectl')}"],
-        command=[sys.executable, "-m", "mlplatform.cluster.provisioner"],
+        command=[sys.executable, "-m", "mlplatform.cluster.simulated_controllers"],
     )
     for component, port in (("kube-controller-manager", ports.controller_manager), ("kube-scheduler", ports.scheduler)):
         _wait(component, lambda port=port: _healthz(port), 60, component)

@@ -98,6 +98,10 @@ def create_object(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pul
     """A Pulumi resource for one manifest (camelCase keys, as upstream YAML writes them)."""
     api_version, kind = manifest["apiVersion"], manifest["kind"]
     body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    if kind in ("Secret", "ConfigMap"):
+        # An empty data map (kustomize's secretGenerator writes `data: {}`) is stored as no map
+        # at all; declaring it would show as a change on every preview.
+        body = {k: v for k, v in body.items() if not (k in ("data", "stringData", "binaryData") and v == {})}
     metadata = manifest["metadata"]
     # Unique within the stack: namespaced objects of the same name live in many namespaces.
     name = f"{metadata['namespace']}/{metadata['name']}" if metadata.get("namespace") else metadata["name"]

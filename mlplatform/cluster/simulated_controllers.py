@@ -1,10 +1,16 @@
-"""The local plane's storage provisioner: no kubelet mounts anything here, so a claim only needs
-a volume object to bind to. Each pending claim gets a hostPath PersistentVolume of its size,
-access modes and class, pre-bound to it; volumes whose claim is gone are deleted, as a real
-provisioner's `Delete` reclaim policy does. On a real cluster the StorageClass's provisioner
-does this job; `mlplatform cluster up` starts this one on the simulated plane only.
+"""Controllers a real cluster gets from its cloud or add-ons, stood in for on the local plane.
 
-    python -m mlplatform.cluster.provisioner --kubeconfig PATH --kubectl PATH [--interval 1]
+- Storage: no kubelet mounts anything here, so a claim only needs a volume object to bind to.
+  Each pending claim gets a hostPath PersistentVolume of its size, access modes and class,
+  pre-bound to it; volumes whose claim is gone are deleted, as a provisioner's `Delete`
+  reclaim policy does.
+- Load balancers: an ingress controller or a cloud's service controller publishes the address
+  it serves an Ingress or a LoadBalancer Service on. Here each gets 127.0.0.1 in its status,
+  so whatever waits for an address (Pulumi's readiness checks, GitOps health checks) sees one.
+
+`mlplatform cluster up` starts this on the simulated plane only; a real cluster has the real ones.
+
+    python -m mlplatform.cluster.simulated_controllers --kubeconfig PATH --kubectl PATH [--interval 1]
 """
 
 from __future__ import annotations
@@ -70,7 +76,21 @@ def released_volumes(claims: list[dict], volumes: list[dict]) -> list[dict]:
     ]
 
 
-class Provisioner:
+SIMULATED_ADDRESS = {"ip": "127.0.0.1"}
+
+
+def unaddressed(objects: list[dict]) -> list[dict]:
+    """Ingresses and LoadBalancer Services with no address published yet."""
+    waiting = []
+    for obj in objects:
+        if obj["kind"] == "Service" and obj["spec"].get("type") != "LoadBalancer":
+            continue
+        if not (obj.get("status", {}).get("loadBalancer", {}) or {}).get("ingress"):
+            waiting.append(obj)
+    return waiting
+
+
+class SimulatedControllers:
     def __init__(self, kubectl: str, kubeconfig: str) -> None:
         self.base = [kubectl, f"--kubeconfig={kubeconfig}", "--request-timeout=20s"]
 
@@ -80,9 +100,10 @@ class Provisioner:
             raise RuntimeError(proc.stderr.strip())
         return json.loads(proc.stdout)["items"]
 
-    def reconcile(self) -> tuple[int, int]:
+    def reconcile(self) -> tuple[int, int, int]:
+        """One round: (volumes created, volumes deleted, addresses published)."""
         claims, volumes = self._items("persistentvolumeclaims"), self._items("persistentvolumes")
-        created = deleted = 0
+        created = deleted = published = 0
         for claim in pending_claims(claims, volumes):
             proc = subprocess.run(
                 [*self.base, "create", "-f", "-"], input=json.dumps(volume_for(claim)), capture_output=True, text=True
@@ -95,7 +116,25 @@ class Provisioner:
                 text=True,
             )
             deleted += proc.returncode == 0
-        return created, deleted
+        for obj in unaddressed(self._items("ingresses.networking.k8s.io") + self._items("services")):
+            meta = obj["metadata"]
+            proc = subprocess.run(
+                [
+                    *self.base,
+                    "patch",
+                    f"{obj['kind'].lower()}/{meta['name']}",
+                    "-n",
+                    meta["namespace"],
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    json.dumps({"status": {"loadBalancer": {"ingress": [SIMULATED_ADDRESS]}}}),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            published += proc.returncode == 0
+        return created, deleted, published
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubectl", required=True)
     parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args(argv)
-    provisioner = Provisioner(args.kubectl, args.kubeconfig)
+    controllers = SimulatedControllers(args.kubectl, args.kubeconfig)
     while True:
         try:
-            created, deleted = provisioner.reconcile()
-            if created or deleted:
-                print(f"volumes created {created}, deleted {deleted}", flush=True)
+            created, deleted, published = controllers.reconcile()
+            if created or deleted or published:
+                print(f"volumes created {created}, deleted {deleted}; addresses published {published}", flush=True)
         except (RuntimeError, ValueError) as exc:
             # The apiserver restarting or not up yet: try again on the next round.
             print(f"reconcile failed: {exc}", file=sys.stderr, flush=True)

@@ -1,8 +1,15 @@
-"""The simulated plane's storage provisioner: which claims get volumes, which volumes go."""
+"""The simulated plane's stand-in controllers: which claims get volumes, which volumes go,
+which objects get a load-balancer address."""
 
 from __future__ import annotations
 
-from mlplatform.cluster.provisioner import VOLUME_LABEL, pending_claims, released_volumes, volume_for
+from mlplatform.cluster.simulated_controllers import (
+    VOLUME_LABEL,
+    pending_claims,
+    released_volumes,
+    unaddressed,
+    volume_for,
+)
 
 
 def _claim(name: str, uid: str, **spec) -> dict:
@@ -46,3 +53,18 @@ def test_our_volumes_go_with_their_claims_and_nobody_elses_do():
     released = released_volumes([kept], volumes)
     assert [v["metadata"]["name"] for v in released] == ["sim-u2"]
     assert all(v["metadata"]["labels"][VOLUME_LABEL] == "true" for v in released)
+
+
+def test_ingresses_and_load_balancers_without_an_address_get_one():
+    def service(name: str, type_: str, addressed: bool = False) -> dict:
+        status = {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}} if addressed else {"loadBalancer": {}}
+        return {"kind": "Service", "metadata": {"name": name}, "spec": {"type": type_}, "status": status}
+
+    ingress = {"kind": "Ingress", "metadata": {"name": "ui"}, "spec": {}, "status": {}}
+    objects = [
+        ingress,
+        service("lb", "LoadBalancer"),
+        service("done", "LoadBalancer", True),
+        service("in", "ClusterIP"),
+    ]
+    assert [o["metadata"]["name"] for o in unaddressed(objects)] == ["ui", "lb"]
