@@ -4,6 +4,9 @@
 
 (a) ours: `mlplatform render --stack lab` and the export applied in its two ordered phases
     (server-side, no retry), PVCs bound, then every ML service Deployment Available.
+(c) ours through the engine: `pulumi up` of the lab stack (monitoring and MLflow off, so that
+    it installs what (b) installs plus the GPU layer and tenancy), readiness awaited by Pulumi
+    itself, on the plane's simulated controllers (volumes, addresses). Skipped with --no-engine.
 (b) upstream's way: `kustomize build` of the lab overlays' upstream bases (cert-manager,
     notebooks, pipelines, katib, kserve, kserve-runtimes, training) as one stream, piped to
     `kubectl apply --server-side --force-conflicts -f -` in upstream's loop
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from plane_support import (
     DEFAULT_PORT_BASE,
+    REPO_ROOT,
     apply_phases,
     bind_volumes,
     deployments_of,
@@ -141,6 +145,40 @@ def upstream_way(scratch: Path, port_base: int, sleep: float, give_up: float, ti
         stop_plane(plane)
 
 
+def ours_engine(scratch: Path, port_base: int) -> dict:
+    import yaml
+
+    from mlplatform.engine import EngineStack, up_summary
+    from tests.engine.test_pulumi_lifecycle import stack_secrets
+
+    document = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())
+    for name in ("monitoring", "mlflow"):
+        document["config"]["mlplatform:modules"][name]["enabled"] = False
+    stack_file = scratch / "Pulumi.lab.yaml"
+    stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    plane = fresh_plane(scratch / "state-engine", port_base)
+    try:
+        engine = EngineStack("lab", scratch / "engine", state_dir=scratch / "state-engine")
+        engine.create(stack_file=stack_file, secrets=stack_secrets())
+        up = engine.pulumi("up", "--yes", "--skip-preview", "--json").check()
+        state = engine.state_inventory()
+        deployments = sorted((namespace, name) for kind, namespace, name in state if kind == "Deployment")
+        return {
+            "objects": sum(up_summary(up.stdout).values()) - 1,  # less the stack itself
+            "service objects": "-",
+            "deployments": deployments,
+            "build s": 0.0,
+            "apply s": up.seconds,
+            "failed applies": 0,
+            "apply steps": {"pulumi up": up.seconds},
+            "available s": 0.0,
+            "total s": up.seconds,
+            "load": load(),
+        }
+    finally:
+        stop_plane(plane)
+
+
 SERVICE_MODULES = {"notebooks", "pipelines", "katib", "kserve", "training", "kserve-cert-manager"}
 
 
@@ -149,7 +187,8 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=5, help="seconds between upstream's attempts (README: 20)")
     parser.add_argument("--give-up", type=float, default=1200, help="stop upstream's loop after this many seconds")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for Deployments Available")
-    parser.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="ports of the two planes")
+    parser.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="ports of the planes")
+    parser.add_argument("--no-engine", action="store_true", help="leave out (c), `pulumi up`")
     args = parser.parse_args()
     print(f"# ML services install, ours vs upstream's way — {time.strftime('%Y-%m-%d %H:%M')}, {machine()}")
     print(f"upstream loop: while ! kubectl apply --server-side --force-conflicts -f -; do sleep {args.sleep:g}; done")
@@ -157,6 +196,7 @@ def main() -> None:
     try:
         first = ours(scratch, args.port_base, args.timeout)
         second = upstream_way(scratch, args.port_base + 100, args.sleep, args.give_up, args.timeout)
+        third = None if args.no_engine else ours_engine(scratch, args.port_base + 200)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(
@@ -164,7 +204,10 @@ def main() -> None:
         "| failed applies | until Available s | total s | load (1 min) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, row in (("ours: render + ordered phases", first), ("upstream: kustomize + retry loop", second)):
+    rows = [("ours: render + ordered phases", first), ("upstream: kustomize + retry loop", second)]
+    if third:
+        rows.append(("ours: pulumi up (readiness awaited inside)", third))
+    for name, row in rows:
         print(
             f"| {name} | {row['objects']} | {row['service objects']} | {len(row['deployments'])} "
             f"| {row['build s']:.1f} | {row['apply s']:.1f} | {row['failed applies']} "
@@ -173,6 +216,8 @@ def main() -> None:
     for name, row in (("ours", first), ("upstream", second)):
         print(f"{name} apply steps: " + ", ".join(f"{step} {s:.1f} s" for step, s in row["apply steps"].items()))
     print(f"\nratio upstream / ours (total wall time): {second['total s'] / first['total s']:.2f}")
+    if third:
+        print(f"ratio upstream / pulumi up (total wall time): {second['total s'] / third['total s']:.2f}")
     if second["failed applies"]:
         for attempt, refusal in enumerate(second["refusals"], 1):
             print(f"upstream attempt {attempt} refused (last line): {refusal[:300]}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,14 @@ def change_summary(run: Run) -> dict[str, int]:
     """Operation counts of a `--json` preview or up: {"same": N, "create": M, ...}."""
     document = json.loads(run.stdout)
     return {op: int(count) for op, count in (document.get("changeSummary") or {}).items()}
+
+
+def up_summary(stream: str) -> dict[str, int]:
+    """Operation counts of an `up --json` event stream (its summary event)."""
+    for line in reversed(stream.splitlines()):
+        if '"summaryEvent"' in line:
+            return {op: int(count) for op, count in json.loads(line)["summaryEvent"]["resourceChanges"].items()}
+    raise EngineError("pulumi up --json printed no summary event")
 
 
 def changes(summary: dict[str, int]) -> int:
@@ -101,16 +110,25 @@ class EngineStack:
         )
         return Run(full, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
-    def popen(self, *args: str) -> subprocess.Popen:
-        """A pulumi command in its own process group (so a kill reaches the plugins it started)."""
+    def popen(self, *args: str, capture: bool = False) -> subprocess.Popen:
+        """A pulumi command in a process group of its own (its plugins start their own groups)."""
+        output = subprocess.PIPE if capture else subprocess.DEVNULL
         return subprocess.Popen(
             ["pulumi", *args, "--non-interactive", "--stack", self.stack],
             cwd=self.project,
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            text=True,
             start_new_session=True,
         )
+
+    def recover(self) -> Run:
+        """`mlplatform recover`, the one documented command after an interrupted `up`."""
+        started = time.monotonic()
+        args = [sys.executable, "-m", "mlplatform", "recover", "--stack", self.stack, "--cwd", str(self.project)]
+        proc = subprocess.run(args, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True)
+        return Run(args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
     def state_inventory(self) -> set[tuple[str, str, str]]:
         """(kind, namespace, name) of every Kubernetes object the state holds."""

@@ -267,7 +267,8 @@ def serve(engine_address: str, exec_shim: Path) -> None:
         futures.ThreadPoolExecutor(max_workers=8),
         options=[("grpc.max_receive_message_length", 400 * 1024 * 1024)],
     )
-    language_pb2_grpc.add_LanguageRuntimeServicer_to_server(PythonLanguageHost(engine_address, exec_shim), server)
+    host = PythonLanguageHost(engine_address, exec_shim)
+    language_pb2_grpc.add_LanguageRuntimeServicer_to_server(host, server)
     port = server.add_insecure_port("127.0.0.1:0")
     stopped = threading.Event()
     # The engine stops its plugins with SIGINT (or SIGTERM) once it is done with them.
@@ -276,7 +277,13 @@ def serve(engine_address: str, exec_shim: Path) -> None:
     server.start()
     # The engine reads the port from the first line of stdout.
     print(port, flush=True)
-    stopped.wait()
+    engine_pid = os.getppid()
+    # An engine killed outright (kill -9, a lost CI runner) never stops its plugins: once our
+    # parent is gone, so are we, and the program we run with us.
+    while not stopped.wait(1.0):
+        if os.getppid() != engine_pid:
+            host.Cancel(None, None)
+            break
     server.stop(grace=1).wait()
 
 

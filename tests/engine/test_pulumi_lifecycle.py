@@ -1,83 +1,88 @@
-"""`pulumi up` for real against the local control plane, per stack:
-up -> preview shows no change -> refresh + preview shows no change -> destroy leaves nothing.
+"""`pulumi up` for real against a local control plane, per stack:
+up (readiness awaited) -> the labelled cluster inventory equals the state -> a second preview
+shows no change -> refresh, then preview, shows no change -> destroy leaves no object of ours.
 
-The project is copied into a scratch folder so that `pulumi stack init` (which writes an
-encryption salt into the stack file) never touches the repository's stacks.
+Each stack gets a fresh plane of its own and a scratch copy of the project (`pulumi stack init`
+writes an encryption salt into the stack file, which must not touch the repository). The stack
+secrets are set as a user sets them, `pulumi config set --secret --path`.
+`MLPLATFORM_ENGINE_STACKS` (space-separated) narrows the stacks; all shipped ones by default.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
-import yaml
 
-from mlplatform.cli import engine_env, require_engine
-from tests.conftest import REPO_ROOT, STACKS
+from mlplatform.cli import require_engine
+from mlplatform.config.model import SECRET_NAMES
+from mlplatform.engine import EngineStack, change_summary, changes
+from tests.conftest import STACKS
 from tests.e2e.conftest import start_plane
+from tests.e2e.test_render_apply import labelled_inventory
+
+ENGINE_STACKS = tuple(os.environ.get("MLPLATFORM_ENGINE_STACKS", " ".join(STACKS)).split())
+# Ports of their own, apart from the e2e planes (offsets 0-600).
+PORT_OFFSETS = {"lab": 700, "openshift": 800, "cloud": 900}
 
 
-@pytest.fixture(scope="module")
-def engine_plane(tmp_path_factory):
+def stack_secrets() -> dict[str, str]:
+    """A value for every secret the config accepts; the OIDC cookie secret must be 32 bytes."""
+    values = {name: f"engine-test-{name}" for name in SECRET_NAMES}
+    values["mlflowOidcCookieSecret"] = "0123456789abcdef0123456789abcdef"
+    return values
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine_ready():
     reason = require_engine()
     if reason:
         pytest.fail(reason, pytrace=False)
     if not os.environ.get("MLPLATFORM_MIRROR"):
-        pytest.fail("the openshift stack's APIs come from the upstream mirror: set MLPLATFORM_MIRROR", pytrace=False)
-    plane = start_plane(tmp_path_factory.mktemp("engine-plane"), 200)
-    yield plane
-    plane.mlplatform("cluster", "down", "--purge")
+        pytest.fail("the stacks' upstream sources come from the mirror: set MLPLATFORM_MIRROR", pytrace=False)
 
 
-def _project_copy(tmp: Path) -> Path:
-    project = tmp / "project"
-    project.mkdir()
-    shutil.copy(REPO_ROOT / "__main__.py", project)
-    shutil.copytree(REPO_ROOT / "stacks", project / "stacks")
-    definition = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
-    definition["runtime"]["options"]["virtualenv"] = str(REPO_ROOT / ".venv")
-    (project / "Pulumi.yaml").write_text(yaml.safe_dump(definition))
-    return project
+@pytest.mark.parametrize("stack", ENGINE_STACKS)
+def test_up_is_idempotent_and_destroy_is_clean(tmp_path, stack):
+    plane = start_plane(tmp_path / "plane", PORT_OFFSETS[stack], stack)
+    try:
+        engine = EngineStack(stack, tmp_path / "engine", state_dir=tmp_path / "plane")
+        engine.create(secrets=stack_secrets())
+
+        up = engine.pulumi("up", "--yes", "--skip-preview").check()
+        print(f"\n{stack}: up in {up.seconds:.0f}s")
+        state = engine.state_inventory()
+        kinds = {kind for kind, _, _ in state}
+        assert len(state) > 100, f"urn count of {stack} looks wrong: {len(state)}"
+        cluster = labelled_inventory(plane, kinds, stack)
+        assert cluster - state == set(), f"orphans: labelled objects the state does not hold: {sorted(cluster - state)}"
+        assert state - cluster == set(), f"missing: state objects not in the cluster: {sorted(state - cluster)}"
+
+        preview = engine.pulumi("preview", "--expect-no-changes", "--json").check()
+        assert changes(change_summary(preview)) == 0, change_summary(preview)
+        engine.pulumi("refresh", "--yes").check()
+        after_refresh = engine.pulumi("preview", "--expect-no-changes", "--json").check()
+        assert changes(change_summary(after_refresh)) == 0, change_summary(after_refresh)
+
+        engine.pulumi("destroy", "--yes").check()
+        plane.wait_for(
+            f"no object of stack {stack} left", lambda: labelled_inventory(plane, kinds, stack) == set(), timeout=300
+        )
+        assert engine.state_inventory() == set()
+    finally:
+        plane.mlplatform("cluster", "down", "--purge", check=False)
 
 
-def _pulumi(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=project, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"pulumi {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-@pytest.mark.parametrize("stack", STACKS)
-def test_up_is_idempotent_and_destroy_is_clean(engine_plane, tmp_path, stack):
-    if engine_plane.env.get("MLPLATFORM_MIRROR") and stack == "openshift":
-        engine_plane.mlplatform("cluster", "up", "--stack", "openshift", "--simulated")
-    project = _project_copy(tmp_path)
-    env = engine_env(stack)
-    env.update(
-        PULUMI_BACKEND_URL=f"file://{tmp_path / 'state'}",
-        PULUMI_CONFIG_PASSPHRASE="engine-test",
-        MLPLATFORM_STATE_DIR=engine_plane.env["MLPLATFORM_STATE_DIR"],
-        PYTHONPATH=str(REPO_ROOT),
-    )
-    (tmp_path / "state").mkdir()
-    _pulumi(project, env, "stack", "init", stack)
-    _pulumi(project, env, "up", "--yes", "--skip-preview", "--stack", stack)
-    labelled = engine_plane.kubectl(
-        "get", "namespaces,configmaps", "-A", "-l", f"mlplatform.io/stack={stack}", "-o", "name"
-    )
-    assert sorted(labelled.stdout.split()) == ["configmap/mlplatform-info", "namespace/mlplatform-system"]
-    _pulumi(project, env, "preview", "--expect-no-changes", "--stack", stack)
-    _pulumi(project, env, "refresh", "--yes", "--stack", stack)
-    _pulumi(project, env, "preview", "--expect-no-changes", "--stack", stack)
-    _pulumi(project, env, "destroy", "--yes", "--stack", stack)
-    engine_plane.wait_for(
-        f"no object of stack {stack} left",
-        lambda: (
-            engine_plane.kubectl(
-                "get", "namespaces,configmaps", "-A", "-l", f"mlplatform.io/stack={stack}", "-o", "name"
-            ).stdout.strip()
-            == ""
-        ),
-    )
+def test_a_malformed_stack_config_stops_before_any_resource(tmp_path):
+    plane = start_plane(tmp_path / "plane", PORT_OFFSETS["lab"] + 50, "lab")
+    try:
+        engine = EngineStack("lab", tmp_path / "engine", state_dir=tmp_path / "plane")
+        engine.create(secrets=stack_secrets())
+        engine.pulumi("config", "set", "--path", "mlplatform:cluster.nodePools[0].count", "many").check()
+        preview = engine.pulumi("preview")
+        assert preview.returncode != 0
+        output = preview.stdout + preview.stderr
+        assert "stacks/Pulumi.lab.yaml" in output and "cluster.nodePools[0].count" in output, output[-2000:]
+        assert engine.state_inventory() == set()
+    finally:
+        plane.mlplatform("cluster", "down", "--purge", check=False)

@@ -1,0 +1,359 @@
+"""The Pulumi engine on the local control plane: cost, scale, idempotency, crash recovery, drift.
+
+    python benchmarks/bench_engine.py [--quick] [--stacks lab openshift cloud] [--ups 20]
+        [--crashes 20] [--drifts 20] [--teams 10 100 500] [--only cost scale crash drift]
+
+- cost and idempotency, per stack on a fresh plane: cold `up` (readiness awaited) with its
+  resource count and the peak memory of the CLI, the language host with the program, and the
+  provider; then `up` again N-1 times, each of which must change nothing; `refresh`, then
+  `preview`, which must show no change; the no-op preview's time per resource;
+- scale: the lab stack's core, GPU layer and tenancy with 10, 100, 500 teams: cold `up`,
+  no-op `preview`, and the `preview` of adding one team;
+- crash recovery: `kill -9` of `pulumi up` (the CLI's process) at a random moment of an update
+  that adds or removes 5 teams, then the one recovery command, `mlplatform recover`, then `up`;
+  success when that `up` succeeds and the labelled cluster inventory equals the state;
+- drift: 20 out-of-band changes to objects of the lab stack, one `refresh` + `preview` (does it
+  show each changed object?) and one `up` (is each field back?).
+
+Every figure is printed beside the load average it was taken under (2-core machines are shared
+by the plane, the CLI and the provider).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+from bench_gitops_reliability import _contains, _expected, _live, drifts
+from plane_support import REPO_ROOT, fresh_plane, load, machine, render_export, stop_plane
+
+from mlplatform.engine import EngineStack, change_summary, changes, up_summary
+from tests.e2e.test_render_apply import labelled_inventory
+from tests.engine.test_pulumi_lifecycle import stack_secrets
+
+PORT_BASE = int(os.environ.get("MLPLATFORM_BENCH_PORT_BASE", "43000"))
+
+
+class PeakMemory:
+    """Peak resident memory of a process tree, sampled every 0.2 s: the total, and per program
+    (the CLI, the language host and the program it runs, the provider)."""
+
+    def __init__(self, root_pid: int) -> None:
+        self.root = root_pid
+        self.total = 0
+        self.by_name: dict[str, int] = defaultdict(int)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _name(pid: int) -> str:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        text = " ".join(part.decode(errors="replace") for part in cmdline)
+        if "pulumi-resource-kubernetes" in text:
+            return "provider"
+        if "language_host" in text or "pulumi-language-python" in text:
+            return "language host + program" if "exec" in text or "language_host" in text else "language host"
+        if text.startswith("pulumi") or "/pulumi " in f"{text} ":
+            return "CLI"
+        return "other"
+
+    def _sample(self) -> None:
+        children: dict[int, list[int]] = defaultdict(list)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(") ", 1)[1].split()
+                children[int(fields[1])].append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        tree, todo = [], [self.root]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(children.get(pid, []))
+        total, by_name = 0, defaultdict(int)
+        for pid in tree:
+            try:
+                rss_kib = next(
+                    int(line.split()[1])
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:")
+                )
+                by_name[self._name(pid)] += rss_kib
+                total += rss_kib
+            except (OSError, StopIteration, ValueError):
+                continue
+        self.total = max(self.total, total)
+        for name, rss in by_name.items():
+            self.by_name[name] = max(self.by_name[name], rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed_up(engine: EngineStack, *extra: str) -> tuple[float, dict[str, int], PeakMemory]:
+    """`pulumi up --json` with its memory sampled; (seconds, change summary, peaks)."""
+    started = time.monotonic()
+    proc = engine.popen("up", "--yes", "--skip-preview", "--json", *extra, capture=True)
+    memory = PeakMemory(proc.pid)
+    stdout, stderr = proc.communicate()
+    memory.stop()
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"pulumi up failed:\n{(stdout + stderr)[-3000:]}")
+    return seconds, up_summary(stdout), memory
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.0f}"
+
+
+def new_engine(stack: str, scratch: Path, index: int, stack_file: Path | None = None):
+    plane = fresh_plane(
+        scratch / f"plane-{index}", PORT_BASE + 100 * index, "lab" if stack.startswith("scale") else stack
+    )
+    engine = EngineStack(stack, scratch / f"engine-{index}", state_dir=scratch / f"plane-{index}")
+    engine.create(stack_file=stack_file, secrets=stack_secrets())
+    return plane, engine
+
+
+def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
+    print(f"\n## Engine cost and idempotency: cold `up`, then `up` {ups - 1} more times, refresh, preview")
+    print(
+        "| stack | resources | cold up s | peak MiB (CLI / host+program / provider / all) | re-up s (median) "
+        "| re-ups with changes | refresh s | preview after refresh: changes | no-op preview s | ms/resource | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for index, stack in enumerate(stacks):
+        plane, engine = new_engine(stack, scratch, index)
+        try:
+            cold_s, summary, memory = timed_up(engine)
+            resources = sum(summary.values())
+            reup_s, dirty = [], []
+            for attempt in range(2, ups + 1):
+                seconds, summary, _ = timed_up(engine)
+                reup_s.append(seconds)
+                if changes(summary):
+                    dirty.append(f"up {attempt}: {summary}")
+            refresh = engine.pulumi("refresh", "--yes").check()
+            preview = engine.pulumi("preview", "--json").check()
+            after_refresh = changes(change_summary(preview))
+            noop = engine.pulumi("preview", "--json").check()
+            peaks = memory.by_name
+            print(
+                f"| {stack} | {resources} | {cold_s:.0f} | {mib(peaks['CLI'])} / "
+                f"{mib(peaks['language host + program'])} / {mib(peaks['provider'])} / {mib(memory.total)} "
+                f"| {statistics.median(reup_s) if reup_s else float('nan'):.1f} | {len(dirty)}/{ups - 1} "
+                f"| {refresh.seconds:.0f} | {after_refresh} | {noop.seconds:.1f} "
+                f"| {1000 * noop.seconds / max(resources, 1):.0f} | {load()} |",
+                flush=True,
+            )
+            for line in dirty[:3]:
+                print(f"changes on a repeated up: {line}")
+        finally:
+            stop_plane(plane)
+
+
+def stack_with_teams(count: int, folder: Path, modules_off: bool = True) -> Path:
+    """The lab stack with `count` teams; the ML services off so that teams alone grow."""
+    from bench_tenancy_scale import stack_with_teams as lab_with_teams
+
+    path = lab_with_teams(count, folder)
+    document = yaml.safe_load(path.read_text())
+    if modules_off:
+        for name, module in document["config"]["mlplatform:modules"].items():
+            if name not in ("tenancy", "gpu") and isinstance(module, dict) and "enabled" in module:
+                module["enabled"] = False
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def scale_section(sizes: list[int], scratch: Path) -> None:
+    print("\n## Scale: core + GPU layer + tenancy with N teams (ML services off)")
+    print("| teams | resources | cold up s | no-op preview s | add one team: preview s | its changes | load |")
+    print("|---|---|---|---|---|---|---|")
+    for offset, count in enumerate(sizes):
+        folder = scratch / f"scale-{count}"
+        folder.mkdir()
+        stack_file = stack_with_teams(count, folder)
+        plane, engine = new_engine("lab", scratch, 10 + offset, stack_file=stack_file)
+        try:
+            cold_s, summary, _ = timed_up(engine)
+            noop = engine.pulumi("preview", "--json").check()
+            (folder / "plus-one").mkdir()
+            bigger = stack_with_teams(count + 1, folder / "plus-one")
+            document = yaml.safe_load((engine.project / "stacks" / "Pulumi.lab.yaml").read_text())
+            teams = yaml.safe_load(bigger.read_text())["config"]["mlplatform:modules"]["tenancy"]["teams"]
+            document["config"]["mlplatform:modules"]["tenancy"]["teams"] = teams
+            (engine.project / "stacks" / "Pulumi.lab.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+            plus_one = engine.pulumi("preview", "--json").check()
+            print(
+                f"| {count} | {sum(summary.values())} | {cold_s:.0f} | {noop.seconds:.1f} | {plus_one.seconds:.1f} "
+                f"| {change_summary(plus_one)} | {load()} |",
+                flush=True,
+            )
+        finally:
+            stop_plane(plane)
+
+
+CRASH_TEAMS = 5
+
+
+def _set_crash_teams(engine: EngineStack, present: bool, base: dict) -> None:
+    document = copy.deepcopy(base)
+    teams = document["config"]["mlplatform:modules"]["tenancy"]["teams"]
+    if present:
+        teams += [
+            {"name": f"crash{i}", "groups": {"edit": [f"crash{i}"]}, "quota": {"cpu": "1", "memory": "1Gi"}}
+            for i in range(CRASH_TEAMS)
+        ]
+    (engine.project / "stacks" / "Pulumi.lab.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def inventory_gap(engine: EngineStack, plane) -> tuple[int, int]:
+    state = engine.state_inventory()
+    cluster = labelled_inventory(plane, {kind for kind, _, _ in state}, "lab")
+    return len(cluster - state), len(state - cluster)
+
+
+def crash_section(trials: int, seed: int, scratch: Path) -> None:
+    print(
+        f"\n## Crash recovery: kill -9 of `pulumi up` adding or removing {CRASH_TEAMS} teams, `mlplatform recover`, `up`"
+    )
+    plane, engine = new_engine("lab", scratch, 20)
+    try:
+        stack_file = engine.project / "stacks" / "Pulumi.lab.yaml"
+        base = yaml.safe_load(stack_file.read_text())
+        timed_up(engine)
+        _set_crash_teams(engine, True, base)
+        window, _, _ = timed_up(engine)
+        print(f"update window: {window:.1f} s to add {CRASH_TEAMS} teams (load {load()})")
+        print("| trial | change | kill at s | pending ops after kill | recover | up after | orphans | missing | load |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        chance = random.Random(seed)
+        present, successes = True, 0
+        for trial in range(1, trials + 1):
+            present = not present
+            _set_crash_teams(engine, present, base)
+            delay = chance.uniform(0, window)
+            proc = engine.popen("up", "--yes", "--skip-preview")
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pending = engine.pending_operations()
+            recovered = engine.recover()
+            up = engine.pulumi("up", "--yes", "--skip-preview")
+            orphans, missing = inventory_gap(engine, plane)
+            ok = recovered.returncode == 0 and up.returncode == 0 and orphans == 0 and missing == 0
+            successes += ok
+            print(
+                f"| {trial} | {'add' if present else 'remove'} | {delay:.1f} | {pending} "
+                f"| {'ok' if recovered.returncode == 0 else 'failed'} | {'ok' if up.returncode == 0 else 'failed'} "
+                f"| {orphans} | {missing} | {load()} |",
+                flush=True,
+            )
+            if up.returncode != 0:
+                print("up failed: " + (up.stdout + up.stderr).strip().splitlines()[-1][:300])
+        print(f"\nrecovered and converged: {successes}/{trials}")
+    finally:
+        stop_plane(plane)
+
+
+def _urn_suffix(manifest: dict) -> str:
+    api_version, kind = manifest["apiVersion"], manifest["kind"]
+    group_version = api_version if "/" in api_version else f"core/{api_version}"
+    meta = manifest["metadata"]
+    name = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+    return f"kubernetes:{group_version}:{kind}::{name}"
+
+
+def drift_section(count: int, scratch: Path) -> None:
+    print(f"\n## Drift: {count} out-of-band changes, `pulumi refresh` + `preview`, then `pulumi up`")
+    plane, engine = new_engine("lab", scratch, 30)
+    try:
+        timed_up(engine)
+        manifests = render_export("lab", scratch / "drift-render")
+        chosen = drifts(manifests)[:count]
+        expected = {d.name: _expected(d, plane) for d in chosen}
+        took = {}
+        for drift in chosen:
+            try:
+                drift.change(plane, drift.manifest)
+                live = _live(plane, drift.manifest)
+                took[drift.name] = live is None or not _contains(drift.probe(live), expected[drift.name])
+            except AssertionError:
+                took[drift.name] = False
+        refresh = engine.pulumi("refresh", "--yes").check()
+        preview = engine.pulumi("preview", "--json").check()
+        steps = [s for s in json.loads(preview.stdout).get("steps", []) if s.get("op") != "same"]
+        up = engine.pulumi("up", "--yes", "--skip-preview")
+        print("| out-of-band change | change took | refresh + preview shows it | up repairs |")
+        print("|---|---|---|---|")
+        detected = repaired = 0
+        for drift in chosen:
+            suffix = _urn_suffix(drift.manifest)
+            ops = sorted({s["op"] for s in steps if s["urn"].endswith(suffix)})
+            live = _live(plane, drift.manifest)
+            fixed = live is not None and _contains(drift.probe(live), expected[drift.name])
+            detected += bool(ops)
+            repaired += fixed
+            print(
+                f"| {drift.name} | {'yes' if took[drift.name] else 'no'} | {', '.join(ops) or 'no'} | {'yes' if fixed else 'no'} |"
+            )
+        print(
+            f"\ndetected {detected}/{len(chosen)}, repaired {repaired}/{len(chosen)} "
+            f"(refresh {refresh.seconds:.0f} s, up {'ok' if up.returncode == 0 else 'failed'} in {up.seconds:.0f} s); load {load()}"
+        )
+        if up.returncode != 0:
+            print("up: " + re.sub(r"\s+", " ", (up.stdout + up.stderr)[-600:]))
+    finally:
+        stop_plane(plane)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: lab only, 3 ups, 3 crashes, 10 and 100 teams")
+    parser.add_argument("--stacks", nargs="+", default=["lab", "openshift", "cloud"])
+    parser.add_argument("--ups", type=int, default=20)
+    parser.add_argument("--crashes", type=int, default=20)
+    parser.add_argument("--drifts", type=int, default=20)
+    parser.add_argument("--teams", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--only", nargs="+", choices=["cost", "scale", "crash", "drift"])
+    parser.add_argument("--seed", type=int, default=20261201, help="seed of the kill moments")
+    args = parser.parse_args()
+    if args.quick:
+        args.stacks, args.ups, args.crashes, args.teams = ["lab"], 3, 3, [10, 100]
+    sections = args.only or ["cost", "scale", "crash", "drift"]
+    print(f"# Pulumi engine on the local plane — {time.strftime('%Y-%m-%d %H:%M')}, {machine()}, load {load()}")
+    with tempfile.TemporaryDirectory(prefix="mlp-engine-") as folder:
+        scratch = Path(folder)
+        if "cost" in sections:
+            cost_section(args.stacks, args.ups, scratch)
+        if "scale" in sections:
+            scale_section(args.teams, scratch)
+        if "crash" in sections:
+            crash_section(args.crashes, args.seed, scratch)
+        if "drift" in sections:
+            drift_section(args.drifts, scratch)
+
+
+if __name__ == "__main__":
+    os.chdir(REPO_ROOT)
+    main()
