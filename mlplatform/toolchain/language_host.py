@@ -116,20 +116,16 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         directory = info.root_directory or info.program_directory or os.getcwd()
         return _virtualenv_python(directory, _options(info)), info.program_directory or directory
 
+    def _resource_plugins(self, info: language_pb2.ProgramInfo) -> list[dict]:
+        python, cwd = self._program_python(info)
+        return _json_lines(python, _LIST_PLUGINS, cwd)
+
     def GetRequiredPlugins(self, request, context):
-        python, cwd = self._program_python(request.info)
-        plugins = [
-            plugin_pb2.PluginDependency(name=p["name"], kind="resource", version=p["version"], server=p["server"])
-            for p in _json_lines(python, _LIST_PLUGINS, cwd)
-        ]
+        plugins = [plugin_pb2.PluginDependency(kind="resource", **p) for p in self._resource_plugins(request.info)]
         return language_pb2.GetRequiredPluginsResponse(plugins=plugins)
 
     def GetRequiredPackages(self, request, context):
-        python, cwd = self._program_python(request.info)
-        packages = [
-            plugin_pb2.PackageDependency(name=p["name"], kind="resource", version=p["version"], server=p["server"])
-            for p in _json_lines(python, _LIST_PLUGINS, cwd)
-        ]
+        packages = [plugin_pb2.PackageDependency(kind="resource", **p) for p in self._resource_plugins(request.info)]
         return language_pb2.GetRequiredPackagesResponse(packages=packages)
 
     def GetProgramDependencies(self, request, context):
