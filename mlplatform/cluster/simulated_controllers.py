@@ -10,7 +10,7 @@
 
 `mlplatform cluster up` starts this on the simulated plane only; a real cluster has the real ones.
 
-    python -m mlplatform.cluster.simulated_controllers --kubeconfig PATH --kubectl PATH [--interval 1]
+    python -m mlplatform.cluster.simulated_controllers --kubeconfig PATH --kubectl PATH [--interval 2]
 """
 
 from __future__ import annotations
@@ -94,15 +94,30 @@ class SimulatedControllers:
     def __init__(self, kubectl: str, kubeconfig: str) -> None:
         self.base = [kubectl, f"--kubeconfig={kubeconfig}", "--request-timeout=20s"]
 
-    def _items(self, resource: str) -> list[dict]:
-        proc = subprocess.run([*self.base, "get", resource, "-A", "-o", "json"], capture_output=True, text=True)
+    def _items(self) -> dict[str, list[dict]]:
+        """Claims, volumes, Ingresses and Services, by kind, in one kubectl call per round."""
+        kinds = "persistentvolumeclaims,persistentvolumes,ingresses.networking.k8s.io,services"
+        proc = subprocess.run(
+            [*self.base, "get", kinds, "-A", "-o", "json"],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip())
-        return json.loads(proc.stdout)["items"]
+        by_kind: dict[str, list[dict]] = {
+            "PersistentVolumeClaim": [],
+            "PersistentVolume": [],
+            "Ingress": [],
+            "Service": [],
+        }
+        for item in json.loads(proc.stdout)["items"]:
+            by_kind.setdefault(item["kind"], []).append(item)
+        return by_kind
 
     def reconcile(self) -> tuple[int, int, int]:
         """One round: (volumes created, volumes deleted, addresses published)."""
-        claims, volumes = self._items("persistentvolumeclaims"), self._items("persistentvolumes")
+        items = self._items()
+        claims, volumes = items["PersistentVolumeClaim"], items["PersistentVolume"]
         created = deleted = published = 0
         for claim in pending_claims(claims, volumes):
             proc = subprocess.run(
@@ -116,7 +131,7 @@ class SimulatedControllers:
                 text=True,
             )
             deleted += proc.returncode == 0
-        for obj in unaddressed(self._items("ingresses.networking.k8s.io") + self._items("services")):
+        for obj in unaddressed(items["Ingress"] + items["Service"]):
             meta = obj["metadata"]
             proc = subprocess.run(
                 [
@@ -141,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--kubectl", required=True)
-    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--interval", type=float, default=2.0)
     args = parser.parse_args(argv)
     controllers = SimulatedControllers(args.kubectl, args.kubeconfig)
     while True:
