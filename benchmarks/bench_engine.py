@@ -284,6 +284,14 @@ def _urn_suffix(manifest: dict) -> str:
     return f"kubernetes:{group_version}:{kind}::{name}"
 
 
+def _reason(message: str) -> str:
+    """The gist of an engine error: 'field conflict', 'immutable field' or its first words."""
+    for gist in ("field conflict", "immutable", "not found", "Forbidden"):
+        if gist.lower() in message.lower():
+            return gist
+    return " ".join(message.split()[:8])
+
+
 def drift_section(count: int, scratch: Path) -> None:
     print(f"\n## Drift: {count} out-of-band changes, `pulumi refresh` + `preview`, then `pulumi up`")
     plane, engine = new_engine("lab", scratch, 30)
@@ -300,26 +308,34 @@ def drift_section(count: int, scratch: Path) -> None:
                 took[drift.name] = live is None or not _contains(drift.probe(live), expected[drift.name])
             except AssertionError:
                 took[drift.name] = False
-        refresh = engine.pulumi("refresh", "--yes").check()
-        preview = engine.pulumi("preview", "--json").check()
-        steps = [s for s in json.loads(preview.stdout).get("steps", []) if s.get("op") != "same"]
+        refresh = engine.pulumi("refresh", "--yes")
+        preview = engine.pulumi("preview", "--json")
+        document = json.loads(preview.stdout or "{}")
+        steps = [s for s in document.get("steps", []) if s.get("op") != "same"]
+        # A preview that cannot plan an object reports it as an error diagnostic on its URN.
+        errors = [d for d in document.get("diagnostics", []) if d.get("severity") == "error" and d.get("urn")]
+        steps += [{"urn": d["urn"], "op": "error: " + _reason(d["message"])} for d in errors]
         up = engine.pulumi("up", "--yes", "--skip-preview")
         print("| out-of-band change | change took | refresh + preview shows it | up repairs |")
         print("|---|---|---|---|")
-        detected = repaired = 0
+        detected = planned = repaired = 0
         for drift in chosen:
             suffix = _urn_suffix(drift.manifest)
             ops = sorted({s["op"] for s in steps if s["urn"].endswith(suffix)})
             live = _live(plane, drift.manifest)
             fixed = live is not None and _contains(drift.probe(live), expected[drift.name])
             detected += bool(ops)
+            planned += any(not op.startswith("error") for op in ops)
             repaired += fixed
             print(
                 f"| {drift.name} | {'yes' if took[drift.name] else 'no'} | {', '.join(ops) or 'no'} | {'yes' if fixed else 'no'} |"
             )
         print(
-            f"\ndetected {detected}/{len(chosen)}, repaired {repaired}/{len(chosen)} "
-            f"(refresh {refresh.seconds:.0f} s, up {'ok' if up.returncode == 0 else 'failed'} in {up.seconds:.0f} s); load {load()}"
+            f"\ndetected {detected}/{len(chosen)} ({planned} as a planned change, the rest as an error), "
+            f"repaired {repaired}/{len(chosen)} "
+            f"(refresh {'ok' if refresh.returncode == 0 else 'failed'} in {refresh.seconds:.0f} s, "
+            f"preview {'ok' if preview.returncode == 0 else 'failed'}, "
+            f"up {'ok' if up.returncode == 0 else 'failed'} in {up.seconds:.0f} s); load {load()}"
         )
         if up.returncode != 0:
             print("up: " + re.sub(r"\s+", " ", (up.stdout + up.stderr)[-600:]))

@@ -17,7 +17,7 @@ No webhook server runs on the simulated plane: the export is applied with its we
 configurations at failurePolicy Ignore and its CRD conversion webhooks off (written into the
 manifests, since every re-apply would set them back). Aggregated APIServices are left out, as
 in the e2e harness. The Pulumi engine's figures (refresh drift detection, interrupted `up`)
-print as not measured where the engine cannot run.
+are bench_engine.py's.
 """
 
 from __future__ import annotations
@@ -485,17 +485,6 @@ def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def engine_figures() -> None:
-    print("\n## Pulumi engine: `pulumi refresh` drift detection, `pulumi up` after an interrupted up")
-    from mlplatform.cli import require_engine
-
-    reason = require_engine()
-    if reason:
-        print(f"not measured: Pulumi engine unavailable here ({reason.splitlines()[0]})")
-    else:
-        print("not measured: this script measures the GitOps path; the engine's figures need a stack of their own")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 applies, 3 crash trials, 20 drifts")
@@ -525,7 +514,6 @@ def main() -> None:
         print(f"\nfull apply from empty: {full_apply_s:.1f} s (load {load()})")
         crash_recovery(export, crashes, full_apply_s, args.seed)
         drift_section(export, scratch, args.drifts)
-        engine_figures()
     finally:
         stop_plane(plane)
         shutil.rmtree(scratch, ignore_errors=True)
