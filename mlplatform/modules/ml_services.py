@@ -85,7 +85,8 @@ class Notebooks(_Service):
         create_object(notebook_policy(labels), after)
         create_object(notebook_policy_binding(labels), after)
         tracking_uri = ctx.outputs["mlflow"].tracking_uri if "mlflow" in ctx.outputs else None
-        namespaces = ctx.outputs["tenancy"].namespaces
+        tenancy = ctx.outputs["tenancy"]
+        namespaces = tenancy.namespaces
         for team in ctx.resolved.config.modules.tenancy.teams:
             create_object(
                 {
@@ -94,7 +95,8 @@ class Notebooks(_Service):
                     "metadata": {"name": NOTEBOOK_RULES, "namespace": namespaces[team.name], "labels": labels},
                     "data": notebook_rules(settings, team, tracking_uri),
                 },
-                ctx.child_opts(self),
+                # In the team's namespace: created after it, deleted before it.
+                ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team.name]]),
             )
         self._finish(tuple(install.namespaces), {}, install.ready)
 

@@ -4,7 +4,7 @@ that deny ingress except from the platform, and the platform's PriorityClasses."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -29,6 +29,8 @@ class TenancyOutputs:
     # team name -> namespace
     namespaces: dict[str, str]
     priority_classes: tuple[str, ...]
+    # team name -> its Namespace resource: what other modules' objects in it depend on
+    namespace_resources: dict[str, pulumi.Resource] = field(default_factory=dict)
 
 
 def quota_hard(team: Team, gpu_names: tuple[str, ...]) -> dict[str, str]:
@@ -83,7 +85,11 @@ class Tenancy(pulumi.ComponentResource):
             namespaces[team.name] = self._team(team, settings.namespace_prefix + team.name, gpu_names)
         if settings.queueing.backend == "kueue":
             self._kueue(settings, gpu)
-        self.outputs = TenancyOutputs(namespaces=namespaces, priority_classes=tuple(PRIORITY_CLASSES))
+        self.outputs = TenancyOutputs(
+            namespaces=namespaces,
+            priority_classes=tuple(PRIORITY_CLASSES),
+            namespace_resources=dict(self._team_namespaces),
+        )
         self.register_outputs({"namespaces": namespaces})
 
     def _team(self, team: Team, namespace: str, gpu_names: tuple[str, ...]) -> str:
