@@ -65,7 +65,8 @@ class PeakMemory:
         if "pulumi-resource-kubernetes" in text:
             return "provider"
         if "language_host" in text or "pulumi-language-python" in text:
-            return "language host + program" if "exec" in text or "language_host" in text else "language host"
+            # The host and the program it runs through the exec shim, counted together.
+            return "language host + program"
         if text.startswith("pulumi") or "/pulumi " in f"{text} ":
             return "CLI"
         return "other"
@@ -171,16 +172,15 @@ def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
             stop_plane(plane)
 
 
-def stack_with_teams(count: int, folder: Path, modules_off: bool = True) -> Path:
+def stack_with_teams(count: int, folder: Path) -> Path:
     """The lab stack with `count` teams; the ML services off so that teams alone grow."""
     from bench_tenancy_scale import stack_with_teams as lab_with_teams
 
     path = lab_with_teams(count, folder)
     document = yaml.safe_load(path.read_text())
-    if modules_off:
-        for name, module in document["config"]["mlplatform:modules"].items():
-            if name not in ("tenancy", "gpu") and isinstance(module, dict) and "enabled" in module:
-                module["enabled"] = False
+    for name, module in document["config"]["mlplatform:modules"].items():
+        if name not in ("tenancy", "gpu") and isinstance(module, dict) and "enabled" in module:
+            module["enabled"] = False
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
