@@ -106,11 +106,12 @@ def engine_figures() -> None:
     if reason:
         print(f"not measured: {reason.splitlines()[0]}")
         return
+    from mlplatform import file_backend
     from mlplatform.cli import engine_env
 
     env = engine_env("bench")
     state = Path(tempfile.mkdtemp(prefix="mlp-engine-"))
-    env["PULUMI_BACKEND_URL"] = f"file://{state}"
+    env["PULUMI_BACKEND_URL"] = file_backend.local_url(state)
     env["PULUMI_CONFIG_PASSPHRASE"] = "bench"
     shutil.copyfile(REPO_ROOT / "stacks" / "Pulumi.lab.yaml", REPO_ROOT / "stacks" / "Pulumi.bench.yaml")
     try:

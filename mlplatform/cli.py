@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlplatform import file_backend
 from mlplatform.config import ConfigError, ResolvedConfig, load_stack
 from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
 
@@ -85,7 +86,7 @@ def engine_env(stack: str) -> dict[str, str]:
 
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir()}{os.pathsep}{REPO_ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("PULUMI_BACKEND_URL", f"file://{STATE_ROOT / 'state'}")
+    env.setdefault("PULUMI_BACKEND_URL", file_backend.local_url(STATE_ROOT / "state"))
     env.setdefault("PULUMI_HOME", str(STATE_ROOT / "pulumi-home"))
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
     env.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
@@ -286,7 +287,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"mlplatform up: {reason}", file=sys.stderr)
         return EXIT_MISSING_TOOL
     env = engine_env(args.stack)
-    Path(env["PULUMI_BACKEND_URL"].removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    backend_root = file_backend.root(env["PULUMI_BACKEND_URL"])
+    if backend_root is not None:
+        backend_root.mkdir(parents=True, exist_ok=True)
     select = subprocess.run(["pulumi", "stack", "select", "--create", args.stack], cwd=REPO_ROOT, env=env)
     if select.returncode != 0:
         return select.returncode

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from mlplatform import file_backend
 from mlplatform.cli import engine_env
 from mlplatform.paths import REPO_ROOT
 
@@ -76,7 +77,7 @@ class EngineStack:
     def env(self) -> dict[str, str]:
         env = engine_env(self.stack)
         env.update(
-            PULUMI_BACKEND_URL=f"file://{self.backend}",
+            PULUMI_BACKEND_URL=file_backend.local_url(self.backend),
             PULUMI_CONFIG_PASSPHRASE="mlplatform-engine",
             MLPLATFORM_STATE_DIR=str(self.state_dir),
             PYTHONPATH=str(REPO_ROOT),

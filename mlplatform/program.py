@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 from mlplatform.cluster import simulated
 from mlplatform.config import ConfigError, ResolvedConfig, resolve
 from mlplatform.config.load import config_from_pulumi_env, display_path, stack_file
-from mlplatform.modules.base import ModuleContext
+from mlplatform.modules.base import ModuleContext, declared_state_wins
 from mlplatform.modules.core import Core
 from mlplatform.modules.registry import MODULES, composition_order
 from mlplatform.paths import STATE_ROOT
@@ -88,10 +88,13 @@ def main() -> dict[str, pulumi.ComponentResource]:
     """Compose the stack; returns the module components by name (tests inspect them)."""
     resolved = load_running_stack()
     require_secrets(resolved)
-    # A render is what the stack applies anywhere; only the engine adapts to the plane.
-    if not under_mocks() and simulated.targets_simulated_plane(target_kubeconfig(resolved)):
-        pulumi.log.info("target is the local simulated plane: webhooks fail open, CRDs convert without webhooks")
-        pulumi.runtime.register_stack_transformation(simulated.without_webhook_servers)
+    # A render is what the stack applies anywhere; only the engine forces its objects and
+    # adapts them to the plane.
+    if not under_mocks():
+        pulumi.runtime.register_stack_transformation(declared_state_wins)
+        if simulated.targets_simulated_plane(target_kubeconfig(resolved)):
+            pulumi.log.info("target is the local simulated plane: webhooks fail open, CRDs convert without webhooks")
+            pulumi.runtime.register_stack_transformation(simulated.without_webhook_servers)
     provider = build_provider(resolved)
     ctx = ModuleContext(resolved=resolved, provider=provider)
     core = Core("platform", ctx)

@@ -5,7 +5,8 @@ behind on a file backend: the stack's lock, and operations the state records as 
 (objects whose create was sent but never confirmed). Recovery:
 
 1. release the lock, but only locks whose holder is gone: a lock taken on this host by a
-   process that no longer runs. A live holder, or one on another host, stops recovery;
+   process that no longer runs. A live holder, or one on another host, stops recovery. Then
+   mend what a killed checkpoint write can leave on a file backend (`file_backend.repair`);
 2. `pulumi refresh --clear-pending-creates`: the state is read back from the cluster and the
    unconfirmed creates are dropped from it. An object that was in fact created is adopted by
    the next `up`, which applies it server-side (an upsert), so nothing is left orphaned.
@@ -19,6 +20,8 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from mlplatform import file_backend
 
 
 class RecoverError(RuntimeError):
@@ -46,9 +49,10 @@ class StackLock:
 
 def stack_locks(backend_url: str, project: str, stack: str) -> list[StackLock]:
     """Lock files of a stack on a file:// backend (other backends hold their own locks)."""
-    if not backend_url.startswith("file://"):
+    backend_root = file_backend.root(backend_url)
+    if backend_root is None:
         return []
-    root = Path(backend_url.removeprefix("file://")) / ".pulumi" / "locks"
+    root = backend_root / ".pulumi" / "locks"
     locks = []
     for path in sorted(root.glob(f"*/{project}/{stack}/*.json")) + sorted(root.glob(f"{stack}/*.json")):
         try:
@@ -67,6 +71,9 @@ def recover(stack: str, project: str, cwd: Path, env: dict[str, str]) -> list[st
     if live:
         holders = ", ".join(f"pid {lock.pid} on {lock.hostname}" for lock in live)
         raise RecoverError(f"stack {stack} is locked by a running or foreign update ({holders}); wait for it to end")
+    backend_root = file_backend.root(env.get("PULUMI_BACKEND_URL", ""))
+    if backend_root is not None:
+        done += file_backend.repair(backend_root, project, stack)
     if locks:
         _pulumi(["cancel", "--yes", "--stack", stack], cwd, env)
         done.append(f"released {len(locks)} lock(s) left by a process that no longer runs")

@@ -3,6 +3,7 @@ the typed outputs of the modules it depends on."""
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,36 @@ import pulumi_kubernetes as k8s
 from mlplatform.config import ResolvedConfig
 
 MANAGED_BY = "mlplatform"
+# The provider applies server-side; without force, a field another manager changed out of band
+# (`kubectl label`, `kubectl scale`) stops `preview` and `up` with a field conflict instead of
+# being planned back. On objects of ours the declared state wins.
+FORCE_ANNOTATION = "pulumi.com/patchForce"
+
+
+def _with_force(annotations: Any) -> Any:
+    if isinstance(annotations, pulumi.Output):
+        return annotations.apply(_with_force)
+    return {**(annotations or {}), FORCE_ANNOTATION: "true"}
+
+
+def _forced_metadata(metadata: Any) -> Any:
+    if isinstance(metadata, pulumi.Output):
+        return metadata.apply(_forced_metadata)
+    if isinstance(metadata, dict):
+        return {**metadata, "annotations": _with_force(metadata.get("annotations"))}
+    changed = copy.copy(metadata)  # an ObjectMetaArgs
+    changed.annotations = _with_force(metadata.annotations)
+    return changed
+
+
+def declared_state_wins(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Stack transformation for the engine: every Kubernetes object is applied with force.
+
+    Renders leave it out: the annotation only means something to the Pulumi provider."""
+    if not args.type_.startswith("kubernetes:") or args.props.get("metadata") is None:
+        return None
+    props = {**args.props, "metadata": _forced_metadata(args.props["metadata"])}
+    return pulumi.ResourceTransformationResult(props, args.opts)
 
 
 @dataclass(frozen=True)

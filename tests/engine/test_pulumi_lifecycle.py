@@ -1,6 +1,7 @@
 """`pulumi up` for real against a local control plane, per stack:
 up (readiness awaited) -> the labelled cluster inventory equals the state -> a second preview
-shows no change -> refresh, then preview, shows no change -> destroy leaves no object of ours.
+shows no change -> refresh, then preview, shows no change -> a label changed and a ConfigMap
+deleted out of band are planned back and repaired by up -> destroy leaves no object of ours.
 
 Each stack gets a fresh plane of its own and a scratch copy of the project (`pulumi stack init`
 writes an encryption salt into the stack file, which must not touch the repository). The stack
@@ -63,6 +64,19 @@ def test_up_is_idempotent_and_destroy_is_clean(tmp_path, stack):
         engine.pulumi("refresh", "--yes").check()
         after_refresh = engine.pulumi("preview", "--expect-no-changes", "--json").check()
         assert changes(change_summary(after_refresh)) == 0, change_summary(after_refresh)
+
+        # Out-of-band changes by other field managers: refresh + preview plans them back, up repairs.
+        namespace = engine.pulumi("stack", "output", "platformNamespace").check().stdout.strip()
+        plane.kubectl("label", "--overwrite", "namespace", namespace, "mlplatform.io/role=drifted")
+        plane.kubectl("delete", "configmap", "-n", namespace, "mlplatform-info")
+        engine.pulumi("refresh", "--yes").check()
+        drifted = change_summary(engine.pulumi("preview", "--json").check())
+        assert drifted.get("update") == 1 and drifted.get("create") == 1, drifted
+        engine.pulumi("up", "--yes", "--skip-preview").check()
+        assert plane.get("namespace", namespace)["metadata"]["labels"]["mlplatform.io/role"] == "system"
+        assert plane.get("configmap", "-n", namespace, "mlplatform-info")["data"]["environment"]
+        repaired = engine.pulumi("preview", "--expect-no-changes", "--json").check()
+        assert changes(change_summary(repaired)) == 0, change_summary(repaired)
 
         engine.pulumi("destroy", "--yes").check()
         plane.wait_for(

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from mlplatform import file_backend
 from mlplatform.recover import RecoverError, recover, stack_locks
 
 
@@ -44,3 +45,37 @@ def test_a_live_or_foreign_holder_stops_recovery_before_any_pulumi_command(tmp_p
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_backend_url_skips_sidecars_and_its_folder_reads_back(tmp_path):
+    url = file_backend.local_url(tmp_path / "state")
+    assert url.endswith("?metadata=skip")
+    assert file_backend.root(url) == tmp_path / "state"
+    assert file_backend.root(f"file://{tmp_path}") == tmp_path
+    assert file_backend.root("s3://bucket/state") is None
+
+
+def test_repair_removes_what_a_killed_write_left_and_nothing_else(tmp_path):
+    stacks = tmp_path / ".pulumi" / "stacks" / "mlplatform"
+    stacks.mkdir(parents=True)
+    (stacks / "lab.json").write_text('{"version": 3}')
+    (stacks / "lab.json.attrs").write_text("")  # truncated by the kill
+    (stacks / "lab.json.bak").write_text('{"version": 3}')
+    (stacks / "lab.json.bak.attrs").write_text('{"user.content_type": "application/json"}')
+    (stacks / "lab.json.18f2a3c4d5e6.tmp").write_text('{"vers')
+    (stacks / "cloud.json.attrs").write_text("")  # another stack's: not ours to touch
+    history = tmp_path / ".pulumi" / "history" / "mlplatform" / "lab"
+    history.mkdir(parents=True)
+    (history / "lab-1.history.json.attrs").write_text('{"user.co')
+
+    done = file_backend.repair(tmp_path, "mlplatform", "lab")
+
+    assert len(done) == 3, done
+    assert sorted(path.name for path in stacks.iterdir()) == [
+        "cloud.json.attrs",
+        "lab.json",
+        "lab.json.bak",
+        "lab.json.bak.attrs",
+    ]
+    assert list(history.iterdir()) == []
+    assert file_backend.repair(tmp_path, "mlplatform", "lab") == []

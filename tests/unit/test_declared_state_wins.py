@@ -1,0 +1,53 @@
+"""Under the engine every Kubernetes object of ours is applied with force, so that a field
+changed out of band is planned back instead of stopping `preview` with a field conflict."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from mlplatform.modules.base import FORCE_ANNOTATION, declared_state_wins
+
+
+def _args(type_: str, props: dict) -> pulumi.ResourceTransformationArgs:
+    return pulumi.ResourceTransformationArgs(None, type_, "x", props, pulumi.ResourceOptions())
+
+
+def test_a_manifest_gains_the_force_annotation_and_keeps_its_own():
+    metadata = {"name": "team-a", "annotations": {"owner": "ml"}}
+    result = declared_state_wins(_args("kubernetes:core/v1:Namespace", {"metadata": metadata}))
+    assert result.props["metadata"] == {"name": "team-a", "annotations": {"owner": "ml", FORCE_ANNOTATION: "true"}}
+    assert metadata == {"name": "team-a", "annotations": {"owner": "ml"}}
+
+
+def test_typed_metadata_is_copied_not_changed():
+    metadata = k8s.meta.v1.ObjectMetaArgs(name="mlplatform-info", labels={"a": "b"})
+    result = declared_state_wins(_args("kubernetes:core/v1:ConfigMap", {"metadata": metadata, "data": {}}))
+    assert result.props["metadata"].annotations == {FORCE_ANNOTATION: "true"}
+    assert result.props["metadata"].labels == {"a": "b"}
+    assert metadata.annotations is None
+
+
+def test_custom_resources_are_forced_too():
+    result = declared_state_wins(_args("kubernetes:kueue.x-k8s.io/v1beta1:ClusterQueue", {"metadata": {"name": "q"}}))
+    assert result.props["metadata"]["annotations"] == {FORCE_ANNOTATION: "true"}
+
+
+@pulumi.runtime.test
+def test_metadata_known_later_is_forced_when_it_resolves():
+    result = declared_state_wins(
+        _args("kubernetes:core/v1:ConfigMap", {"metadata": pulumi.Output.from_input({"name": "later"})})
+    )
+    return result.props["metadata"].apply(
+        lambda metadata: _assert_equal(metadata, {"name": "later", "annotations": {FORCE_ANNOTATION: "true"}})
+    )
+
+
+def _assert_equal(actual, expected):
+    assert actual == expected
+
+
+def test_what_is_not_a_kubernetes_object_passes_through():
+    assert declared_state_wins(_args("mlplatform:core:Platform", {"metadata": {"name": "x"}})) is None
+    assert declared_state_wins(_args("pulumi:providers:kubernetes", {"kubeconfig": "k"})) is None
+    assert declared_state_wins(_args("kubernetes:helm.sh/v3:Release", {"chart": "gpu-operator"})) is None
