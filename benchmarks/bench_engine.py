@@ -14,7 +14,8 @@
   recovery command, `mlplatform recover`, then `up`; success when that `up` succeeds and the
   labelled cluster inventory equals the state;
 - drift: 20 out-of-band changes to objects of the lab stack, one `refresh` + `preview` (does it
-  show each changed object?) and one `up` (is each field back?).
+  show each changed object? an object the preview cannot plan stops it, so it previews again
+  without those) and one `up --continue-on-error` (is each field back?).
 
 Every figure is printed beside the load average it was taken under (2-core machines are shared
 by the plane, the CLI and the provider).
@@ -317,13 +318,21 @@ def drift_section(count: int, scratch: Path) -> None:
             except AssertionError:
                 took[drift.name] = False
         refresh = engine.pulumi("refresh", "--yes")
-        preview = engine.pulumi("preview", "--json")
-        document = json.loads(preview.stdout or "{}")
-        steps = [s for s in document.get("steps", []) if s.get("op") != "same"]
-        # A preview that cannot plan an object reports it as an error diagnostic on its URN.
-        errors = [d for d in document.get("diagnostics", []) if d.get("severity") == "error" and d.get("urn")]
-        steps += [{"urn": d["urn"], "op": "error: " + _reason(d["message"])} for d in errors]
-        up = engine.pulumi("up", "--yes", "--skip-preview")
+        # A preview stops at the first object it cannot plan (reported as an error on its URN),
+        # which would hide every later change: preview again without the objects that errored.
+        steps, excluded, previews = [], [], 0
+        while True:
+            previews += 1
+            preview = engine.pulumi("preview", "--json", *[arg for urn in excluded for arg in ("--exclude", urn)])
+            document = json.loads(preview.stdout or "{}")
+            steps += [s for s in document.get("steps", []) if s.get("op") != "same"]
+            errors = [d for d in document.get("diagnostics", []) if d.get("severity") == "error" and d.get("urn")]
+            steps += [{"urn": d["urn"], "op": "error: " + _reason(d["message"])} for d in errors]
+            new_errors = [d["urn"] for d in errors if d["urn"] not in excluded]
+            if preview.returncode == 0 or not new_errors or previews == len(chosen):
+                break
+            excluded += new_errors
+        up = engine.pulumi("up", "--yes", "--skip-preview", "--continue-on-error")
         print("| out-of-band change | change took | refresh + preview shows it | up repairs |")
         print("|---|---|---|---|")
         detected = planned = repaired = 0
@@ -342,7 +351,7 @@ def drift_section(count: int, scratch: Path) -> None:
             f"\ndetected {detected}/{len(chosen)} ({planned} as a planned change, the rest as an error), "
             f"repaired {repaired}/{len(chosen)} "
             f"(refresh {'ok' if refresh.returncode == 0 else 'failed'} in {refresh.seconds:.0f} s, "
-            f"preview {'ok' if preview.returncode == 0 else 'failed'}, "
+            f"{previews} preview(s), the last {'ok' if preview.returncode == 0 else 'failed'}, "
             f"up {'ok' if up.returncode == 0 else 'failed'} in {up.seconds:.0f} s); load {load()}"
         )
         if up.returncode != 0:

@@ -125,6 +125,14 @@ _KINDS: dict[tuple[str, str], Any] = {
 }
 
 
+# Fields the apiserver refuses to change in place and the provider does not know to replace on.
+# A change to one, ours or an object recreated out of band with another value, is applied by
+# deleting the object and creating it again (the name is fixed, so the delete comes first).
+_REPLACED_ON_CHANGE: dict[tuple[str, str], list[str]] = {
+    ("scheduling.k8s.io/v1", "PriorityClass"): ["value", "preemptionPolicy"],
+}
+
+
 def create_object(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     """A Pulumi resource for one manifest (camelCase keys, as upstream YAML writes them)."""
     api_version, kind = manifest["apiVersion"], manifest["kind"]
@@ -136,6 +144,11 @@ def create_object(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pul
     metadata = manifest["metadata"]
     # Unique within the stack: namespaced objects of the same name live in many namespaces.
     name = f"{metadata['namespace']}/{metadata['name']}" if metadata.get("namespace") else metadata["name"]
+    replaced_on = _REPLACED_ON_CHANGE.get((api_version, kind))
+    if replaced_on:
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(replace_on_changes=replaced_on, delete_before_replace=True)
+        )
     resource_class = _KINDS.get((api_version, kind))
     if resource_class is None:
         return k8s.apiextensions.CustomResource(name, api_version=api_version, kind=kind, opts=opts, **body)

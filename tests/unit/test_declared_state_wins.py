@@ -6,7 +6,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from mlplatform.modules.base import FORCE_ANNOTATION, declared_state_wins
+from mlplatform.modules.base import FORCE_ANNOTATION, create_object, declared_state_wins
 
 
 def _args(type_: str, props: dict) -> pulumi.ResourceTransformationArgs:
@@ -51,3 +51,34 @@ def test_what_is_not_a_kubernetes_object_passes_through():
     assert declared_state_wins(_args("mlplatform:core:Platform", {"metadata": {"name": "x"}})) is None
     assert declared_state_wins(_args("pulumi:providers:kubernetes", {"kubeconfig": "k"})) is None
     assert declared_state_wins(_args("kubernetes:helm.sh/v3:Release", {"chart": "gpu-operator"})) is None
+
+
+class _NoCluster(pulumi.runtime.Mocks):
+    def new_resource(self, args):
+        return args.name + "-id", args.inputs
+
+    def call(self, args):
+        return {}
+
+
+def test_a_priority_class_value_is_replaced_not_updated():
+    """The apiserver refuses to change `value` in place; the provider does not know it."""
+    pulumi.runtime.set_mocks(_NoCluster(), preview=False)
+    seen = {}
+
+    def capture(args):
+        seen[args.name] = args.opts
+        return None
+
+    manifest = {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": "mlplatform-batch"},
+        "value": 1000,
+    }
+    create_object(manifest, pulumi.ResourceOptions(transformations=[capture]))
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}}
+    create_object(config_map, pulumi.ResourceOptions(transformations=[capture]))
+    assert seen["mlplatform-batch"].replace_on_changes == ["value", "preemptionPolicy"]
+    assert seen["mlplatform-batch"].delete_before_replace is True
+    assert not seen["n/c"].replace_on_changes and not seen["n/c"].delete_before_replace
