@@ -47,7 +47,8 @@ def repair(backend_root: Path, project: str, stack: str) -> list[str]:
     """Remove what a killed write left: unreadable sidecars and temporary files. Returns what
     was removed. Only call it while no process holds the stack's lock."""
     done = []
-    sidecars = [path for path in stack_files(backend_root, project, stack) if path.name.endswith(".attrs")]
+    files = stack_files(backend_root, project, stack)
+    sidecars = [path for path in files if path.name.endswith(".attrs")]
     pulumi_dir = backend_root / ".pulumi"
     for history in (pulumi_dir / "history" / project / stack, pulumi_dir / "history" / stack):
         sidecars += sorted(history.glob("*.attrs"))
@@ -57,7 +58,7 @@ def repair(backend_root: Path, project: str, stack: str) -> list[str]:
         if not _readable_json(sidecar):
             sidecar.unlink()
             done.append(f"removed {sidecar.name}, a metadata sidecar a killed write left unreadable")
-    for leftover in stack_files(backend_root, project, stack):
+    for leftover in files:
         if leftover.name.endswith(".tmp"):
             leftover.unlink()
             done.append(f"removed {leftover.name}, the temporary file of a write that never finished")
