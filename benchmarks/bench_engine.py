@@ -42,6 +42,7 @@ from bench_gitops_reliability import _contains, _expected, _live, drifts
 from plane_support import REPO_ROOT, fresh_plane, load, machine, render_export, stop_plane
 
 from mlplatform.engine import EngineError, EngineStack, change_summary, changes, up_summary
+from mlplatform.file_backend import stack_files
 from tests.e2e.test_render_apply import labelled_inventory
 from tests.engine.test_pulumi_lifecycle import stack_secrets
 
@@ -141,9 +142,10 @@ def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
     print(f"\n## Engine cost and idempotency: cold `up`, then `up` {ups - 1} more times, refresh, preview")
     print(
         "| stack | resources | cold up s | peak MiB (CLI / host+program / provider / all) | re-up s (median) "
-        "| re-ups with changes | refresh s | preview after refresh: changes | no-op preview s | ms/resource | load |"
+        "| re-ups with changes | refresh s | preview after refresh: changes | no-op preview s | ms/resource "
+        "| state MB | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for index, stack in enumerate(stacks):
         plane, engine = new_engine(stack, scratch, index)
         try:
@@ -165,13 +167,19 @@ def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
                 f"{mib(peaks['language host + program'])} / {mib(peaks['provider'])} / {mib(memory.total)} "
                 f"| {statistics.median(reup_s) if reup_s else float('nan'):.1f} | {len(dirty)}/{ups - 1} "
                 f"| {refresh.seconds:.0f} | {after_refresh} | {noop.seconds:.1f} "
-                f"| {1000 * noop.seconds / max(resources, 1):.0f} | {load()} |",
+                f"| {1000 * noop.seconds / max(resources, 1):.0f} | {state_megabytes(engine, stack):.1f} | {load()} |",
                 flush=True,
             )
             for line in dirty[:3]:
                 print(f"changes on a repeated up: {line}")
         finally:
             stop_plane(plane)
+
+
+def state_megabytes(engine: EngineStack, stack: str) -> float:
+    """Size of the checkpoint the file backend rewrites after every step."""
+    checkpoint = [p for p in stack_files(engine.backend, "mlplatform", stack) if p.name == f"{stack}.json"]
+    return checkpoint[0].stat().st_size / 1e6 if checkpoint else float("nan")
 
 
 def stack_with_teams(count: int, folder: Path) -> Path:

@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 from mlplatform.cluster import simulated
 from mlplatform.config import ConfigError, ResolvedConfig, resolve
 from mlplatform.config.load import config_from_pulumi_env, display_path, stack_file
-from mlplatform.modules.base import ModuleContext, declared_state_wins
+from mlplatform.modules.base import ModuleContext, crds_without_descriptions, declared_state_wins
 from mlplatform.modules.core import Core
 from mlplatform.modules.registry import MODULES, composition_order
 from mlplatform.paths import STATE_ROOT
@@ -88,6 +88,8 @@ def main() -> dict[str, pulumi.ComponentResource]:
     """Compose the stack; returns the module components by name (tests inspect them)."""
     resolved = load_running_stack()
     require_secrets(resolved)
+    if resolved.config.platform.crd_descriptions == "drop":
+        pulumi.runtime.register_stack_transformation(crds_without_descriptions)
     # A render is what the stack applies anywhere; only the engine forces its objects and
     # adapts them to the plane.
     if not under_mocks():

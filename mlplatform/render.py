@@ -15,7 +15,7 @@ from typing import Any
 
 import pulumi
 import yaml
-from pulumi.runtime import rpc
+from pulumi.runtime import rpc, settings
 
 from mlplatform.config.load import read_stack_file, stack_location
 
@@ -76,6 +76,9 @@ def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None
     path, stack = stack_location(stack_or_path)
     raw = config if config is not None else read_stack_file(path)
     recorder = RecordingMocks()
+    # A fresh root stack resource: the mock runtime keeps the first one for the whole process,
+    # and with it the stack transformations an earlier render registered.
+    settings.ROOT.set(None)
     pulumi.runtime.set_mocks(recorder, project="mlplatform", stack=stack, preview=False)
     pulumi.runtime.set_all_config(stack_config_strings(raw))
 

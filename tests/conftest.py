@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
+from pulumi.runtime import settings
 
 from mlplatform.render import RecordingMocks, stack_config_strings
 
@@ -43,6 +44,7 @@ def run_stack(mirror, monkeypatch):
         from mlplatform.program import main
 
         mocks = RecordingMocks()
+        settings.ROOT.set(None)  # a fresh root stack, without an earlier run's transformations
         pulumi.runtime.set_mocks(mocks, project="mlplatform", stack=stack, preview=False)
         pulumi.runtime.set_all_config(
             config if config is not None else pulumi_config_of(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")

@@ -200,6 +200,11 @@ class DatabaseSettings(Strict):
 class PlatformSettings(Strict):
     namespace: DnsLabel = "mlplatform-system"
     labels: Labels = Field(default_factory=dict)
+    # Field descriptions in the upstream CRD schemas (the text `kubectl explain` prints). The
+    # engine keeps each CRD three times in the stack's state and rewrites the state after every
+    # step; the descriptions are half of those bytes. drop: installed without them (KServe's
+    # upstream CRDs already ship so); keep: as upstream writes them.
+    crd_descriptions: Literal["drop", "keep"] = "drop"
     object_store: ObjectStoreSettings
     database: DatabaseSettings
     # Kubeflow Pipelines and Katib speak MySQL: their database where it is not platform.database

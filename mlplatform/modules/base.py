@@ -78,6 +78,47 @@ class ModuleContext:
         return pulumi.ResourceOptions(parent=parent, provider=self.provider, **kwargs)
 
 
+CRD_TYPE = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+
+
+def crds_without_descriptions(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Stack transformation for platform.crdDescriptions=drop: every CRD, whichever module
+    installs it, without the field descriptions of its schemas. Names, versions, validation and
+    printer columns stay as upstream writes them."""
+    spec = args.props.get("spec")
+    if args.type_ != CRD_TYPE or not isinstance(spec, dict):
+        return None
+    spec = copy.deepcopy(spec)
+    for version in spec.get("versions") or []:
+        _drop_descriptions((version.get("schema") or {}).get("openAPIV3Schema"))
+    return pulumi.ResourceTransformationResult({**args.props, "spec": spec}, args.opts)
+
+
+# Keys of a JSON schema whose values are schemas (one, a list, or a map of them). Only these are
+# walked: `properties` maps field names, and a field may be called "description"; `default` and
+# `example` hold data, which may too.
+_SUBSCHEMA = ("items", "additionalProperties", "additionalItems", "not")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "definitions", "dependencies")
+
+
+def _drop_descriptions(schema: Any) -> None:
+    if isinstance(schema, list):  # `items` or a `dependencies` entry may be a list
+        for each in schema:
+            _drop_descriptions(each)
+        return
+    if not isinstance(schema, dict):  # `additionalProperties: false`
+        return
+    if isinstance(schema.get("description"), str):
+        del schema["description"]
+    for key in _SUBSCHEMA + _SUBSCHEMA_LISTS:
+        if key in schema:
+            _drop_descriptions(schema[key])
+    for key in _SUBSCHEMA_MAPS:
+        for each in (schema.get(key) or {}).values():
+            _drop_descriptions(each)
+
+
 # Typed resource classes for the kinds our modules create from manifests; anything else is
 # a custom resource.
 _KINDS: dict[tuple[str, str], Any] = {
