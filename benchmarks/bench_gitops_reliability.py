@@ -10,8 +10,8 @@
   missing. The stack is deleted between trials, so each kill hits an apply from empty;
 - drift: 20 out-of-band changes to objects of the export (edits, scales, deletes, relabels),
   each checked by `kubectl diff --server-side` of its object, then one re-apply of the export
-  and each changed field checked against the export. The re-apply runs twice: first as the e2e
-  harness applies (`--server-side --field-manager=mlplatform`), then with `--force-conflicts`.
+  and each changed field checked against the export. The re-apply runs twice: first a plain
+  server-side apply (`--server-side --field-manager=mlplatform`), then with `--force-conflicts`.
 
 No webhook server runs on the simulated plane: the export is applied with its webhook
 configurations at failurePolicy Ignore and its CRD conversion webhooks off (written into the

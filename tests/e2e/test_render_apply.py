@@ -54,7 +54,9 @@ def _apply_files(plane, manifests: list[dict], folder: Path) -> None:
     folder.mkdir()
     for index, manifest in enumerate(manifests):
         (folder / f"{index:04d}.yaml").write_text(yaml.safe_dump(manifest))
-    plane.kubectl("apply", "--server-side", "--field-manager=mlplatform", "-f", str(folder))
+    # With force, as Argo CD and Flux apply server-side: the declared state wins over a field
+    # another manager holds, e.g. CRDs the cluster already serves from its own install.
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=mlplatform", "-f", str(folder))
 
 
 def _without_webhook_servers(plane, manifests: list[dict]) -> None:
