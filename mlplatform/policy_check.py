@@ -23,7 +23,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
 from mlplatform.paths import REPO_ROOT
-from mlplatform.render import RecordingMocks, stack_config_strings
+from mlplatform.render import RecordingMocks, stack_config_strings, use_mocks
 
 PACK_DIR = REPO_ROOT / "policies"
 LEVELS = ("advisory", "mandatory", "remediate", "disabled")
@@ -110,7 +110,7 @@ def record_stack(stack: str, raw_config: Mapping[str, Any]) -> list[Recorded]:
     from mlplatform.program import main
 
     monitor = RecordingMonitor(RecordingMocks())
-    pulumi.runtime.set_mocks(monitor.mocks, project="mlplatform", stack=stack, preview=False, monitor=monitor)
+    use_mocks(monitor.mocks, stack, monitor)
     pulumi.runtime.set_all_config(stack_config_strings(raw_config))
 
     @pulumi.runtime.test

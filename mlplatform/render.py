@@ -69,6 +69,14 @@ class RenderError(RuntimeError):
     pass
 
 
+def use_mocks(mocks: pulumi.runtime.Mocks, stack: str, monitor: Any = None) -> None:
+    """Point the runtime at `mocks` for one run of the program, from a fresh root stack resource:
+    the mock runtime keeps its first one for the whole process, and with it the stack
+    transformations an earlier run registered (another stack's platform.crdDescriptions)."""
+    settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project="mlplatform", stack=stack, preview=False, monitor=monitor)
+
+
 def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every Kubernetes object the stack applies, in apply order."""
     from mlplatform.program import main
@@ -76,10 +84,7 @@ def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None
     path, stack = stack_location(stack_or_path)
     raw = config if config is not None else read_stack_file(path)
     recorder = RecordingMocks()
-    # A fresh root stack resource: the mock runtime keeps the first one for the whole process,
-    # and with it the stack transformations an earlier render registered.
-    settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(recorder, project="mlplatform", stack=stack, preview=False)
+    use_mocks(recorder, stack)
     pulumi.runtime.set_all_config(stack_config_strings(raw))
 
     # The mock runtime's driver: runs the program and waits for every registration.

@@ -9,9 +9,8 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
-from pulumi.runtime import settings
 
-from mlplatform.render import RecordingMocks, stack_config_strings
+from mlplatform.render import RecordingMocks, stack_config_strings, use_mocks
 
 __all__ = ["RecordingMocks", "pulumi_config_of"]
 
@@ -44,8 +43,7 @@ def run_stack(mirror, monkeypatch):
         from mlplatform.program import main
 
         mocks = RecordingMocks()
-        settings.ROOT.set(None)  # a fresh root stack, without an earlier run's transformations
-        pulumi.runtime.set_mocks(mocks, project="mlplatform", stack=stack, preview=False)
+        use_mocks(mocks, stack)
         pulumi.runtime.set_all_config(
             config if config is not None else pulumi_config_of(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")
         )
