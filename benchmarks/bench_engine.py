@@ -46,7 +46,7 @@ from mlplatform.file_backend import stack_files
 from tests.e2e.test_render_apply import labelled_inventory
 from tests.engine.test_pulumi_lifecycle import stack_secrets
 
-PORT_BASE = int(os.environ.get("MLPLATFORM_BENCH_PORT_BASE", "43000"))
+PORT_BASE = int(os.environ.get("MLPLATFORM_BENCH_PORT_BASE", "24000"))
 
 
 class PeakMemory:

@@ -1,6 +1,6 @@
 """ML services install, ours against upstream's way, each on a fresh local control plane.
 
-    python benchmarks/bench_peer_install.py [--sleep 5] [--give-up 1200] [--port-base 42000]
+    python benchmarks/bench_peer_install.py [--sleep 5] [--give-up 1200] [--port-base 29000]
 
 (a) ours: `mlplatform render --stack lab` and the export applied in its two ordered phases
     (server-side, no retry), PVCs bound, then every ML service Deployment Available.

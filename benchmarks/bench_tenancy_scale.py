@@ -60,7 +60,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for count in args.teams:
         scratch = Path(tempfile.mkdtemp(prefix="mlp-scale-"))
-        env = dict(os.environ, MLPLATFORM_STATE_DIR=str(scratch / "state"), MLPLATFORM_CLUSTER_PORT_BASE="38500")
+        env = dict(os.environ, MLPLATFORM_STATE_DIR=str(scratch / "state"), MLPLATFORM_CLUSTER_PORT_BASE="31000")
         try:
             stack = stack_with_teams(count, scratch)
             out = scratch / "render"

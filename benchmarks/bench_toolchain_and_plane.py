@@ -68,7 +68,7 @@ def plane_start_times(starts: int) -> None:
     times = []
     for attempt in range(starts):
         state = Path(tempfile.mkdtemp(prefix="mlp-plane-"))
-        env = dict(os.environ, MLPLATFORM_STATE_DIR=str(state), MLPLATFORM_CLUSTER_PORT_BASE=str(38000 + attempt * 100))
+        env = dict(os.environ, MLPLATFORM_STATE_DIR=str(state), MLPLATFORM_CLUSTER_PORT_BASE=str(30000 + attempt * 100))
         started = time.monotonic()
         proc = mlplatform("cluster", "up", "--stack", "lab", "--simulated", env=env)
         elapsed = time.monotonic() - started

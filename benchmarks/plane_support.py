@@ -43,7 +43,7 @@ __all__ = [
     "unavailable",
 ]
 
-DEFAULT_PORT_BASE = int(os.environ.get("MLPLATFORM_E2E_PORT_BASE", "42000"))
+DEFAULT_PORT_BASE = int(os.environ.get("MLPLATFORM_E2E_PORT_BASE", "29000"))
 
 
 def load() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +29,9 @@ from mlplatform.toolchain.build import bin_dir
 
 SIMULATED_LABEL = "mlplatform.io/simulated-node"
 SERVICE_CIDR = "10.96.0.0/16"
+# Below Linux's ephemeral range (32768-60999 by default), so that no outbound connection
+# of another program can hold a port the plane needs.
+DEFAULT_PORT_BASE = 26000
 
 
 class ClusterError(RuntimeError):
@@ -45,7 +49,7 @@ class Ports:
 
     @classmethod
     def from_env(cls) -> Ports:
-        base = int(os.environ.get("MLPLATFORM_CLUSTER_PORT_BASE", "36000"))
+        base = int(os.environ.get("MLPLATFORM_CLUSTER_PORT_BASE", str(DEFAULT_PORT_BASE)))
         return cls(base + 379, base + 380, base + 443, base + 257, base + 259, base + 247)
 
 
@@ -94,11 +98,32 @@ def running_pid(component: str) -> int | None:
     return pid if pid and process_alive(pid) else None
 
 
-def _start(component: str, args: list[str], command: list[str] | None = None) -> None:
+def port_taken(port: int) -> bool:
+    """Whether a bind to 127.0.0.1:port fails, tried as the Go servers of the plane bind
+    (SO_REUSEADDR, so that connections of an earlier run in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _start(component: str, args: list[str], command: list[str] | None = None, ports: tuple[int, ...] = ()) -> None:
     """Start a component in its own session, logging to logs/<component>.log; `command` replaces
-    the binary of that name where the component is not one."""
+    the binary of that name where the component is not one. A port in `ports` that another
+    process holds fails here, by name, rather than as a readiness timeout later."""
     if running_pid(component):
         return
+    for port in ports:
+        if port_taken(port):
+            raise ClusterError(
+                f"{component} cannot start: 127.0.0.1:{port} is taken by another process. "
+                "Stop that process, or move the plane's ports with MLPLATFORM_CLUSTER_PORT_BASE "
+                f"(now {os.environ.get('MLPLATFORM_CLUSTER_PORT_BASE', DEFAULT_PORT_BASE)}; "
+                f"the plane uses base+247 to base+443)."
+            )
     logs = cluster_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _pid_file(component).parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +251,7 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
             "--listen-metrics-urls=",
             "--log-level=warn",
         ],
+        ports=(ports.etcd_client, ports.etcd_peer),
     )
     _wait("etcd", lambda: _etcd_healthy(ports), 60, "etcd")
     _start(
@@ -253,6 +279,7 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
             "--endpoint-reconciler-type=none",
             "--profiling=false",
         ],
+        ports=(ports.apiserver,),
     )
     _wait(
         "kube-apiserver",
@@ -281,6 +308,7 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
             "--leader-elect=false",
             "--profiling=false",
         ],
+        ports=(ports.controller_manager,),
     )
     _start(
         "kube-scheduler",
@@ -293,6 +321,7 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
             "--leader-elect=false",
             "--profiling=false",
         ],
+        ports=(ports.scheduler,),
     )
     stages = sorted(SHARE_DIR.glob("kwok-*.yaml"))
     if not stages:
@@ -309,6 +338,7 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
             f"--server-address=127.0.0.1:{ports.kwok}",
             "--node-lease-duration-seconds=40",
         ],
+        ports=(ports.kwok,),
     )
     # Programs that target this plane adapt to it (mlplatform.cluster.simulated).
     simulated.mark(cluster_dir())

@@ -62,7 +62,7 @@ class Plane:
 
 # Planes of one test session sit at offsets from this base (0, 100, 200, ...); another base
 # lets two test sessions run side by side on one machine.
-E2E_PORT_BASE = int(os.environ.get("MLPLATFORM_E2E_PORT_BASE", "37000"))
+E2E_PORT_BASE = int(os.environ.get("MLPLATFORM_E2E_PORT_BASE", "27000"))
 
 
 def start_plane(state: Path, port_offset: int, stack: str = "lab") -> Plane:
