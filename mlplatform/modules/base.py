@@ -97,8 +97,9 @@ def crds_without_descriptions(args: pulumi.ResourceTransformationArgs) -> pulumi
 # Keys of a JSON schema whose values are schemas (one, a list, or a map of them). Only these are
 # walked: `properties` maps field names, and a field may be called "description"; `default` and
 # `example` hold data, which may too.
-_SUBSCHEMA = ("items", "additionalProperties", "additionalItems", "not")
-_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+# One schema, or a list of them:
+_SUBSCHEMA = ("items", "additionalProperties", "additionalItems", "not", "allOf", "anyOf", "oneOf")
+# A map of names to schemas:
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "definitions", "dependencies")
 
 
@@ -111,7 +112,7 @@ def _drop_descriptions(schema: Any) -> None:
         return
     if isinstance(schema.get("description"), str):
         del schema["description"]
-    for key in _SUBSCHEMA + _SUBSCHEMA_LISTS:
+    for key in _SUBSCHEMA:
         if key in schema:
             _drop_descriptions(schema[key])
     for key in _SUBSCHEMA_MAPS:
