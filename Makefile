@@ -112,13 +112,10 @@ down: setup
 up: setup
 	$(MLP) up $(STACK)
 
+# Every section, even past a failed one; the summary at the end says which held.
+# `make bench BENCH_ARGS=--quick` for a smoke run of every section.
 bench: tools
-	$(BIN)/python benchmarks/bench_toolchain_and_plane.py
-	$(BIN)/python benchmarks/bench_tenancy_scale.py
-	$(BIN)/python benchmarks/bench_policy_check.py
-	$(BIN)/python benchmarks/bench_peer_install.py
-	$(BIN)/python benchmarks/bench_gitops_reliability.py
-	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean: down
 	$(MLP) cluster down --purge

@@ -5,7 +5,7 @@
 For each size: validate + render time and object count (the program under the mock
 monitor), then on a fresh local control plane the server-side apply of the export (cold),
 the same apply again (nothing to change), and adding one team (render + apply).
-Where the Pulumi engine exists, bench_toolchain_and_plane.py measures `pulumi up` itself.
+bench_engine.py --only scale measures the same sizes through `pulumi up`.
 """
 
 from __future__ import annotations

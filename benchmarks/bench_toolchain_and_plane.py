@@ -4,7 +4,8 @@
 
 Prints: the build time of each pinned tool (as recorded when it was built, or measured now
 from an empty module and build cache with --cold-tools), the control plane's start time,
-render time per stack, and the Pulumi engine's up/preview figures where the engine exists.
+and render time per stack. The Pulumi engine's figures, each stack on a plane of its own, are
+bench_engine.py's.
 """
 
 from __future__ import annotations
@@ -98,61 +99,6 @@ def render_times() -> None:
         print(f"| {stack} | {count} | {elapsed:.2f} |")
 
 
-def engine_figures() -> None:
-    print("\n## Pulumi engine: cold up, resource count, no-op preview per resource")
-    from mlplatform.cli import require_engine
-
-    reason = require_engine()
-    if reason:
-        print(f"not measured: {reason.splitlines()[0]}")
-        return
-    from mlplatform import file_backend
-    from mlplatform.cli import engine_env
-
-    env = engine_env("bench")
-    state = Path(tempfile.mkdtemp(prefix="mlp-engine-"))
-    env["PULUMI_BACKEND_URL"] = file_backend.local_url(state)
-    env["PULUMI_CONFIG_PASSPHRASE"] = "bench"
-    shutil.copyfile(REPO_ROOT / "stacks" / "Pulumi.lab.yaml", REPO_ROOT / "stacks" / "Pulumi.bench.yaml")
-    try:
-        subprocess.run(["pulumi", "stack", "init", "bench"], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
-        started = time.monotonic()
-        subprocess.run(
-            ["pulumi", "up", "--yes", "--skip-preview", "-s", "bench"],
-            cwd=REPO_ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        up_seconds = time.monotonic() - started
-        export = subprocess.run(
-            ["pulumi", "stack", "export", "-s", "bench"],
-            cwd=REPO_ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        count = len(json.loads(export.stdout)["deployment"]["resources"])
-        started = time.monotonic()
-        subprocess.run(
-            ["pulumi", "preview", "--expect-no-changes", "-s", "bench"],
-            cwd=REPO_ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        preview_seconds = time.monotonic() - started
-        subprocess.run(
-            ["pulumi", "destroy", "--yes", "-s", "bench"], cwd=REPO_ROOT, env=env, check=True, capture_output=True
-        )
-        print("| cold up s | resources | no-op preview s | preview ms/resource |\n|---|---|---|---|")
-        print(f"| {up_seconds:.1f} | {count} | {preview_seconds:.1f} | {1000 * preview_seconds / count:.0f} |")
-    finally:
-        (REPO_ROOT / "stacks" / "Pulumi.bench.yaml").unlink(missing_ok=True)
-        shutil.rmtree(state, ignore_errors=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cold-tools", action="store_true", help="rebuild every tool from empty caches (minutes)")
@@ -162,7 +108,6 @@ def main() -> None:
     tool_build_times(args.cold_tools)
     plane_start_times(args.starts)
     render_times()
-    engine_figures()
 
 
 if __name__ == "__main__":
