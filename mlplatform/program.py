@@ -15,6 +15,7 @@ from mlplatform.modules.base import ModuleContext, crds_without_descriptions, de
 from mlplatform.modules.core import Core
 from mlplatform.modules.registry import MODULES, composition_order
 from mlplatform.paths import STATE_ROOT
+from mlplatform.stack_traces import keep_project_frames_only
 
 
 def stack_config() -> dict[str, Any]:
@@ -88,6 +89,7 @@ def main() -> dict[str, pulumi.ComponentResource]:
     """Compose the stack; returns the module components by name (tests inspect them)."""
     resolved = load_running_stack()
     require_secrets(resolved)
+    keep_project_frames_only()
     if resolved.config.platform.crd_descriptions == "drop":
         pulumi.runtime.register_stack_transformation(crds_without_descriptions)
     # A render is what the stack applies anywhere; only the engine forces its objects and
