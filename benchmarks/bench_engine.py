@@ -197,8 +197,10 @@ def stack_with_teams(count: int, folder: Path) -> Path:
 
 def scale_section(sizes: list[int], scratch: Path) -> None:
     print("\n## Scale: core + GPU layer + tenancy with N teams (ML services off)")
-    print("| teams | resources | cold up s | no-op preview s | add one team: preview s | its changes | load |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| teams | resources | state MB | cold up s | no-op preview s | add one team: preview s | its changes | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for offset, count in enumerate(sizes):
         folder = scratch / f"scale-{count}"
         folder.mkdir()
@@ -206,6 +208,7 @@ def scale_section(sizes: list[int], scratch: Path) -> None:
         plane, engine = new_engine("lab", scratch, 10 + offset, stack_file=stack_file)
         try:
             cold_s, summary, _ = timed_up(engine)
+            state_mb = state_megabytes(engine, "lab")
             noop = engine.pulumi("preview", "--json").check()
             (folder / "plus-one").mkdir()
             bigger = stack_with_teams(count + 1, folder / "plus-one")
@@ -215,7 +218,8 @@ def scale_section(sizes: list[int], scratch: Path) -> None:
             (engine.project / "stacks" / "Pulumi.lab.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
             plus_one = engine.pulumi("preview", "--json").check()
             print(
-                f"| {count} | {sum(summary.values())} | {cold_s:.0f} | {noop.seconds:.1f} | {plus_one.seconds:.1f} "
+                f"| {count} | {sum(summary.values())} | {state_mb:.1f} | {cold_s:.0f} | {noop.seconds:.1f} "
+                f"| {plus_one.seconds:.1f} "
                 f"| {change_summary(plus_one)} | {load()} |",
                 flush=True,
             )
