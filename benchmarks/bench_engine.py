@@ -183,16 +183,10 @@ def state_megabytes(engine: EngineStack, stack: str) -> float:
 
 
 def stack_with_teams(count: int, folder: Path) -> Path:
-    """The lab stack with `count` teams; the ML services off so that teams alone grow."""
+    """The lab stack with `count` teams, its ML services off (as the render scale bench has it)."""
     from bench_tenancy_scale import stack_with_teams as lab_with_teams
 
-    path = lab_with_teams(count, folder)
-    document = yaml.safe_load(path.read_text())
-    for name, module in document["config"]["mlplatform:modules"].items():
-        if name not in ("tenancy", "gpu") and isinstance(module, dict) and "enabled" in module:
-            module["enabled"] = False
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    return lab_with_teams(count, folder)
 
 
 def scale_section(sizes: list[int], scratch: Path) -> None:

@@ -1,4 +1,4 @@
-"""Team scale: 10, 100 and 500 teams on the lab stack.
+"""Team scale: 10, 100 and 500 teams on the lab stack, its ML services off.
 
     python benchmarks/bench_tenancy_scale.py [--teams 10 100 500]
 
@@ -29,23 +29,35 @@ from mlplatform.paths import BIN_DIR  # noqa: E402
 
 
 def stack_with_teams(count: int, folder: Path) -> Path:
-    document = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())
-    document = copy.deepcopy(document)
+    """The lab stack with `count` teams and its ML services off, so that teams alone grow."""
+    document = copy.deepcopy(yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text()))
     teams = []
     for index in range(count):
         quota = {"cpu": "4", "memory": "16Gi", "storage": {"standard": "100Gi"}}
         if index < 32:  # the lab's 32 shared T4 slices, one per team, within the bound
             quota["gpus"] = {"nvidia.com/gpu.shared": 1}
         teams.append({"name": f"team{index:03d}", "groups": {"edit": [f"team{index:03d}"]}, "quota": quota})
-    document["config"]["mlplatform:modules"]["tenancy"]["teams"] = teams
+    modules = document["config"]["mlplatform:modules"]
+    modules["tenancy"]["teams"] = teams
+    for name, module in modules.items():
+        if name not in ("tenancy", "gpu") and isinstance(module, dict) and "enabled" in module:
+            module["enabled"] = False
     path = folder / f"Pulumi.scale{count}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
 
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    """Run a step of the measurement; a failure stops the bench with the step's own output."""
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     started = time.monotonic()
-    subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
+    run(cmd, env)
     return time.monotonic() - started
 
 
@@ -66,13 +78,7 @@ def main() -> None:
             out = scratch / "render"
             render_s = timed([*mlp, "render", "--stack", str(stack), "--out", str(out)], env)
             objects = len([p for p in out.glob("*.yaml") if p.name != "kustomization.yaml"])
-            subprocess.run(
-                [*mlp, "cluster", "up", "--stack", "lab", "--simulated"],
-                cwd=REPO_ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-            )
+            run([*mlp, "cluster", "up", "--stack", "lab", "--simulated"], env)
             kubeconfig = f"--kubeconfig={scratch / 'state' / 'cluster' / 'kubeconfig'}"
             apply = [kubectl, kubeconfig, "apply", "--server-side", "--field-manager=mlplatform", "-k", str(out)]
             cold_s = timed(apply, env)
@@ -80,18 +86,8 @@ def main() -> None:
             bigger = stack_with_teams(count + 1, scratch)
             out_plus = scratch / "render-plus"
             started = time.monotonic()
-            subprocess.run(
-                [*mlp, "render", "--stack", str(bigger), "--out", str(out_plus)],
-                cwd=REPO_ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-            subprocess.run(
-                [kubectl, kubeconfig, "apply", "--server-side", "--field-manager=mlplatform", "-k", str(out_plus)],
-                check=True,
-                capture_output=True,
-            )
+            run([*mlp, "render", "--stack", str(bigger), "--out", str(out_plus)], env)
+            run([kubectl, kubeconfig, "apply", "--server-side", "--field-manager=mlplatform", "-k", str(out_plus)], env)
             add_s = time.monotonic() - started
             print(f"| {count} | {objects} | {render_s:.1f} | {cold_s:.1f} | {noop_s:.1f} | {add_s:.1f} |", flush=True)
         finally:
