@@ -39,6 +39,7 @@ from pathlib import Path
 
 import yaml
 from bench_gitops_reliability import _contains, _expected, _live, drifts
+from bench_tenancy_scale import stack_with_teams
 from plane_support import REPO_ROOT, fresh_plane, load, machine, render_export, stop_plane
 
 from mlplatform.engine import EngineError, EngineStack, change_summary, changes, up_summary
@@ -180,13 +181,6 @@ def state_megabytes(engine: EngineStack, stack: str) -> float:
     """Size of the checkpoint the file backend rewrites after every step."""
     checkpoint = [p for p in stack_files(engine.backend, "mlplatform", stack) if p.name == f"{stack}.json"]
     return checkpoint[0].stat().st_size / 1e6 if checkpoint else float("nan")
-
-
-def stack_with_teams(count: int, folder: Path) -> Path:
-    """The lab stack with `count` teams, its ML services off (as the render scale bench has it)."""
-    from bench_tenancy_scale import stack_with_teams as lab_with_teams
-
-    return lab_with_teams(count, folder)
 
 
 def scale_section(sizes: list[int], scratch: Path) -> None:
