@@ -12,6 +12,7 @@ never reaches the network beyond the module proxy (or its local cache).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from mlplatform.paths import BIN_DIR, REPO_ROOT
+from mlplatform.paths import BIN_DIR, REPO_ROOT, overlay_cache_root
 from mlplatform.upstream import UpstreamError, UpstreamSource, mirror_path_of, read_text
 
 OVERLAYS_DIR = REPO_ROOT / "overlays"
@@ -179,6 +180,10 @@ def _materialise(
 # One build per overlay, pinned versions and mirror in a process: a stack's program, its render
 # and the tests build the same overlays many times.
 _BUILDS: dict[tuple[str, tuple[tuple[str, str], ...], str], list[dict[str, Any]]] = {}
+# Builds kept on disk, so a new process (each `pulumi up` and `preview`, each render) skips
+# kustomize and the YAML parse: most of the program's time for a stack with ML services.
+_CACHE_FORMAT = "1"
+_CACHE_ENTRIES_KEPT = 256
 
 
 def build_overlay(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:
@@ -186,8 +191,79 @@ def build_overlay(overlay: str, sources: dict[str, UpstreamSource], mirror: Path
     fresh copy each call, so callers may change them."""
     key = (overlay, tuple(sorted((s.name, s.version) for s in sources.values())), str(mirror))
     if key not in _BUILDS:
-        _BUILDS[key] = _build(overlay, sources, mirror)
+        _BUILDS[key] = _cached_build(overlay, sources, mirror)
     return copy.deepcopy(_BUILDS[key])
+
+
+def build_digest(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> str:
+    """A digest of everything a build reads: the overlays as `_build` copies them, every pinned
+    source's lock entry, the mirrored files of the sources the overlay names (size and mtime:
+    a pinned release does not change, but a mirror can be refreshed in place) and kustomize."""
+    digest = hashlib.sha256()
+
+    def add(*parts: object) -> None:
+        for part in parts:
+            digest.update(str(part).encode())
+            digest.update(b"\0")
+
+    add(_CACHE_FORMAT, overlay, mirror)
+    for path in sorted(OVERLAYS_DIR.rglob("*")):
+        relative = path.relative_to(OVERLAYS_DIR)
+        if path.is_file() and "upstream" not in relative.parts and path.suffix != ".md":
+            add(relative, hashlib.sha256(path.read_bytes()).hexdigest())
+    for name in sorted(sources):
+        add(name, json.dumps(sources[name].raw, sort_keys=True, default=str), sorted(sources[name].files.items()))
+    if mirror is not None:
+        for source_name, _ in sorted(_references(OVERLAYS_DIR, overlay)):
+            folder = sources[source_name].get("mirror") if source_name in sources else None
+            if not folder:
+                continue
+            for path in sorted((mirror / folder).rglob("*")):
+                if path.is_file():
+                    stat = path.stat()
+                    add(path.relative_to(mirror), stat.st_size, stat.st_mtime_ns)
+    binary = Path(kustomize_binary()).resolve()
+    stat = binary.stat()
+    add(binary, stat.st_size, stat.st_mtime_ns)
+    return digest.hexdigest()
+
+
+def _cached_build(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:
+    folder = overlay_cache_root()
+    if folder is None:
+        return _build(overlay, sources, mirror)
+    entry = folder / f"{build_digest(overlay, sources, mirror)}.json"
+    try:
+        documents = json.loads(entry.read_text())
+        if isinstance(documents, list):
+            os.utime(entry)  # recently used, so kept by _prune
+            return documents
+    except (OSError, ValueError):
+        pass  # absent or cut short: build again
+    documents = _build(overlay, sources, mirror)
+    try:
+        text = json.dumps(documents)
+    except (TypeError, ValueError):
+        return documents
+    # YAML holds what JSON cannot (dates, integer keys): such a build is not kept.
+    if json.loads(text) != documents:
+        return documents
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = entry.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(text)
+        os.replace(partial, entry)
+        _prune(folder)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return documents
+
+
+def _prune(folder: Path) -> None:
+    """Keep the newest entries: every edit of an overlay leaves a build no key reaches again."""
+    entries = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for stale in entries[_CACHE_ENTRIES_KEPT:]:
+        stale.unlink(missing_ok=True)
 
 
 def _build(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:

@@ -15,10 +15,23 @@ BIN_DIR = REPO_ROOT / ".mlplatform" / "bin"
 SHARE_DIR = REPO_ROOT / ".mlplatform" / "share"
 
 
+def cache_root() -> Path:
+    """The user's cache folder for the project: outside the repository, so clones share it."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlplatform"
+
+
 def tool_cache_root() -> Path:
     """Built binaries live outside the repository so a fresh clone reuses them."""
     override = os.environ.get("MLPLATFORM_TOOL_CACHE")
     if override:
         return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mlplatform" / "tools"
+    return cache_root() / "tools"
+
+
+def overlay_cache_root() -> Path | None:
+    """Overlay builds kept across processes; `MLPLATFORM_OVERLAY_CACHE=off` builds every time."""
+    override = os.environ.get("MLPLATFORM_OVERLAY_CACHE")
+    if override == "off":
+        return None
+    return Path(override) if override else cache_root() / "overlays"

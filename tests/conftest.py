@@ -21,6 +21,15 @@ STACKS = ("lab", "openshift", "cloud")
 UPSTREAM_MIRROR = Path(os.environ.get("MLPLATFORM_MIRROR") or REPO_ROOT.parent / "shared" / "upstream")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def overlay_cache_of_the_session(tmp_path_factory):
+    """Overlay builds shared by this run's processes (renders, the engine's programs) but not
+    taken from an earlier run: every run builds each overlay with kustomize at least once."""
+    if "MLPLATFORM_OVERLAY_CACHE" not in os.environ:
+        os.environ["MLPLATFORM_OVERLAY_CACHE"] = str(tmp_path_factory.mktemp("overlay-cache"))
+    yield
+
+
 @pytest.fixture
 def mirror() -> Path:
     if not (UPSTREAM_MIRROR / "README.md").exists():
