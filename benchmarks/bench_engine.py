@@ -40,14 +40,16 @@ from pathlib import Path
 import yaml
 from bench_gitops_reliability import _contains, _expected, _live, drifts
 from bench_tenancy_scale import stack_with_teams
-from plane_support import REPO_ROOT, fresh_plane, load, machine, render_export, stop_plane
+from plane_support import ENGINE_PORT_BASE, REPO_ROOT, fresh_plane, load, machine, render_export, stop_plane
 
 from mlplatform.engine import EngineError, EngineStack, change_summary, changes, up_summary
 from mlplatform.file_backend import stack_files
 from tests.e2e.test_render_apply import labelled_inventory
 from tests.engine.test_pulumi_lifecycle import stack_secrets
 
-PORT_BASE = int(os.environ.get("MLPLATFORM_BENCH_PORT_BASE", "24000"))
+# Planes by index, 100 ports apart: cost 0-2, crash 3, drift 4, scale 5 and up; below 20, so
+# within the engine's 2000 ports of the benchmarks' range (plane_support).
+COST_PLANES, CRASH_PLANE, DRIFT_PLANE, SCALE_PLANES = 0, 3, 4, 5
 
 
 class PeakMemory:
@@ -131,8 +133,10 @@ def mib(kib: int) -> str:
 
 
 def new_engine(stack: str, scratch: Path, index: int, stack_file: Path | None = None):
+    if not 0 <= index < 20:
+        raise SystemExit(f"engine plane {index}: only 20 fit the engine's ports")
     plane = fresh_plane(
-        scratch / f"plane-{index}", PORT_BASE + 100 * index, "lab" if stack.startswith("scale") else stack
+        scratch / f"plane-{index}", ENGINE_PORT_BASE + 100 * index, "lab" if stack.startswith("scale") else stack
     )
     engine = EngineStack(stack, scratch / f"engine-{index}", state_dir=scratch / f"plane-{index}")
     engine.create(stack_file=stack_file, secrets=stack_secrets())
@@ -148,7 +152,7 @@ def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for index, stack in enumerate(stacks):
-        plane, engine = new_engine(stack, scratch, index)
+        plane, engine = new_engine(stack, scratch, COST_PLANES + index)
         try:
             cold_s, summary, memory = timed_up(engine)
             resources = sum(summary.values())
@@ -193,7 +197,7 @@ def scale_section(sizes: list[int], scratch: Path) -> None:
         folder = scratch / f"scale-{count}"
         folder.mkdir()
         stack_file = stack_with_teams(count, folder)
-        plane, engine = new_engine("lab", scratch, 10 + offset, stack_file=stack_file)
+        plane, engine = new_engine("lab", scratch, SCALE_PLANES + offset, stack_file=stack_file)
         try:
             cold_s, summary, _ = timed_up(engine)
             state_mb = state_megabytes(engine, "lab")
@@ -243,7 +247,7 @@ def crash_section(trials: int, seed: int, scratch: Path) -> None:
     # without the ML services each trial's recover and up take minutes instead of ten.
     folder = scratch / "crash"
     folder.mkdir()
-    plane, engine = new_engine("lab", scratch, 20, stack_file=stack_with_teams(2, folder))
+    plane, engine = new_engine("lab", scratch, CRASH_PLANE, stack_file=stack_with_teams(2, folder))
     try:
         stack_file = engine.project / "stacks" / "Pulumi.lab.yaml"
         base = yaml.safe_load(stack_file.read_text())
@@ -303,7 +307,7 @@ def _reason(message: str) -> str:
 
 def drift_section(count: int, scratch: Path) -> None:
     print(f"\n## Drift: {count} out-of-band changes, `pulumi refresh` + `preview`, then `pulumi up`")
-    plane, engine = new_engine("lab", scratch, 30)
+    plane, engine = new_engine("lab", scratch, DRIFT_PLANE)
     try:
         timed_up(engine)
         manifests = render_export("lab", scratch / "drift-render")

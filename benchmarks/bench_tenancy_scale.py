@@ -25,6 +25,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from plane_support import SCALE_RENDER_PORT_BASE  # noqa: E402
+
 from mlplatform.paths import BIN_DIR  # noqa: E402
 
 
@@ -72,7 +74,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for count in args.teams:
         scratch = Path(tempfile.mkdtemp(prefix="mlp-scale-"))
-        env = dict(os.environ, MLPLATFORM_STATE_DIR=str(scratch / "state"), MLPLATFORM_CLUSTER_PORT_BASE="31000")
+        env = dict(
+            os.environ,
+            MLPLATFORM_STATE_DIR=str(scratch / "state"),
+            MLPLATFORM_CLUSTER_PORT_BASE=str(SCALE_RENDER_PORT_BASE),
+        )
         try:
             stack = stack_with_teams(count, scratch)
             out = scratch / "render"

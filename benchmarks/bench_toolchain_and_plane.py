@@ -24,6 +24,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from plane_support import PLANE_START_PORT_BASE  # noqa: E402
+
 from mlplatform.toolchain.build import cached_dir, ensure_tool  # noqa: E402
 from mlplatform.toolchain.lock import load_lock  # noqa: E402
 
@@ -69,7 +71,11 @@ def plane_start_times(starts: int) -> None:
     times = []
     for attempt in range(starts):
         state = Path(tempfile.mkdtemp(prefix="mlp-plane-"))
-        env = dict(os.environ, MLPLATFORM_STATE_DIR=str(state), MLPLATFORM_CLUSTER_PORT_BASE=str(30000 + attempt * 100))
+        env = dict(
+            os.environ,
+            MLPLATFORM_STATE_DIR=str(state),
+            MLPLATFORM_CLUSTER_PORT_BASE=str(PLANE_START_PORT_BASE + attempt * 100),
+        )
         started = time.monotonic()
         proc = mlplatform("cluster", "up", "--stack", "lab", "--simulated", env=env)
         elapsed = time.monotonic() - started

@@ -43,7 +43,15 @@ __all__ = [
     "unavailable",
 ]
 
-DEFAULT_PORT_BASE = int(os.environ.get("MLPLATFORM_E2E_PORT_BASE", "29000"))
+# Every benchmark's planes sit at fixed offsets from one base, below Linux's ephemeral ports and
+# clear of the quick start's plane (26000) and the tests' (27000 and up): the engine's at +0 to
+# +1900, the peer and GitOps planes at +5000, the plane starts at +6000, the scale render's at
+# +7000. MLPLATFORM_BENCH_PORT_BASE moves them all together.
+BENCH_PORT_BASE = int(os.environ.get("MLPLATFORM_BENCH_PORT_BASE", "24000"))
+ENGINE_PORT_BASE = BENCH_PORT_BASE
+DEFAULT_PORT_BASE = BENCH_PORT_BASE + 5000
+PLANE_START_PORT_BASE = BENCH_PORT_BASE + 6000
+SCALE_RENDER_PORT_BASE = BENCH_PORT_BASE + 7000
 
 
 def load() -> str:
