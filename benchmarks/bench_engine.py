@@ -54,12 +54,14 @@ COST_PLANES, CRASH_PLANE, DRIFT_PLANE, SCALE_PLANES = 0, 3, 4, 5
 
 class PeakMemory:
     """Peak resident memory of a process tree, sampled every 0.2 s: the total, and per program
-    (the CLI, the language host and the program it runs, the provider)."""
+    (the CLI, the language host and the program it runs, the provider); and the CPU seconds
+    each program used (as last sampled: a process's final 0.2 s may be missed)."""
 
     def __init__(self, root_pid: int) -> None:
         self.root = root_pid
         self.total = 0
         self.by_name: dict[str, int] = defaultdict(int)
+        self._cpu_ticks: dict[int, tuple[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -93,6 +95,11 @@ class PeakMemory:
         total, by_name = 0, defaultdict(int)
         for pid in tree:
             try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+                if fields[0] == "Z":
+                    continue  # an exited process's times no longer count its threads
+                # utime and stime, the 14th and 15th fields of stat.
+                self._cpu_ticks[pid] = (self._name(pid), int(fields[11]) + int(fields[12]))
                 rss_kib = next(
                     int(line.split()[1])
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -106,6 +113,10 @@ class PeakMemory:
         for name, rss in by_name.items():
             self.by_name[name] = max(self.by_name[name], rss)
 
+    def cpu_seconds(self, name: str) -> float:
+        ticks = sum(used for program, used in self._cpu_ticks.values() if program == name)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             self._sample()
@@ -115,17 +126,27 @@ class PeakMemory:
         self._thread.join()
 
 
-def timed_up(engine: EngineStack, *extra: str) -> tuple[float, dict[str, int], PeakMemory]:
-    """`pulumi up --json` with its memory sampled; (seconds, change summary, peaks)."""
+def sampled(engine: EngineStack, *args: str) -> tuple[float, str, PeakMemory]:
+    """A pulumi command with its processes sampled; (seconds, stdout, samples)."""
     started = time.monotonic()
-    proc = engine.popen("up", "--yes", "--skip-preview", "--json", *extra, capture=True)
+    proc = engine.popen(*args, capture=True)
     memory = PeakMemory(proc.pid)
     stdout, stderr = proc.communicate()
     memory.stop()
     seconds = time.monotonic() - started
     if proc.returncode != 0:
-        raise SystemExit(f"pulumi up failed:\n{(stdout + stderr)[-3000:]}")
+        raise SystemExit(f"pulumi {args[0]} failed:\n{(stdout + stderr)[-3000:]}")
+    return seconds, stdout, memory
+
+
+def timed_up(engine: EngineStack, *extra: str) -> tuple[float, dict[str, int], PeakMemory]:
+    """`pulumi up --json` with its memory sampled; (seconds, change summary, peaks)."""
+    seconds, stdout, memory = sampled(engine, "up", "--yes", "--skip-preview", "--json", *extra)
     return seconds, up_summary(stdout), memory
+
+
+def cpu_split(memory: PeakMemory) -> str:
+    return " / ".join(f"{memory.cpu_seconds(name):.1f}" for name in ("CLI", "language host + program", "provider"))
 
 
 def mib(kib: int) -> str:
@@ -146,11 +167,12 @@ def new_engine(stack: str, scratch: Path, index: int, stack_file: Path | None = 
 def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
     print(f"\n## Engine cost and idempotency: cold `up`, then `up` {ups - 1} more times, refresh, preview")
     print(
-        "| stack | resources | cold up s | peak MiB (CLI / host+program / provider / all) | re-up s (median) "
+        "| stack | resources | cold up s | its CPU s (CLI / host+program / provider) "
+        "| peak MiB (CLI / host+program / provider / all) | re-up s (median) "
         "| re-ups with changes | refresh s | preview after refresh: changes | no-op preview s | ms/resource "
-        "| state MB | load |"
+        "| its CPU s (CLI / host+program / provider) | state MB | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for index, stack in enumerate(stacks):
         plane, engine = new_engine(stack, scratch, COST_PLANES + index)
         try:
@@ -165,14 +187,15 @@ def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
             refresh = engine.pulumi("refresh", "--yes").check()
             preview = engine.pulumi("preview", "--json").check()
             after_refresh = changes(change_summary(preview))
-            noop = engine.pulumi("preview", "--json").check()
+            noop_s, _, noop_usage = sampled(engine, "preview", "--json")
             peaks = memory.by_name
             print(
-                f"| {stack} | {resources} | {cold_s:.0f} | {mib(peaks['CLI'])} / "
+                f"| {stack} | {resources} | {cold_s:.0f} | {cpu_split(memory)} | {mib(peaks['CLI'])} / "
                 f"{mib(peaks['language host + program'])} / {mib(peaks['provider'])} / {mib(memory.total)} "
                 f"| {statistics.median(reup_s) if reup_s else float('nan'):.1f} | {len(dirty)}/{ups - 1} "
-                f"| {refresh.seconds:.0f} | {after_refresh} | {noop.seconds:.1f} "
-                f"| {1000 * noop.seconds / max(resources, 1):.0f} | {state_megabytes(engine, stack):.1f} | {load()} |",
+                f"| {refresh.seconds:.0f} | {after_refresh} | {noop_s:.1f} "
+                f"| {1000 * noop_s / max(resources, 1):.0f} | {cpu_split(noop_usage)} "
+                f"| {state_megabytes(engine, stack):.1f} | {load()} |",
                 flush=True,
             )
             for line in dirty[:3]:
