@@ -96,10 +96,10 @@ class PeakMemory:
         for pid in tree:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-                if fields[0] == "Z":
-                    continue  # an exited process's times no longer count its threads
-                # utime and stime, the 14th and 15th fields of stat.
-                self._cpu_ticks[pid] = (self._name(pid), int(fields[11]) + int(fields[12]))
+                # utime and stime, the 14th and 15th fields of stat. The most seen: while a
+                # process exits, its exited threads drop out of those figures.
+                ticks = int(fields[11]) + int(fields[12])
+                self._cpu_ticks[pid] = (self._name(pid), max(ticks, self._cpu_ticks.get(pid, ("", 0))[1]))
                 rss_kib = next(
                     int(line.split()[1])
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines()
