@@ -96,10 +96,14 @@ class PeakMemory:
         for pid in tree:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-                # utime and stime, the 14th and 15th fields of stat. The most seen: while a
-                # process exits, its exited threads drop out of those figures.
+                # utime and stime, the 14th and 15th fields of stat. The most seen, under the
+                # last name seen: an exiting process loses its threads' times and, as a zombie,
+                # its command line.
                 ticks = int(fields[11]) + int(fields[12])
-                self._cpu_ticks[pid] = (self._name(pid), max(ticks, self._cpu_ticks.get(pid, ("", 0))[1]))
+                name, seen = self._cpu_ticks.get(pid) or ("other", 0)
+                if Path(f"/proc/{pid}/cmdline").read_bytes():
+                    name = self._name(pid)
+                self._cpu_ticks[pid] = (name, max(ticks, seen))
                 rss_kib = next(
                     int(line.split()[1])
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines()
