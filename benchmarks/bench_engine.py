@@ -52,7 +52,7 @@ from tests.engine.test_pulumi_lifecycle import stack_secrets
 COST_PLANES, CRASH_PLANE, DRIFT_PLANE, SCALE_PLANES = 0, 3, 4, 5
 
 
-class PeakMemory:
+class ProcessTreeUsage:
     """Peak resident memory of a process tree, sampled every 0.2 s: the total, and per program
     (the CLI, the language host and the program it runs, the provider); and the CPU seconds
     each program used (as last sampled: a process's final 0.2 s may be missed)."""
@@ -130,11 +130,11 @@ class PeakMemory:
         self._thread.join()
 
 
-def sampled(engine: EngineStack, *args: str) -> tuple[float, str, PeakMemory]:
+def sampled(engine: EngineStack, *args: str) -> tuple[float, str, ProcessTreeUsage]:
     """A pulumi command with its processes sampled; (seconds, stdout, samples)."""
     started = time.monotonic()
     proc = engine.popen(*args, capture=True)
-    memory = PeakMemory(proc.pid)
+    memory = ProcessTreeUsage(proc.pid)
     stdout, stderr = proc.communicate()
     memory.stop()
     seconds = time.monotonic() - started
@@ -143,13 +143,13 @@ def sampled(engine: EngineStack, *args: str) -> tuple[float, str, PeakMemory]:
     return seconds, stdout, memory
 
 
-def timed_up(engine: EngineStack, *extra: str) -> tuple[float, dict[str, int], PeakMemory]:
+def timed_up(engine: EngineStack, *extra: str) -> tuple[float, dict[str, int], ProcessTreeUsage]:
     """`pulumi up --json` with its memory sampled; (seconds, change summary, peaks)."""
     seconds, stdout, memory = sampled(engine, "up", "--yes", "--skip-preview", "--json", *extra)
     return seconds, up_summary(stdout), memory
 
 
-def cpu_split(memory: PeakMemory) -> str:
+def cpu_split(memory: ProcessTreeUsage) -> str:
     return " / ".join(f"{memory.cpu_seconds(name):.1f}" for name in ("CLI", "language host + program", "provider"))
 
 
