@@ -67,9 +67,12 @@ class ProcessTreeUsage:
         self._thread.start()
 
     @staticmethod
-    def _name(pid: int) -> str:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        text = " ".join(part.decode(errors="replace") for part in cmdline)
+    def _name(pid: int) -> str | None:
+        """Which program a process is; None once it has no command line (a zombie)."""
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if not cmdline:
+            return None
+        text = " ".join(part.decode(errors="replace") for part in cmdline.split(b"\0"))
         if "pulumi-resource-kubernetes" in text:
             return "provider"
         if "language_host" in text or "pulumi-language-python" in text:
@@ -81,10 +84,13 @@ class ProcessTreeUsage:
 
     def _sample(self) -> None:
         children: dict[int, list[int]] = defaultdict(list)
+        stats: dict[int, list[str]] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(") ", 1)[1].split()
-                children[int(fields[1])].append(int(stat.parent.name))
+                pid = int(stat.parent.name)
+                children[int(fields[1])].append(pid)
+                stats[pid] = fields
             except (OSError, IndexError, ValueError):
                 continue
         tree, todo = [], [self.root]
@@ -94,22 +100,22 @@ class ProcessTreeUsage:
             todo.extend(children.get(pid, []))
         total, by_name = 0, defaultdict(int)
         for pid in tree:
+            if pid not in stats:
+                continue
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
                 # utime and stime, the 14th and 15th fields of stat. The most seen, under the
                 # last name seen: an exiting process loses its threads' times and, as a zombie,
                 # its command line.
-                ticks = int(fields[11]) + int(fields[12])
-                name, seen = self._cpu_ticks.get(pid) or ("other", 0)
-                if Path(f"/proc/{pid}/cmdline").read_bytes():
-                    name = self._name(pid)
+                ticks = int(stats[pid][11]) + int(stats[pid][12])
+                last_name, seen = self._cpu_ticks.get(pid) or ("other", 0)
+                name = self._name(pid) or last_name
                 self._cpu_ticks[pid] = (name, max(ticks, seen))
                 rss_kib = next(
                     int(line.split()[1])
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                     if line.startswith("VmRSS:")
                 )
-                by_name[self._name(pid)] += rss_kib
+                by_name[name] += rss_kib
                 total += rss_kib
             except (OSError, StopIteration, ValueError):
                 continue
@@ -134,13 +140,13 @@ def sampled(engine: EngineStack, *args: str) -> tuple[float, str, ProcessTreeUsa
     """A pulumi command with its processes sampled; (seconds, stdout, samples)."""
     started = time.monotonic()
     proc = engine.popen(*args, capture=True)
-    memory = ProcessTreeUsage(proc.pid)
+    usage = ProcessTreeUsage(proc.pid)
     stdout, stderr = proc.communicate()
-    memory.stop()
+    usage.stop()
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise SystemExit(f"pulumi {args[0]} failed:\n{(stdout + stderr)[-3000:]}")
-    return seconds, stdout, memory
+    return seconds, stdout, usage
 
 
 def timed_up(engine: EngineStack, *extra: str) -> tuple[float, dict[str, int], ProcessTreeUsage]:
@@ -149,8 +155,8 @@ def timed_up(engine: EngineStack, *extra: str) -> tuple[float, dict[str, int], P
     return seconds, up_summary(stdout), memory
 
 
-def cpu_split(memory: ProcessTreeUsage) -> str:
-    return " / ".join(f"{memory.cpu_seconds(name):.1f}" for name in ("CLI", "language host + program", "provider"))
+def cpu_split(usage: ProcessTreeUsage) -> str:
+    return " / ".join(f"{usage.cpu_seconds(name):.1f}" for name in ("CLI", "language host + program", "provider"))
 
 
 def mib(kib: int) -> str:
