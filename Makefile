@@ -10,7 +10,7 @@ MLP := $(BIN)/mlplatform
 MIRROR_DEFAULT := $(wildcard $(abspath ../shared/upstream))
 export MLPLATFORM_MIRROR ?= $(MIRROR_DEFAULT)
 
-.PHONY: setup tools tools-test examples-env promtool lint unit e2e test cluster down up validate bench test-engine clean policy-check policy-preview checkov
+.PHONY: setup tools tools-test examples-env promtool lint unit e2e engine test cluster down up validate bench test-engine clean policy-check policy-preview checkov
 
 setup: $(VENV)/.installed
 
@@ -54,14 +54,16 @@ policy-preview: setup
 	done
 
 # checkov (its own virtualenv: its pins clash with pytest's) over every stack's render;
-# failures outside policies/checkov-skips.yaml fail the build.
-CHECKOV_VENV := .mlplatform/checkov
+# failures outside policies/checkov-skips.yaml fail the build. The virtualenv lives in the user's
+# cache, one per pinned version, so a fresh clone does not install checkov again.
+USER_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mlplatform
 checkov: tools-test
 	@version=$$($(BIN)/python -c 'from mlplatform.toolchain.lock import load_lock; print(load_lock().python["checkov"])'); \
-	if [ "$$($(CHECKOV_VENV)/bin/checkov --version 2>/dev/null)" != "$$version" ]; then \
-	  $(PYTHON) -m venv $(CHECKOV_VENV) && $(CHECKOV_VENV)/bin/pip install --quiet "checkov==$$version"; \
-	fi
-	$(BIN)/python -m mlplatform.checkov_scan --checkov $(CHECKOV_VENV)/bin/checkov $(SHIPPED_STACKS)
+	venv="$(USER_CACHE)/venvs/checkov-$$version"; \
+	if [ "$$($$venv/bin/checkov --version 2>/dev/null)" != "$$version" ]; then \
+	  rm -rf "$$venv" && $(PYTHON) -m venv "$$venv" && "$$venv/bin/pip" install --quiet "checkov==$$version"; \
+	fi; \
+	$(BIN)/python -m mlplatform.checkov_scan --checkov "$$venv/bin/checkov" $(SHIPPED_STACKS)
 
 # The examples' own environment: the kfp SDK pins protobuf apart from the Pulumi SDK's.
 EXAMPLES_VENV := .venv-examples
@@ -95,13 +97,18 @@ e2e: tools-test
 	$(BIN)/pytest -m e2e
 
 # `pulumi up/preview/refresh/destroy` on a local plane per stack, with the engine built by
-# `make tools`. `make test` runs the lab stack; each stack takes about a quarter of an hour here.
+# `make tools`. `make engine` (part of `make test`) runs the lab stack, `make test-engine` all.
 ENGINE_STACKS ?= lab openshift cloud
 test-engine: tools
 	MLPLATFORM_ENGINE_STACKS="$(ENGINE_STACKS)" $(BIN)/pytest -m engine
 
-test: lint validate unit checkov e2e
-	$(MAKE) test-engine ENGINE_STACKS=lab
+engine: tools
+	MLPLATFORM_ENGINE_STACKS=lab $(BIN)/pytest -m engine
+
+# What CI runs (.ci/run calls `make test`), in this order; .github/workflows/ci.yml runs the
+# same targets, one step each (tests/unit/test_ci_workflow.py holds the two together).
+CI_TARGETS := lint validate unit checkov e2e engine
+test: $(CI_TARGETS)
 
 cluster: tools-test
 	$(MLP) cluster up --stack $(STACK)

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from mlplatform import progress  # noqa: E402
 
 # (name, script, arguments of a quick run); in this order because the later sections are the
 # long ones and the early ones check the toolchain and the plane they rely on.
@@ -38,9 +41,12 @@ def run(names: list[str], quick: bool) -> int:
             continue
         arguments = quick_args if quick else []
         print(f"\n---- section {name}: {script} {' '.join(arguments)}".rstrip(), flush=True)
-        started = time.monotonic()
-        code = subprocess.call([sys.executable, "-u", str(HERE / script), *arguments])
-        results.append((name, code, time.monotonic() - started))
+        # live=False: the section prints its tables as it goes, which a live line would tear.
+        with progress.step(f"section {name}", live=False) as section:
+            code = subprocess.call([sys.executable, "-u", str(HERE / script), *arguments])
+            if code != 0:
+                section.fail(f"exit {code}")
+        results.append((name, code, section.elapsed()))
     print(f"\n## Sections ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)")
     print("| section | exit | minutes |\n|---|---|---|")
     for name, code, seconds in results:

@@ -56,16 +56,22 @@ def failed_checks(output: str, folder: Path | None = None) -> list[dict[str, Any
     return failures
 
 
-def scan(checkov: str, folder: Path) -> list[dict[str, Any]]:
-    proc = subprocess.run(
+def start_scan(checkov: str, folder: Path) -> subprocess.Popen:
+    """checkov over one folder, in the background: the next stack renders meanwhile."""
+    return subprocess.Popen(
         [checkov, "--framework", "kubernetes", "-d", str(folder), "--output", "json", "--quiet", "--compact"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def finish_scan(proc: subprocess.Popen, folder: Path) -> list[dict[str, Any]]:
+    stdout, stderr = proc.communicate()
     # checkov exits 1 when a check fails; anything else is checkov itself failing.
     if proc.returncode not in (0, 1):
-        raise RuntimeError(f"checkov failed on {folder}: {proc.stderr.strip()[-2000:]}")
-    return failed_checks(proc.stdout, folder)
+        raise RuntimeError(f"checkov failed on {folder}: {stderr.strip()[-2000:]}")
+    return failed_checks(stdout, folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     skips = load_skips()
     used: set[Skip] = set()
     blocking = 0
+    # Each stack's scan runs while the next one renders (checkov and the program each keep one
+    # core busy); the reports are read in the stacks' order.
+    scans = []
     for stack in args.stacks:
         folder = Path(args.out) / Path(stack).stem.removeprefix("Pulumi.")
         write_manifests(render_manifests(stack), folder)
-        failures = scan(args.checkov, folder)
+        scans.append((stack, folder, start_scan(args.checkov, folder)))
+    for stack, folder, proc in scans:
+        failures = finish_scan(proc, folder)
         remaining = []
         for failure in failures:
             skip = next((s for s in skips if s.covers(failure["check_id"], failure["resource"])), None)

@@ -7,9 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from mlplatform import file_backend
+from mlplatform import file_backend, progress
 from mlplatform.config import ConfigError, ResolvedConfig, load_stack
 from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
 
@@ -68,10 +69,14 @@ def cmd_tools(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     unavailable, stand_ins = [], []
     width = max(len(t.version) for t in tools)
-    print(f"{'tool':<28} {'version':<{width}} {'source':<12} {'seconds':>8}")
+    print(f"{'tool':<28} {'version':<{width}} {'source':<12} {'started':<8} {'seconds':>8}", flush=True)
     for tool in tools:
+        started = time.strftime("%H:%M:%S")
         result = ensure_tool(tool, rebuild=args.rebuild)
-        print(f"{result.tool:<28} {result.version:<{width}} {result.source:<12} {result.seconds:>8.1f}", flush=True)
+        print(
+            f"{result.tool:<28} {result.version:<{width}} {result.source:<12} {started:<8} {result.seconds:>8.1f}",
+            flush=True,
+        )
         if result.source == "unavailable":
             unavailable.append(result)
         elif result.source == "stand-in":
@@ -187,7 +192,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if load_or_report(args.stack) is None:
         return EXIT_INVALID
     try:
-        manifests = render_manifests(args.stack)
+        with progress.step(f"render stack {args.stack}"):
+            manifests = render_manifests(args.stack)
     except _source_errors() as exc:
         print(f"mlplatform render: {exc}", file=sys.stderr)
         return 1
@@ -216,7 +222,8 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
         else:
             if load_or_report(args.stack) is None:
                 return EXIT_INVALID
-            report, render_s, policy_s = check_stack(args.stack, config_path)
+            with progress.step(f"policy check of stack {args.stack}"):
+                report, render_s, policy_s = check_stack(args.stack, config_path)
             title = f"policies over stack {args.stack}: program under mocks {render_s:.2f} s, policies {policy_s:.3f} s"
     except (ValueError, OSError) as exc:
         print(f"mlplatform policy check: {exc}", file=sys.stderr)
@@ -276,14 +283,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     resolved = load_or_report(args.stack)
     if resolved is None:
         return EXIT_INVALID
-    for tool in load_lock().tools.values():
-        result = ensure_tool(tool)
-        print(f"tool {result.tool} {result.version}: {result.source}", flush=True)
-        if result.source == "unavailable":
-            print(f"  {result.detail.splitlines()[-1].strip()}", flush=True)
+    with progress.step("check tools") as checking:
+        for tool in load_lock().tools.values():
+            checking.phase(tool.name)
+            result = ensure_tool(tool)
+            # echo: these lines are printed while the step's live line may be on the terminal.
+            progress.echo(f"tool {result.tool} {result.version}: {result.source}")
+            if result.source == "unavailable":
+                progress.echo(f"  {result.detail.splitlines()[-1].strip()}")
     if not resolved.config.cluster.kubeconfig:
         try:
-            count, _ = plane.bring_up(resolved)
+            with progress.step(f"start local control plane ({args.stack})"):
+                count, _ = plane.bring_up(resolved)
         except plane.ClusterError as exc:
             print(f"mlplatform up: {exc}", file=sys.stderr)
             return 1

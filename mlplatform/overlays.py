@@ -11,7 +11,6 @@ never reaches the network beyond the module proxy (or its local cache).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from typing import Any
 import yaml
 
 from mlplatform.paths import BIN_DIR, REPO_ROOT, overlay_cache_root
+from mlplatform.plain_data import plain_copy
 from mlplatform.upstream import UpstreamError, UpstreamSource, mirror_path_of, read_text
 
 OVERLAYS_DIR = REPO_ROOT / "overlays"
@@ -192,7 +192,7 @@ def build_overlay(overlay: str, sources: dict[str, UpstreamSource], mirror: Path
     key = (overlay, tuple(sorted((s.name, s.version) for s in sources.values())), str(mirror))
     if key not in _BUILDS:
         _BUILDS[key] = _cached_build(overlay, sources, mirror)
-    return copy.deepcopy(_BUILDS[key])
+    return plain_copy(_BUILDS[key])
 
 
 def build_digest(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> str:

@@ -22,6 +22,7 @@ import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
+from mlplatform import progress
 from mlplatform.paths import REPO_ROOT
 from mlplatform.render import RecordingMocks, stack_config_strings, use_mocks
 
@@ -282,8 +283,10 @@ def check_stack(stack: str, config_path: Path | None = None) -> tuple[Report, fl
     resolved = load_stack(stack)
     path, name = stack_location(stack)
     started = time.perf_counter()
+    progress.phase("program under mocks")
     records = record_stack(name, read_stack_file(path))
     rendered = time.perf_counter()
+    progress.phase("policies")
     config = load_pack_config(config_path or pack_config_path(resolved.config.environment))
     report = run_policies(records, config)
     return report, rendered - started, time.perf_counter() - rendered

@@ -81,22 +81,27 @@ def use_mocks(mocks: pulumi.runtime.Mocks, stack: str, monitor: Any = None) -> N
     pulumi.runtime.set_mocks(mocks, project="mlplatform", stack=stack, preview=False, monitor=monitor)
 
 
-def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every Kubernetes object the stack applies, in apply order."""
+def run_program(stack: str, config: Mapping[str, str]) -> tuple[RecordingMocks, dict[str, Any]]:
+    """One run of the program under mocks with a stack's config (values as the engine hands
+    them over: `stack_config_strings`): the recorded resources and what `main` returned."""
     from mlplatform.program import main
 
-    path, stack = stack_location(stack_or_path)
-    raw = config if config is not None else read_stack_file(path)
     recorder = RecordingMocks()
     use_mocks(recorder, stack)
-    pulumi.runtime.set_all_config(stack_config_strings(raw))
+    pulumi.runtime.set_all_config(dict(config))
+    result: dict[str, Any] = {}
 
     # The mock runtime's driver: runs the program and waits for every registration.
     @pulumi.runtime.test
     def program() -> None:
-        main()
+        result.update(main() or {})
 
     program()
+    return recorder, result
+
+
+def manifests_of(recorder: RecordingMocks, stack: str) -> list[dict[str, Any]]:
+    """The Kubernetes objects a recorded run registered, in apply order."""
     objects = [args for args in recorder.resources if args.typ.startswith("kubernetes:") and args.custom]
     # A Helm release's objects exist only once Helm renders its chart at apply time.
     releases = [args.name for args in objects if args.typ.startswith("kubernetes:helm.sh/")]
@@ -106,6 +111,14 @@ def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None
             "export them with `helm template` of the pinned chart"
         )
     return sorted((_manifest(args.inputs) for args in objects), key=_apply_order)
+
+
+def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every Kubernetes object the stack applies, in apply order."""
+    path, stack = stack_location(stack_or_path)
+    raw = config if config is not None else read_stack_file(path)
+    recorder, _ = run_program(stack, stack_config_strings(raw))
+    return manifests_of(recorder, stack)
 
 
 def _sorted(value: Any) -> Any:

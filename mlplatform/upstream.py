@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from mlplatform.toolchain.lock import LOCK_FILE, LockError
+from mlplatform.plain_data import plain_copy
+from mlplatform.toolchain.lock import LOCK_FILE, LockError, read_lock_document
 
 
 class UpstreamError(RuntimeError):
@@ -64,7 +65,7 @@ class UpstreamSource:
 
 def upstream_sources(lock_path: Path = LOCK_FILE, pins: dict[str, str] | None = None) -> dict[str, UpstreamSource]:
     """The lock's upstream sources, each at the version a stack pins (default: the lock's)."""
-    raw = yaml.safe_load(lock_path.read_text()) or {}
+    raw = read_lock_document(lock_path) or {}
     sources = {}
     for name, spec in (raw.get("upstream") or {}).items():
         try:
@@ -142,10 +143,22 @@ def load_documents(source: UpstreamSource, key: str, mirror: Path | None) -> lis
     if mirror is not None:
         path = mirror_path_of(source, source.files[key], mirror)
         files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
-        texts = [f.read_text() for f in files]
-    else:
-        texts = [read_text(source, key, None)]
-    return [doc for text in texts for doc in yaml.load_all(text, Loader=_ManifestLoader) if doc]
+        return [doc for file in files for doc in _mirrored_documents(file)]
+    return [doc for doc in yaml.load_all(read_text(source, key, None), Loader=_ManifestLoader) if doc]
+
+
+# Parsed mirror files of this process, by path, size and modification time: a program and the
+# tests that run it many times read the same CRD files (the Prometheus operator's: 3 MB).
+_PARSED: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+
+
+def _mirrored_documents(file: Path) -> list[dict[str, Any]]:
+    """The documents of one mirrored file, a fresh copy per call (callers change them)."""
+    stat = file.stat()
+    key = (str(file), stat.st_size, stat.st_mtime_ns)
+    if key not in _PARSED:
+        _PARSED[key] = [doc for doc in yaml.load_all(file.read_text(), Loader=_ManifestLoader) if doc]
+    return plain_copy(_PARSED[key])
 
 
 def kustomize_build(source: UpstreamSource, key: str, mirror: Path | None) -> list[dict[str, Any]]:

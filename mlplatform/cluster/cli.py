@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 
+from mlplatform import progress
 from mlplatform.cluster import plane
 
 
@@ -28,13 +28,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    started = time.monotonic()
     try:
-        count, apis = plane.bring_up(resolved)
+        with progress.step(f"start local control plane ({args.stack})"):
+            count, apis = plane.bring_up(resolved)
     except plane.ClusterError as exc:
         print(f"mlplatform cluster up: {exc}", file=sys.stderr)
         return 1
-    print(f"control plane ready in {time.monotonic() - started:.1f}s: {count} simulated node(s) for stack {args.stack}")
+    print(f"control plane ready: {count} simulated node(s) for stack {args.stack}")
     if apis:
         print("environment APIs installed: " + ", ".join(apis))
     print(f"kubeconfig: {plane.kubeconfig_path()}")

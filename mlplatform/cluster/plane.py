@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from mlplatform import progress
 from mlplatform.cluster import pki, simulated
 from mlplatform.config import ResolvedConfig
 from mlplatform.gpu.capacity import extended_resources, gpu_node_labels
@@ -212,6 +213,7 @@ def _ready(url: str, ca: Path, client: tuple[Path, Path] | None = None) -> bool:
 
 
 def _wait(what: str, check, timeout: float, log: str) -> None:
+    progress.phase(f"start processes: wait for {what}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -508,8 +510,11 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
 def bring_up(resolved: ResolvedConfig) -> tuple[int, list[str]]:
     """The plane for a stack: processes running, the environment's APIs, one node per pool
     node. Returns (nodes, API folders installed)."""
+    progress.phase("start processes")
     start_control_plane()
+    progress.phase("environment APIs")
     apis = install_environment_apis(resolved)
+    progress.phase("nodes")
     return apply_nodes(resolved), apis
 
 

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from mlplatform.config import ResolvedConfig
+from mlplatform.plain_data import plain_copy
 
 MANAGED_BY = "mlplatform"
 # The provider applies server-side; without force, a field another manager changed out of band
@@ -88,7 +89,7 @@ def crds_without_descriptions(args: pulumi.ResourceTransformationArgs) -> pulumi
     spec = args.props.get("spec")
     if args.type_ != CRD_TYPE or not isinstance(spec, dict):
         return None
-    spec = copy.deepcopy(spec)
+    spec = plain_copy(spec)
     for version in spec.get("versions") or []:
         _drop_descriptions((version.get("schema") or {}).get("openAPIV3Schema"))
     return pulumi.ResourceTransformationResult({**args.props, "spec": spec}, args.opts)

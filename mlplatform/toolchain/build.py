@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlplatform import progress
 from mlplatform.paths import BIN_DIR, SHARE_DIR, tool_cache_root
 from mlplatform.toolchain.lock import Lock, Tool
 
@@ -222,6 +223,7 @@ PREPARE_STEPS = {"pulumi-provider-schema": _prepare_pulumi_provider_schema}
 def _fetch_companions(tool: Tool, target: Path, env: dict[str, str]) -> dict[str, Path]:
     fetched: dict[str, Path] = {}
     for companion in tool.companions:
+        progress.phase(f"companion {companion.name} from {companion.module}@{tool.version}")
         comp_info = _module_download(companion.module, tool.version, target, env)
         source = Path(comp_info["Dir"]) / companion.path
         if not source.is_file():
@@ -242,6 +244,7 @@ def build_tool(tool: Tool) -> dict[str, Path]:
         shutil.rmtree(src)
     out.mkdir(parents=True, exist_ok=True)
     env = go_env()
+    progress.phase(f"go mod download {tool.module}@{tool.version}")
     info = _module_download(tool.module, tool.version, target, env)
     replaces = upstream_replaces(Path(info["GoMod"]).read_text(), tool.local_replace_version)
     replaces += [f"{module} => {module} {version}" for module, version in sorted(tool.pins.items())]
@@ -250,6 +253,7 @@ def build_tool(tool: Tool) -> dict[str, Path]:
             raise ToolBuildError(
                 f"{tool.name}: unknown prepare step {tool.prepare!r} (allowed: {', '.join(PREPARE_STEPS)})"
             )
+        progress.phase(f"prepare {tool.prepare}")
         copy = src / "module"
         shutil.copytree(info["Dir"], copy)
         for path in [copy, *copy.rglob("*")]:
@@ -257,11 +261,13 @@ def build_tool(tool: Tool) -> dict[str, Path]:
         PREPARE_STEPS[tool.prepare](copy, tool)
         replaces.append(f"{tool.module} => ./module")
     _write_wrapper(tool, src, replaces)
+    progress.phase("go mod tidy")
     _run(["go", "mod", "tidy"], src, env)
     ldflags = " ".join(f"-X '{k}={v}'" for k, v in sorted(tool.rendered_ldflags().items()))
     built: dict[str, Path] = {}
     for name, pkg in tool.binaries.items():
         target_pkg = "." if tool.main_shim else pkg
+        progress.phase(f"go build {pkg}")
         _run(
             ["go", "build", "-trimpath", "-ldflags", f"-s -w {ldflags}", "-o", str(out / name), target_pkg],
             src,
@@ -326,17 +332,23 @@ def ensure_tool(tool: Tool, rebuild: bool = False, link: bool = True) -> ToolRes
                     time.monotonic() - started,
                     f"built in {record['seconds']:.0f}s",
                 )
-    try:
-        binaries = build_tool(tool)
-    except ToolBuildError as exc:
-        if not tool.stand_in:
-            return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(exc))
+    # Only a build is a long step; the caller prints its outcome (the `mlplatform tools` table).
+    with progress.step(f"build {tool.name} {tool.version}", report=False):
         try:
-            binaries = _install_stand_in(tool)
-        except ToolBuildError as companion_exc:
-            return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(companion_exc))
-        _link(binaries)
-        return ToolResult(tool.name, tool.version, "stand-in", time.monotonic() - started, f"{tool.stand_in}: {exc}")
+            binaries = build_tool(tool)
+        except ToolBuildError as exc:
+            if not tool.stand_in:
+                return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(exc))
+            try:
+                binaries = _install_stand_in(tool)
+            except ToolBuildError as companion_exc:
+                return ToolResult(
+                    tool.name, tool.version, "unavailable", time.monotonic() - started, str(companion_exc)
+                )
+            _link(binaries)
+            return ToolResult(
+                tool.name, tool.version, "stand-in", time.monotonic() - started, f"{tool.stand_in}: {exc}"
+            )
     seconds = time.monotonic() - started
     marker.write_text(json.dumps({"binaries": {k: str(v) for k, v in binaries.items()}, "seconds": seconds}, indent=2))
     _link(binaries)

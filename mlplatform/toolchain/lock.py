@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from mlplatform.paths import REPO_ROOT
+from mlplatform.plain_data import plain_copy
 
 LOCK_FILE = REPO_ROOT / "versions.lock.yaml"
+# libyaml's parser where PyYAML has it: a program reads the lock a dozen times per run.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class LockError(ValueError):
@@ -91,9 +96,20 @@ class Lock:
     raw: dict
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def read_lock_document(path: Path = LOCK_FILE) -> Any:
+    """The lock file parsed, a fresh copy per call; the text is read each time (a test or a
+    user may change it), the parse is kept per text."""
+    return plain_copy(_parsed(path.read_text()))
+
+
 def load_lock(path: Path = LOCK_FILE) -> Lock:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_lock_document(path)
     except (OSError, yaml.YAMLError) as exc:
         raise LockError(f"{path}: cannot read lock file: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("lockVersion") != 1:

@@ -14,13 +14,40 @@ from pathlib import Path
 import pytest
 
 from mlplatform.paths import BIN_DIR
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, STACKS
+
+
+def stack_of(item: pytest.Item) -> str | None:
+    """The stack whose applied plane a test reads: its `on_stack` marker or its `stack` parameter."""
+    marker = item.get_closest_marker("on_stack")
+    if marker is not None:
+        return marker.args[0]
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("stack") if callspec is not None else None
 
 
 def pytest_collection_modifyitems(items):
+    """Tests that read an applied stack run together, the one that deletes it last, so each
+    shipped stack is rendered and applied once and its plane stopped as soon as it is done:
+    first the tests on a bare plane, then lab, openshift and cloud, then the rest (the GKE
+    fixture goes on the session's plane once the lab stack has left it)."""
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+    position = {item: index for index, item in enumerate(items)}
+
+    def order(item: pytest.Item) -> tuple[int, int, int]:
+        stack = stack_of(item)
+        if stack is None:
+            group = 0
+        elif stack in STACKS:
+            group = 1 + STACKS.index(stack)
+        else:
+            group = 1 + len(STACKS)
+        deletes = item.get_closest_marker("deletes_stack") is not None
+        return group, int(deletes), position[item]
+
+    items.sort(key=order)
 
 
 @dataclass
@@ -105,11 +132,16 @@ class DeployedStack:
 class StackPlanes:
     """One plane per shipped stack, started on first use with the stack applied once (its
     render, in the ordered phases): the tests that read a whole stack share it, and the test
-    that deletes it asks `delete`. Applying a full stack and deleting it takes minutes; each
-    stack once keeps the suite inside CI's limit."""
+    that deletes it asks `delete`. The lab stack goes on the session's plane (the GPU layer
+    and tenancy tests read it there, beside their throwaway namespaces); openshift and cloud,
+    which bring other environment APIs and node pools, on planes of their own. Applying a full
+    stack and deleting it takes minutes: each stack once keeps the suite inside CI's limit."""
 
-    def __init__(self, factory: pytest.TempPathFactory) -> None:
+    SHARES_SESSION_PLANE = "lab"
+
+    def __init__(self, factory: pytest.TempPathFactory, session_plane) -> None:
         self._factory = factory
+        self._session_plane = session_plane
         self._planes: dict[str, Plane] = {}
         self._deployed: dict[str, DeployedStack] = {}
 
@@ -119,8 +151,11 @@ class StackPlanes:
 
         if stack not in self._deployed:
             if stack not in self._planes:
-                state = self._factory.mktemp(f"plane-{stack}")
-                self._planes[stack] = start_plane(state, STACK_PORT_OFFSETS[stack], stack)
+                if stack == self.SHARES_SESSION_PLANE:
+                    self._planes[stack] = self._session_plane()
+                else:
+                    state = self._factory.mktemp(f"plane-{stack}")
+                    self._planes[stack] = start_plane(state, STACK_PORT_OFFSETS[stack], stack)
             plane = self._planes[stack]
             out = self._factory.mktemp(f"render-{stack}")
             manifests = apply_stack(plane, stack, out)
@@ -135,10 +170,11 @@ class StackPlanes:
         delete_stack(deployed.plane, deployed.out)
 
     def release(self, stack: str) -> None:
-        """Stop a stack's plane once no test needs it (idle planes still cost CPU)."""
+        """Stop a stack's plane once no test needs it (idle planes still cost CPU); the
+        session's plane stays up for the tests after."""
         self._deployed.pop(stack, None)
         plane = self._planes.pop(stack, None)
-        if plane is not None:
+        if plane is not None and stack != self.SHARES_SESSION_PLANE:
             plane.mlplatform("cluster", "down", "--purge", check=False)
 
     def close(self) -> None:
@@ -147,8 +183,8 @@ class StackPlanes:
 
 
 @pytest.fixture(scope="session")
-def stack_planes(tmp_path_factory):
-    planes = StackPlanes(tmp_path_factory)
+def stack_planes(request, tmp_path_factory):
+    planes = StackPlanes(tmp_path_factory, lambda: request.getfixturevalue("plane"))
     yield planes
     planes.close()
 

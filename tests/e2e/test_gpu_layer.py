@@ -7,8 +7,6 @@ import json
 
 import pytest
 
-from tests.e2e.test_render_apply import apply_stack, delete_stack
-
 
 def _daemonset_ready(plane, namespace: str, name: str, expected: int) -> bool:
     status = plane.get("daemonset", name, "-n", namespace).get("status", {})
@@ -20,12 +18,13 @@ def _nodes_of(plane, namespace: str, selector: str) -> set[str]:
     return {p["spec"].get("nodeName") for p in pods}
 
 
-@pytest.fixture(scope="module")
-def lab_gpu(plane, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab-render")
-    apply_stack(plane, "lab", out)
-    yield plane
-    delete_stack(plane, out)
+pytestmark = pytest.mark.on_stack("lab")
+
+
+@pytest.fixture
+def lab_gpu(stack_planes):
+    """The session's plane with the lab stack applied (deleted by test_render_apply)."""
+    return stack_planes("lab").plane
 
 
 def test_device_plugin_and_feature_discovery_run_once_per_node_of_their_pool(lab_gpu):

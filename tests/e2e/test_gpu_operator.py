@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 
+
+@pytest.mark.on_stack("openshift")
 def test_openshift_gpu_operator_subscription_and_cluster_policy_are_accepted(stack_planes):
     plane = stack_planes("openshift").plane
     policy = plane.get("clusterpolicy", "gpu-cluster-policy")

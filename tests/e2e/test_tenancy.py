@@ -7,9 +7,6 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import start_plane
-from tests.e2e.test_render_apply import apply_stack, delete_stack
-
 RESTRICTED = {
     "allowPrivilegeEscalation": False,
     "runAsNonRoot": True,
@@ -18,18 +15,20 @@ RESTRICTED = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 
+# The Kueue test below reads the cloud stack instead (its own marker is the closer one).
+pytestmark = pytest.mark.on_stack("lab")
 
-@pytest.fixture(scope="module")
-def lab_teams(plane, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab-teams")
-    apply_stack(plane, "lab", out)
+
+@pytest.fixture
+def lab_teams(stack_planes):
+    """The session's plane with the lab stack applied (deleted by test_render_apply)."""
+    plane = stack_planes("lab").plane
     # The quota controller fills in status before admission counts against it.
     plane.wait_for(
         "team quota status",
         lambda: "hard" in plane.get("resourcequota", "team-quota", "-n", "team-vision").get("status", {}),
     )
-    yield plane
-    delete_stack(plane, out)
+    return plane
 
 
 def _pod(name: str, limits: dict[str, str] | None = None) -> dict:
@@ -100,20 +99,11 @@ def test_team_namespaces_enforce_restricted_pod_security(lab_teams):
     assert proc.returncode != 0 and 'violates PodSecurity "restricted:latest"' in proc.stderr
 
 
-def test_kueue_controller_and_team_queues_apply(tmp_path):
+@pytest.mark.on_stack("cloud")
+def test_kueue_controller_and_team_queues_apply(stack_planes):
     """The cloud stack queues through Kueue: its controller from the pinned upstream base,
-    a ClusterQueue per team in one cohort, a LocalQueue in each team namespace. On a plane of
-    its own: Kueue's CRDs and webhooks stay out of the other tests' way."""
-    plane = start_plane(tmp_path / "plane", 300, stack="cloud")
-    try:
-        _kueue_checks(plane, tmp_path / "render")
-    finally:
-        plane.mlplatform("cluster", "down", "--purge")
-
-
-def _kueue_checks(plane, out) -> None:
-    out.mkdir()
-    apply_stack(plane, "cloud", out)
+    a ClusterQueue per team in one cohort, a LocalQueue in each team namespace."""
+    plane = stack_planes("cloud").plane
     plane.kubectl("rollout", "status", "deployment/kueue-controller-manager", "-n", "kueue-system", "--timeout=120s")
     for crd in ("clusterqueues.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io", "resourceflavors.kueue.x-k8s.io"):
         conditions = plane.get("crd", crd)["status"]["conditions"]
@@ -128,4 +118,3 @@ def _kueue_checks(plane, out) -> None:
     assert local["spec"]["clusterQueue"] == "team-search"
     flavor = plane.get("resourceflavor", "gpu-h100")
     assert flavor["spec"]["nodeLabels"] == {"mlplatform.io/node-pool": "gpu-h100"}
-    delete_stack(plane, out)

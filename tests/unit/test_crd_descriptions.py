@@ -10,8 +10,7 @@ import pytest
 
 from mlplatform.config.load import read_stack_file
 from mlplatform.modules.base import _drop_descriptions
-from mlplatform.render import render_manifests
-from tests.conftest import REPO_ROOT, STACKS
+from tests.conftest import REPO_ROOT, STACKS, render_shared
 
 
 def _descriptions(schema) -> int:
@@ -67,10 +66,10 @@ def test_only_descriptions_go_fields_and_data_named_description_stay():
 @pytest.mark.parametrize("stack", STACKS)
 def test_stacks_install_crds_without_descriptions_by_default(mirror, monkeypatch, stack):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
-    dropped = _crds(render_manifests(stack))
+    dropped = _crds(render_shared(stack))
     config = read_stack_file(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")
     config.setdefault("mlplatform:platform", {})["crdDescriptions"] = "keep"
-    kept = _crds(render_manifests(stack, config))
+    kept = _crds(render_shared(stack, config))
 
     assert dropped and dropped.keys() == kept.keys(), stack
     kept_total = 0

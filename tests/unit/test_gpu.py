@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import jsonschema
 import pytest
 import yaml
 
@@ -14,7 +13,7 @@ from mlplatform.gpu.capacity import extended_resources
 from mlplatform.gpu.facts import MIG_GEOMETRY, PCI_DEVICE_IDS, mig_problems
 from mlplatform.gpu.plugin_config import device_plugin_config, mig_parted_config
 from mlplatform.modules.gpu import gpu_outputs
-from tests.conftest import REPO_ROOT, pulumi_config_of
+from tests.conftest import REPO_ROOT, pulumi_config_of, render_shared, validate_against
 
 
 def _mig_parted_layouts(mirror):
@@ -240,13 +239,13 @@ def test_operator_on_a_cloud_without_olm_is_the_pinned_helm_chart(run_stack):
 
 
 def test_render_refuses_helm_releases_it_cannot_expand(mirror, monkeypatch):
-    from mlplatform.render import RenderError, render_manifests
+    from mlplatform.render import RenderError
 
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     config = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.cloud.yaml").read_text())["config"]
     config["mlplatform:modules"] = {"gpu": {"enabled": True, "install": "operator"}}
     with pytest.raises(RenderError, match="Helm release"):
-        render_manifests("cloud", config)
+        render_shared("cloud", config)
 
 
 def _schema(mirror, group: str, kind: str, version: str) -> dict:
@@ -255,15 +254,13 @@ def _schema(mirror, group: str, kind: str, version: str) -> dict:
 
 @pytest.mark.parametrize("stack", ["openshift", "cloud"])
 def test_custom_resources_validate_against_the_upstream_crd_schemas(mirror, monkeypatch, stack):
-    from mlplatform.render import render_manifests
-
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     config = yaml.safe_load((REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
     config["mlplatform:modules"]["gpu"]["dcgmExporter"] = {"serviceMonitor": True}
     # Custom resources: API groups that Kubernetes itself does not serve.
     custom = [
         m
-        for m in render_manifests(stack, config)
+        for m in render_shared(stack, config)
         if "/" in m["apiVersion"]
         and "." in (group := m["apiVersion"].split("/")[0])
         and not group.endswith(".k8s.io")
@@ -272,7 +269,7 @@ def test_custom_resources_validate_against_the_upstream_crd_schemas(mirror, monk
     assert custom, "no custom resources rendered"
     for manifest in custom:
         group, version = manifest["apiVersion"].split("/")
-        jsonschema.validate(manifest, _schema(mirror, group, manifest["kind"], version))
+        validate_against(manifest, _schema(mirror, group, manifest["kind"], version))
     kinds = {m["kind"] for m in custom}
     assert kinds == ({"OperatorGroup", "Subscription", "ClusterPolicy"} if stack == "openshift" else {"ServiceMonitor"})
 

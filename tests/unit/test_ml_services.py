@@ -14,9 +14,8 @@ import yaml
 
 from mlplatform.modules.services import BUILT_IN_GROUPS, api_group
 from mlplatform.overlays import build_overlay, overlay_names
-from mlplatform.render import render_manifests
 from mlplatform.upstream import upstream_sources
-from tests.conftest import REPO_ROOT, STACKS
+from tests.conftest import REPO_ROOT, STACKS, render_shared, validate_against
 
 EXAMPLES = REPO_ROOT / "examples" / "stock-prediction"
 EXAMPLES_PYTHON = REPO_ROOT / ".venv-examples" / "bin" / "python"
@@ -96,7 +95,7 @@ def test_custom_resources_and_webhooks_wait_for_what_serves_them(run_stack, stac
 
     monkeypatch.setattr(services, "create_object", spying)
     monkeypatch.setattr(ml_services, "create_object", spying)
-    run_stack(stack)
+    run_stack(stack, fresh=True)
     assert k8s  # the typed classes are what create_object builds
     certificates = [k for k in recorded if k.startswith("Certificate:")]
     assert certificates, "KServe's Certificates are registered"
@@ -125,7 +124,7 @@ def _custom_resource_kinds(manifests: list[dict]) -> Counter:
 def test_openshift_workloads_carry_no_fixed_ids_and_lab_keeps_upstreams(mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     for stack, expect_fixed in (("openshift", False), ("lab", True)):
-        manifests = render_manifests(stack)
+        manifests = render_shared(stack)
         fixed = []
         for m in manifests:
             if m["kind"] in ("ClusterServingRuntime", "ServingRuntime"):
@@ -140,13 +139,13 @@ def test_openshift_workloads_carry_no_fixed_ids_and_lab_keeps_upstreams(mirror, 
             if any(k in ctx for ctx in contexts for k in ("runAsUser", "runAsGroup", "fsGroup")):
                 fixed.append(m["metadata"]["name"])
         assert bool(fixed) == expect_fixed, f"{stack}: {fixed}"
-    openshift = render_manifests("openshift")
+    openshift = render_shared("openshift")
     assert any(m["kind"] == "Route" and m["metadata"]["name"] == "ml-pipeline-ui" for m in openshift)
 
 
 def test_cloud_backends_and_no_credential_in_clear(mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
-    manifests = render_manifests("cloud")
+    manifests = render_shared("cloud")
     by_key = {(m["kind"], m["metadata"]["name"]): m for m in manifests}
     install = by_key[("ConfigMap", "pipeline-install-config")]["data"]
     assert install["dbHost"] == "kubeflow.cluster-abc123.eu-west-1.rds.amazonaws.com"
@@ -173,7 +172,7 @@ def test_cloud_backends_and_no_credential_in_clear(mirror, monkeypatch):
 def test_kserve_runs_raw_deployment_on_the_stack_ingress(mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     for stack, ingress_class in (("lab", "nginx"), ("openshift", "openshift-default")):
-        manifests = render_manifests(stack)
+        manifests = render_shared(stack)
         config = next(m for m in manifests if m["metadata"]["name"] == "inferenceservice-config")["data"]
         assert json.loads(config["deploy"]) == {"defaultDeploymentMode": "RawDeployment"}
         ingress = json.loads(config["ingress"])
@@ -187,7 +186,7 @@ def test_kserve_runs_raw_deployment_on_the_stack_ingress(mirror, monkeypatch):
 
 def test_notebook_rules_follow_the_allow_list_and_gpu_profile(mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
-    manifests = render_manifests("lab")
+    manifests = render_shared("lab")
     policy = next(m for m in manifests if m["kind"] == "ValidatingAdmissionPolicy")
     assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
     binding = next(m for m in manifests if m["kind"] == "ValidatingAdmissionPolicyBinding")
@@ -278,13 +277,13 @@ def test_example_custom_resources_match_the_upstream_schemas(mirror):
     documents = [yaml.safe_load(p.read_text()) for p in sorted(EXAMPLES.glob("*.yaml"))]
     assert [d["kind"] for d in documents] == ["InferenceService", "Experiment", "Notebook"]
     for document in documents:
-        jsonschema.validate(document, crd_schema(mirror, document["apiVersion"], document["kind"]))
+        validate_against(document, crd_schema(mirror, document["apiVersion"], document["kind"]))
     # Katib's Experiment CRD keeps every field (no structural schema): the API server and the
     # e2e test judge it. KServe's schema types each field.
     broken = json.loads(json.dumps(documents[0]))
     broken["spec"]["predictor"]["minReplicas"] = "three"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, crd_schema(mirror, broken["apiVersion"], broken["kind"]))
+        validate_against(broken, crd_schema(mirror, broken["apiVersion"], broken["kind"]))
 
 
 def test_stock_prediction_pipeline_compiles(tmp_path):
@@ -305,13 +304,13 @@ def test_every_service_custom_resource_matches_its_upstream_schema(mirror, monke
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     service_resources = [
         m
-        for m in render_manifests(stack)
+        for m in render_shared(stack)
         if api_group(m) not in BUILT_IN_GROUPS
         and m["metadata"]["labels"].get("mlplatform.io/module") in ("kserve", "kserve-cert-manager", "training")
     ]
     validated = Counter()
     for manifest in service_resources:
-        jsonschema.validate(manifest, crd_schema(mirror, manifest["apiVersion"], manifest["kind"]))
+        validate_against(manifest, crd_schema(mirror, manifest["apiVersion"], manifest["kind"]))
         validated[manifest["kind"]] += 1
     assert validated["Certificate"] == 2 and validated["Issuer"] == 1, validated
     assert validated["ClusterServingRuntime"] == 11 and validated["ClusterStorageContainer"] == 1, validated

@@ -10,8 +10,7 @@ import yaml
 from pulumi.runtime import rpc
 
 from mlplatform.modules.mlflow import ADMIN_SECRET, DATABASE_SECRET, SECRET_SOURCE_ANNOTATION, secret_placeholder
-from mlplatform.render import render_manifests
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, render_shared
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
@@ -194,7 +193,7 @@ def test_render_writes_placeholders_for_encrypted_secrets(mirror, monkeypatch):
         name: {"secure": f"{ciphertext}-{name}"}
         for name in ("databasePassword", "objectStoreAccessKey", "objectStoreSecretKey", "mlflowAdminPassword")
     }
-    manifests = render_manifests("lab", raw)
+    manifests = render_shared("lab", raw)
     secrets = {
         m["metadata"]["name"]: m for m in manifests if m["kind"] == "Secret" and m["metadata"]["namespace"] == "mlflow"
     }
@@ -210,7 +209,7 @@ def test_render_writes_placeholders_for_encrypted_secrets(mirror, monkeypatch):
 @pytest.mark.parametrize("stack", ["lab", "openshift", "cloud"])
 def test_rendered_workloads_take_every_credential_from_a_secret(stack, mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
-    manifests = [m for m in render_manifests(stack, _stack_raw(stack)) if m["metadata"].get("namespace") == "mlflow"]
+    manifests = [m for m in render_shared(stack, _stack_raw(stack)) if m["metadata"].get("namespace") == "mlflow"]
     workloads = [m for m in manifests if m["kind"] in ("Deployment", "StatefulSet", "Job")]
     assert workloads
     for workload in workloads:

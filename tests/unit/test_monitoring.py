@@ -16,10 +16,9 @@ from mlplatform.config import resolve
 from mlplatform.modules.monitoring import SELECTOR_LABELS, monitor_manifests, scrape_targets
 from mlplatform.modules.registry import composition_order
 from mlplatform.upstream import upstream_sources
-from tests.conftest import REPO_ROOT, STACKS
+from tests.conftest import REPO_ROOT, STACKS, render_shared
 
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Prometheus", "Alertmanager"}
-_RENDERED: dict[str, list[dict]] = {}
 
 
 def stack_raw(stack: str) -> dict:
@@ -29,14 +28,10 @@ def stack_raw(stack: str) -> dict:
 @pytest.fixture
 def rendered(mirror, monkeypatch):
     """Every object of a stack, rendered once per test session under mocks."""
-    from mlplatform.render import render_manifests
-
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
 
     def of(stack: str) -> list[dict]:
-        if stack not in _RENDERED:
-            _RENDERED[stack] = render_manifests(stack)
-        return _RENDERED[stack]
+        return render_shared(stack)
 
     return of
 
@@ -159,12 +154,10 @@ def test_the_gpu_module_scrapes_the_dcgm_exporter_with_its_pod_labels(rendered):
 
 
 def test_without_the_monitoring_module_the_gpu_module_adds_no_service_monitor(mirror, monkeypatch):
-    from mlplatform.render import render_manifests
-
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     raw = stack_raw("lab")
     raw["mlplatform:modules"]["monitoring"] = {"enabled": False}
-    assert not [m for m in render_manifests("lab", raw) if m["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert not [m for m in render_shared("lab", raw) if m["apiVersion"].startswith("monitoring.coreos.com/")]
 
 
 def _rules(manifests: list[dict]) -> dict[str, dict]:

@@ -54,7 +54,7 @@ def test_what_the_program_registers_carries_only_project_frames(run_stack, monke
         return sent[-1]
 
     monkeypatch.setattr(sdk_resource, "_get_stack_trace", spy)
-    mocks, _ = run_stack("lab")
+    mocks, _ = run_stack("lab", fresh=True)
     assert len(sent) >= len(mocks.resources) > 100
     package = PACKAGE.as_uri() + "/"
     # Every registration is located in our code, by the first frame (its source position).

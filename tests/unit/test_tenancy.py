@@ -7,7 +7,7 @@ import ast
 import pytest
 
 from mlplatform.modules.tenancy import PRIORITY_CLASSES
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, render_shared, validate_against
 
 
 def _objects(mocks, typ):
@@ -178,13 +178,10 @@ def test_team_share_fills_the_pools_offering_it_in_order():
 def test_kueue_objects_validate_against_the_upstream_schemas(mirror, monkeypatch):
     import json
 
-    import jsonschema
     import yaml
 
-    from mlplatform.render import render_manifests
-
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
-    manifests = render_manifests("cloud")
+    manifests = render_shared("cloud")
     queues = [m for m in manifests if m["apiVersion"].startswith("kueue.x-k8s.io/")]
     assert sorted((m["kind"], m["metadata"]["name"]) for m in queues) == [
         ("ClusterQueue", "team-recsys"),
@@ -200,7 +197,7 @@ def test_kueue_objects_validate_against_the_upstream_schemas(mirror, monkeypatch
         schema = json.loads(
             (mirror / "crd-schemas" / "kueue.x-k8s.io" / f"{manifest['kind'].lower()}_{version}.json").read_text()
         )
-        jsonschema.validate(manifest, schema)
+        validate_against(manifest, schema)
     # The controller comes from the pinned upstream base, with the release image of the pin.
     (deployment,) = [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["namespace"] == "kueue-system"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.k8s.io/kueue/kueue:v0.19.2"
