@@ -90,8 +90,10 @@ promtool: setup
 	fi
 
 # Unit tests render stacks, which runs kustomize on upstream bases: the render tools come first.
+# They run in parallel over the machine's cores (pytest-xdist); TEST_WORKERS=0 runs one process.
+TEST_WORKERS ?= auto
 unit: tools-test examples-env promtool
-	$(BIN)/pytest -m "not e2e and not engine"
+	$(BIN)/pytest -m "not e2e and not engine" -n $(TEST_WORKERS)
 
 e2e: tools-test
 	$(BIN)/pytest -m e2e
