@@ -10,7 +10,7 @@ MLP := $(BIN)/mlplatform
 MIRROR_DEFAULT := $(wildcard $(abspath ../shared/upstream))
 export MLPLATFORM_MIRROR ?= $(MIRROR_DEFAULT)
 
-.PHONY: setup tools tools-test examples-env promtool lint unit e2e engine test cluster down up validate bench test-engine clean policy-check policy-preview checkov
+.PHONY: setup tools tools-test examples-env promtool lint unit test-fast e2e engine test cluster down up validate bench test-engine clean policy-check policy-preview checkov
 
 setup: $(VENV)/.installed
 
@@ -94,6 +94,12 @@ promtool: setup
 TEST_WORKERS ?= auto
 unit: tools-test examples-env promtool
 	$(BIN)/pytest -m "not e2e and not engine" -n $(TEST_WORKERS)
+
+# The edit-test loop: ruff, then the unit tests but the `slow` ones (whole programs of their
+# own, every overlay built), over the cores, stopping at the first failure. Nothing on a plane.
+test-fast: setup tools-test
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not e2e and not engine and not slow" -n $(TEST_WORKERS) -x -q
 
 e2e: tools-test
 	$(BIN)/pytest -m e2e

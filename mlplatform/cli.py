@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from mlplatform import file_backend, progress
@@ -70,17 +71,22 @@ def cmd_tools(args: argparse.Namespace) -> int:
     unavailable, stand_ins = [], []
     width = max(len(t.version) for t in tools)
     print(f"{'tool':<28} {'version':<{width}} {'source':<12} {'started':<8} {'seconds':>8}", flush=True)
-    for tool in tools:
-        started = time.strftime("%H:%M:%S")
-        result = ensure_tool(tool, rebuild=args.rebuild)
-        print(
-            f"{result.tool:<28} {result.version:<{width}} {result.source:<12} {started:<8} {result.seconds:>8.1f}",
-            flush=True,
-        )
-        if result.source == "unavailable":
-            unavailable.append(result)
-        elif result.source == "stand-in":
-            stand_ins.append(result)
+
+    def ensure(tool):
+        return time.strftime("%H:%M:%S"), ensure_tool(tool, rebuild=args.rebuild)
+
+    # Two builds at a time: a build's module download and its link use one core or none, and the
+    # other build's compile takes up the slack. Rows come as tools are done.
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for future in as_completed([pool.submit(ensure, tool) for tool in tools]):
+            started, result = future.result()
+            progress.echo(
+                f"{result.tool:<28} {result.version:<{width}} {result.source:<12} {started:<8} {result.seconds:>8.1f}"
+            )
+            if result.source == "unavailable":
+                unavailable.append(result)
+            elif result.source == "stand-in":
+                stand_ins.append(result)
     for result in stand_ins:
         print(f"\n{result.tool} {result.version} is run by {result.detail}")
     for result in unavailable:
@@ -347,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools = sub.add_parser("tools", help="build (or reuse) the pinned tools from Go modules")
     tools.add_argument("--only", action="append", metavar="TOOL|GROUP", help="engine, render, cluster or a tool name")
     tools.add_argument("--rebuild", action="store_true", help="ignore the cache and PATH, build again")
+    tools.add_argument("--jobs", type=int, default=2, metavar="N", help="tools built at a time (default 2)")
     tools.set_defaults(func=cmd_tools)
 
     render = sub.add_parser("render", help="write every object a stack applies as YAML (no cluster needed)")

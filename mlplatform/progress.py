@@ -94,8 +94,16 @@ class _LiveLine:
         steps = [s for s in _open if s.mode == "live"]
         if not steps:
             return
+        # Steps of one thread nest ("a > b: phase"); steps of other threads run beside ("|").
+        threads: dict[int, list[Step]] = {}
+        for each in steps:
+            threads.setdefault(each._thread, []).append(each)
+        parts = []
+        for nested in threads.values():
+            phase = nested[-1].current_phase
+            parts.append(" > ".join(s.label for s in nested) + (f": {phase}" if phase else ""))
+        what = " | ".join(parts)
         inner = steps[-1]
-        what = " > ".join(s.label for s in steps) + (f": {inner.current_phase}" if inner.current_phase else "")
         when = f"  (started {_clock(inner.started_wall)}, {inner.elapsed():.0f}s)"
         room = self._width() - len(when)
         if len(what) > room:

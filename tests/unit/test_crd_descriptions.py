@@ -63,6 +63,7 @@ def test_only_descriptions_go_fields_and_data_named_description_stay():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stack", STACKS)
 def test_stacks_install_crds_without_descriptions_by_default(mirror, monkeypatch, stack):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))

@@ -252,6 +252,7 @@ def _schema(mirror, group: str, kind: str, version: str) -> dict:
     return json.loads((mirror / "crd-schemas" / group / f"{kind.lower()}_{version}.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stack", ["openshift", "cloud"])
 def test_custom_resources_validate_against_the_upstream_crd_schemas(mirror, monkeypatch, stack):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))

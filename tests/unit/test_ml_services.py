@@ -28,6 +28,7 @@ SERVICE_TYPES = {
 }
 
 
+@pytest.mark.slow
 def test_every_overlay_builds_from_the_mirror(mirror):
     sources = upstream_sources()
     names = overlay_names()

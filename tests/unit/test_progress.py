@@ -223,10 +223,10 @@ def test_tools_on_a_cache_hit_print_the_table_and_no_progress(fake_tool, monkeyp
 
     cache(fake_tool)
     monkeypatch.setenv("MLPLATFORM_PROGRESS", setting)
-    assert cmd_tools(argparse.Namespace(only=None, rebuild=False)) == 0
+    assert cmd_tools(argparse.Namespace(only=None, rebuild=False, jobs=2)) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    assert re.search(r"^fake-tool +v1\.0\.0 +cache +\d+\.\d$", out, re.M)
+    assert re.search(r"^fake-tool +v1\.0\.0 +cache +\d\d:\d\d:\d\d +\d+\.\d$", out, re.M)
     assert (build.bin_dir() / "fake-tool").is_symlink()
 
 
@@ -252,8 +252,49 @@ def test_a_build_in_a_log_prints_no_line_of_its_own(fake_tool, monkeypatch, caps
 
     monkeypatch.setattr(build, "build_tool", fake_build)
     monkeypatch.setenv("MLPLATFORM_PROGRESS", "plain")
-    assert cmd_tools(argparse.Namespace(only=None, rebuild=False)) == 0
+    assert cmd_tools(argparse.Namespace(only=None, rebuild=False, jobs=2)) == 0
     out, err = capsys.readouterr()
     assert err == ""
     assert len(re.findall(r"^fake-tool ", out, re.M)) == 1
-    assert re.search(r"^fake-tool +v1\.0\.0 +built +\d+\.\d$", out, re.M)
+    assert re.search(r"^fake-tool +v1\.0\.0 +built +\d\d:\d\d:\d\d +\d+\.\d$", out, re.M)
+
+
+def test_two_tools_build_at_once_and_each_row_comes_when_its_tool_is_done(tmp_path, monkeypatch, capsys):
+    """Both builds must be under way together (each waits for the other at a barrier, which one
+    at a time never passes), and the quick tool's row is printed before the slow one is done."""
+    from mlplatform.cli import cmd_tools
+
+    monkeypatch.setenv("MLPLATFORM_TOOL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "BIN_DIR", tmp_path / "bin")
+    monkeypatch.setattr(build, "SHARE_DIR", tmp_path / "share")
+    monkeypatch.setenv("MLPLATFORM_PROGRESS", "plain")
+    tools = {
+        name: Tool(name=name, module=f"example.com/{name}", version="v1.0.0", binaries={name: f"example.com/{name}"})
+        for name in ("slow-tool", "quick-tool")
+    }
+    monkeypatch.setattr(
+        "mlplatform.toolchain.lock.load_lock", lambda: Lock(go_minimum="", python={}, tools=tools, raw={})
+    )
+    both_started = threading.Barrier(2, timeout=5)
+    quick_row_printed = threading.Event()
+
+    def building(tool: Tool) -> dict:
+        both_started.wait()
+        if tool.name == "slow-tool":
+            # capsys reads what has been printed so far: the quick tool's row, before this returns.
+            assert quick_row_printed.wait(5)
+        folder = build.cached_dir(tool) / "bin"
+        folder.mkdir(parents=True)
+        (folder / tool.name).write_text("#!/bin/sh\n")
+        return {tool.name: folder / tool.name}
+
+    def echo(text: str, file=None) -> None:
+        print(text, file=file)
+        if text.startswith("quick-tool "):
+            quick_row_printed.set()
+
+    monkeypatch.setattr(build, "build_tool", building)
+    monkeypatch.setattr(progress, "echo", echo)
+    assert cmd_tools(argparse.Namespace(only=None, rebuild=False, jobs=2)) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.endswith(tuple("0123456789"))]
+    assert rows == ["quick-tool", "slow-tool"]

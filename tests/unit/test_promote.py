@@ -50,6 +50,7 @@ def outside_versions(text: str) -> str:
     return "".join(lines[:start] + lines[end:])
 
 
+@pytest.mark.slow
 def test_pins_move_and_environment_settings_stay(stacks):
     before = stacks["openshift"].read_text()
     plan = plan_promotion(str(stacks["lab"]), str(stacks["openshift"]))
@@ -67,6 +68,7 @@ def test_pins_move_and_environment_settings_stay(stacks):
     assert promoted.config.environment == "openshift"
 
 
+@pytest.mark.slow
 def test_promoting_twice_changes_nothing_more(stacks):
     assert main(["promote", str(stacks["lab"]), str(stacks["openshift"])]) == 0
     once = stacks["openshift"].read_bytes()
@@ -76,6 +78,7 @@ def test_promoting_twice_changes_nothing_more(stacks):
     assert stacks["openshift"].read_bytes() == once
 
 
+@pytest.mark.slow
 def test_dry_run_writes_nothing(stacks, capsys):
     before = stacks["cloud"].read_bytes()
     assert main(["promote", str(stacks["lab"]), str(stacks["cloud"]), "--dry-run"]) == 0
@@ -122,6 +125,7 @@ def test_invalid_target_after_promotion_is_refused(stacks):
     assert stacks["cloud"].read_bytes() == before
 
 
+@pytest.mark.slow
 def test_backwards_needs_force(stacks):
     plan = plan_promotion(str(stacks["cloud"]), str(stacks["lab"]))
     assert any("promoting backwards needs --force" in p for p in plan.problems)
