@@ -40,8 +40,18 @@ validate: setup
 # The policy pack (policies/) over every shipped stack, offline: the program runs under mocks
 # (kustomize builds upstream bases) and any mandatory violation fails.
 SHIPPED_STACKS := lab openshift cloud
+# The stacks are checked side by side (one core each), their reports printed in order.
+POLICY_LOGS := .mlplatform/policy-check
 policy-check: tools-test
-	status=0; for stack in $(SHIPPED_STACKS); do $(MLP) policy check --stack $$stack || status=1; done; exit $$status
+	@mkdir -p $(POLICY_LOGS); pids=(); \
+	for stack in $(SHIPPED_STACKS); do \
+	  $(MLP) policy check --stack $$stack > $(POLICY_LOGS)/$$stack.log 2>&1 & pids+=($$!); \
+	done; \
+	status=0; index=0; \
+	for stack in $(SHIPPED_STACKS); do \
+	  wait $${pids[$$index]} || status=1; index=$$((index + 1)); \
+	  echo "---- mlplatform policy check --stack $$stack"; cat $(POLICY_LOGS)/$$stack.log; \
+	done; exit $$status
 
 # What a pipeline with the Pulumi engine and cluster access runs before `pulumi up`: each
 # stack's preview gated by the pack, with its environment's config.

@@ -3,9 +3,10 @@ up (readiness awaited) -> the labelled cluster inventory equals the state -> a s
 shows no change -> refresh, then preview, shows no change -> a label changed and a ConfigMap
 deleted out of band are planned back and repaired by up -> destroy leaves no object of ours.
 
-Each stack gets a fresh plane of its own and a scratch copy of the project (`pulumi stack init`
-writes an encryption salt into the stack file, which must not touch the repository). The stack
-secrets are set as a user sets them, `pulumi config set --secret --path`.
+Refresh and destroy run without a preview of their own (`--skip-preview`): the previews and
+inventories that judge them come after. Each stack gets a fresh plane of its own and a scratch
+copy of the project (`pulumi stack init` writes an encryption salt into the stack file, which
+must not touch the repository). The stack secrets are set as a user sets them, `pulumi config set --secret --path`.
 `MLPLATFORM_ENGINE_STACKS` (space-separated) narrows the stacks; all shipped ones by default.
 """
 
@@ -61,7 +62,7 @@ def test_up_is_idempotent_and_destroy_is_clean(tmp_path, stack):
 
         preview = engine.pulumi("preview", "--expect-no-changes", "--json").check()
         assert changes(change_summary(preview)) == 0, change_summary(preview)
-        engine.pulumi("refresh", "--yes").check()
+        engine.pulumi("refresh", "--yes", "--skip-preview").check()
         after_refresh = engine.pulumi("preview", "--expect-no-changes", "--json").check()
         assert changes(change_summary(after_refresh)) == 0, change_summary(after_refresh)
 
@@ -69,7 +70,7 @@ def test_up_is_idempotent_and_destroy_is_clean(tmp_path, stack):
         namespace = engine.pulumi("stack", "output", "platformNamespace").check().stdout.strip()
         plane.kubectl("label", "--overwrite", "namespace", namespace, "mlplatform.io/role=drifted")
         plane.kubectl("delete", "configmap", "-n", namespace, "mlplatform-info")
-        engine.pulumi("refresh", "--yes").check()
+        engine.pulumi("refresh", "--yes", "--skip-preview").check()
         drifted = change_summary(engine.pulumi("preview", "--json").check())
         assert drifted.get("update") == 1 and drifted.get("create") == 1, drifted
         engine.pulumi("up", "--yes", "--skip-preview").check()
@@ -78,7 +79,7 @@ def test_up_is_idempotent_and_destroy_is_clean(tmp_path, stack):
         repaired = engine.pulumi("preview", "--expect-no-changes", "--json").check()
         assert changes(change_summary(repaired)) == 0, change_summary(repaired)
 
-        engine.pulumi("destroy", "--yes").check()
+        engine.pulumi("destroy", "--yes", "--skip-preview").check()
         plane.wait_for(
             f"no object of stack {stack} left", lambda: labelled_inventory(plane, kinds, stack) == set(), timeout=300
         )
