@@ -103,7 +103,7 @@ promtool: setup
 # They run in parallel over the machine's cores (pytest-xdist); TEST_WORKERS=0 runs one process.
 TEST_WORKERS ?= auto
 unit: tools-test examples-env promtool
-	$(BIN)/pytest -m "not e2e and not engine" -n $(TEST_WORKERS)
+	$(BIN)/pytest -m "not e2e and not engine" -n $(TEST_WORKERS) --durations=10
 
 # The edit-test loop: ruff, then the unit tests but the `slow` ones (whole programs of their
 # own, every overlay built), over the cores, stopping at the first failure. Nothing on a plane.
@@ -112,21 +112,27 @@ test-fast: setup tools-test
 	$(BIN)/pytest -m "not e2e and not engine and not slow" -n $(TEST_WORKERS) -x -q
 
 e2e: tools-test
-	$(BIN)/pytest -m e2e
+	$(BIN)/pytest -m e2e --durations=10
 
 # `pulumi up/preview/refresh/destroy` on a local plane per stack, with the engine built by
 # `make tools`. `make engine` (part of `make test`) runs the lab stack, `make test-engine` all.
 ENGINE_STACKS ?= lab openshift cloud
 test-engine: tools
-	MLPLATFORM_ENGINE_STACKS="$(ENGINE_STACKS)" $(BIN)/pytest -m engine
+	MLPLATFORM_ENGINE_STACKS="$(ENGINE_STACKS)" $(BIN)/pytest -m engine --durations=5
 
 engine: tools
-	MLPLATFORM_ENGINE_STACKS=lab $(BIN)/pytest -m engine
+	MLPLATFORM_ENGINE_STACKS=lab $(BIN)/pytest -m engine --durations=5
 
-# What CI runs (.ci/run calls `make test`), in this order; .github/workflows/ci.yml runs the
-# same targets, one step each (tests/unit/test_ci_workflow.py holds the two together).
+# What CI runs (.ci/run calls `make test`); .github/workflows/ci.yml runs the same targets, one
+# step each (tests/unit/test_ci_workflow.py holds the two together). The first ones run in this
+# order; then e2e and the engine lifecycle run side by side, each on control planes of its own
+# (the e2e planes mostly wait on controllers, the engine's CLI mostly computes), their output
+# interleaved line by line. `tools` first, so neither relinks the tools the other is using.
 CI_TARGETS := lint validate unit checkov e2e engine
-test: $(CI_TARGETS)
+CI_IN_ORDER := lint validate unit checkov
+CI_SIDE_BY_SIDE := e2e engine
+test: $(CI_IN_ORDER) tools
+	$(MAKE) -j2 --output-sync=line $(CI_SIDE_BY_SIDE)
 
 cluster: tools-test
 	$(MLP) cluster up --stack $(STACK)

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,13 +303,19 @@ def _install_stand_in(tool: Tool) -> dict[str, Path]:
 
 
 def _link(binaries: dict[str, Path]) -> None:
+    """Point the links in use at these binaries. A link is swapped in one rename, never
+    removed first: a test run or a plane using the tools meanwhile always finds one."""
     for name, path in binaries.items():
         folder = SHARE_DIR if path.parent.name == "share" else bin_dir()
         folder.mkdir(parents=True, exist_ok=True)
         link = folder / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(path)
+        if link.is_symlink() and os.readlink(link) == str(path):
+            continue
+        fresh = folder / f".{name}.{os.getpid()}.{threading.get_ident()}"
+        if fresh.is_symlink() or fresh.exists():
+            fresh.unlink()
+        fresh.symlink_to(path)
+        os.replace(fresh, link)
 
 
 def ensure_tool(tool: Tool, rebuild: bool = False, link: bool = True) -> ToolResult:

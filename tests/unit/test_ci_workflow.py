@@ -1,5 +1,5 @@
 """The adopters' workflow (.github/workflows/ci.yml) runs what `.ci/run` runs: `make test`,
-whose prerequisites are the Makefile's CI_TARGETS, each target once in a step named after it,
+which runs the Makefile's CI_TARGETS, each target once in a step named after it,
 with the tool cache keyed on the lock. The checks take the workflow's text so that a broken
 variant can be fed to them too."""
 
@@ -32,10 +32,21 @@ SHELL_OPERATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", "{", "}", "the
 MAKE_OPTIONS_WITH_VALUE = frozenset({"-C", "-f", "-o", "-W", "-I", "-j", "--directory", "--file"})
 
 
-def ci_targets(makefile_text: str) -> list[str]:
-    match = re.search(r"^CI_TARGETS\s*:=\s*(.+)$", makefile_text, re.MULTILINE)
-    assert match, "the Makefile defines no CI_TARGETS := line"
+def variable(makefile_text: str, name: str) -> list[str]:
+    match = re.search(rf"^{name}\s*:=\s*(.+)$", makefile_text, re.MULTILINE)
+    assert match, f"the Makefile defines no {name} := line"
     return match.group(1).split()
+
+
+def ci_targets(makefile_text: str) -> list[str]:
+    return variable(makefile_text, "CI_TARGETS")
+
+
+def recipe(makefile_text: str, target: str) -> list[str]:
+    """The recipe lines of a rule (tab-indented, after its rule line)."""
+    match = re.search(rf"^{re.escape(target)}\s*:(?!=).*\n((?:\t.*\n?)*)", makefile_text, re.MULTILINE)
+    assert match, f"the Makefile has no rule for {target!r}"
+    return [line.strip() for line in match.group(1).splitlines()]
 
 
 def prerequisites(makefile_text: str, target: str) -> list[str]:
@@ -185,13 +196,18 @@ def workflow_text() -> str:
     return WORKFLOW.read_text()
 
 
-def test_ci_run_runs_make_test_whose_prerequisites_are_ci_targets(makefile_text):
+def test_ci_run_runs_make_test_which_runs_every_ci_target_once(makefile_text):
     commands = [
         line.strip() for line in CI_RUN.read_text().splitlines() if line.strip() and not line.strip().startswith("#")
     ]
     assert "make test" in commands
     assert make_invocations("\n".join(commands)) == ["test"]
-    assert prerequisites(makefile_text, "test") == ["$(CI_TARGETS)"]
+    # `make test`: CI_IN_ORDER one after another (and the tools), then CI_SIDE_BY_SIDE in one
+    # parallel make: together, every CI target once, in CI_TARGETS' order.
+    in_order, side_by_side = variable(makefile_text, "CI_IN_ORDER"), variable(makefile_text, "CI_SIDE_BY_SIDE")
+    assert in_order + side_by_side == ci_targets(makefile_text)
+    assert prerequisites(makefile_text, "test") == ["$(CI_IN_ORDER)", "tools"]
+    assert recipe(makefile_text, "test") == ["$(MAKE) -j2 --output-sync=line $(CI_SIDE_BY_SIDE)"]
     assert "engine" in ci_targets(makefile_text)
 
 

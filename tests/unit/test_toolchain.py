@@ -103,3 +103,27 @@ def test_cache_key_changes_with_the_pinned_version():
     tool = load_lock().tools["helm"]
     assert tool.cache_key != replace(tool, version="v3.0.0").cache_key
     assert tool.cache_key == load_lock().tools["helm"].cache_key
+
+
+def test_links_are_swapped_in_place_and_left_alone_when_current(tmp_path, monkeypatch):
+    """A relink (every `make` target that needs tools runs `mlplatform tools`) must not leave a
+    moment without the link while a plane or a test run uses it: the new link is renamed over
+    the old one, and a link that already points right is not touched."""
+    from mlplatform.toolchain import build
+
+    monkeypatch.setattr(build, "BIN_DIR", tmp_path / "bin")
+    old, new = tmp_path / "old" / "kubectl", tmp_path / "new" / "kubectl"
+    for binary in (old, new):
+        binary.parent.mkdir()
+        binary.write_text("#!/bin/sh\n")
+    build._link({"kubectl": old})
+    link = tmp_path / "bin" / "kubectl"
+    first = link.lstat().st_ino
+    build._link({"kubectl": old})
+    assert link.lstat().st_ino == first
+    removed = []
+    monkeypatch.setattr(build.Path, "unlink", lambda self, *a, **k: removed.append(self))
+    build._link({"kubectl": new})
+    assert link.resolve() == new and link.lstat().st_ino != first
+    assert removed == [], "the link in use was removed before the new one was in place"
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["kubectl"]
