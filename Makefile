@@ -99,11 +99,14 @@ promtool: setup
 	  echo "promtool $$version expected (versions.lock.yaml packages.promtool), found: $$found" >&2; exit 1; \
 	fi
 
+# Each suite leaves a JUnit report here (CI systems read them; benchmarks/bench_ci.py counts them).
+REPORTS := build/test-reports
+
 # Unit tests render stacks, which runs kustomize on upstream bases: the render tools come first.
 # They run in parallel over the machine's cores (pytest-xdist); TEST_WORKERS=0 runs one process.
 TEST_WORKERS ?= auto
 unit: tools-test examples-env promtool
-	$(BIN)/pytest -m "not e2e and not engine" -n $(TEST_WORKERS) --durations=10
+	$(BIN)/pytest -m "not e2e and not engine" -n $(TEST_WORKERS) --durations=10 --junit-xml=$(REPORTS)/unit.xml
 
 # The edit-test loop: ruff, then the unit tests but the `slow` ones (whole programs of their
 # own, every overlay built), over the cores, stopping at the first failure. Nothing on a plane.
@@ -112,16 +115,16 @@ test-fast: setup tools-test
 	$(BIN)/pytest -m "not e2e and not engine and not slow" -n $(TEST_WORKERS) -x -q
 
 e2e: tools-test
-	$(BIN)/pytest -m e2e --durations=10
+	$(BIN)/pytest -m e2e --durations=10 --junit-xml=$(REPORTS)/e2e.xml
 
 # `pulumi up/preview/refresh/destroy` on a local plane per stack, with the engine built by
 # `make tools`. `make engine` (part of `make test`) runs the lab stack, `make test-engine` all.
 ENGINE_STACKS ?= lab openshift cloud
 test-engine: tools
-	MLPLATFORM_ENGINE_STACKS="$(ENGINE_STACKS)" $(BIN)/pytest -m engine --durations=5
+	MLPLATFORM_ENGINE_STACKS="$(ENGINE_STACKS)" $(BIN)/pytest -m engine --durations=5 --junit-xml=$(REPORTS)/test-engine.xml
 
 engine: tools
-	MLPLATFORM_ENGINE_STACKS=lab $(BIN)/pytest -m engine --durations=5
+	MLPLATFORM_ENGINE_STACKS=lab $(BIN)/pytest -m engine --durations=5 --junit-xml=$(REPORTS)/engine.xml
 
 # What CI runs (.ci/run calls `make test`); .github/workflows/ci.yml runs the same targets, one
 # step each (tests/unit/test_ci_workflow.py holds the two together). The first ones run in this

@@ -31,6 +31,9 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     ("peer", "bench_peer_install.py", []),
     ("gitops", "bench_gitops_reliability.py", ["--quick"]),
     ("engine", "bench_engine.py", ["--quick"]),
+    # `bash .ci/run` on a clean clone with this machine's caches (`--cold` by hand: empty ones);
+    # it has no shorter form.
+    ("ci", "bench_ci.py", []),
 ]
 
 
