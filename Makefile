@@ -129,13 +129,18 @@ engine: tools
 # What CI runs (.ci/run calls `make test`); .github/workflows/ci.yml runs the same targets, one
 # step each (tests/unit/test_ci_workflow.py holds the two together). The first ones run in this
 # order; then e2e and the engine lifecycle run side by side, each on control planes of its own
-# (the e2e planes mostly wait on controllers, the engine's CLI mostly computes), their output
-# interleaved line by line. `tools` first, so neither relinks the tools the other is using.
+# (the e2e planes mostly wait on controllers, the engine's CLI mostly computes), every line of
+# their output as it comes, prefixed with the target. `tools` first, so that neither builds or
+# relinks a tool the other is using.
 CI_TARGETS := lint validate unit checkov e2e engine
 CI_IN_ORDER := lint validate unit checkov
 CI_SIDE_BY_SIDE := e2e engine
 test: $(CI_IN_ORDER) tools
-	$(MAKE) -j2 --output-sync=line $(CI_SIDE_BY_SIDE)
+	$(MAKE) -j2 $(addprefix beside-,$(CI_SIDE_BY_SIDE))
+
+.PHONY: $(addprefix beside-,$(CI_SIDE_BY_SIDE))
+beside-%:
+	@$(MAKE) --no-print-directory $* 2>&1 | sed -u 's/^/[$*] /'
 
 cluster: tools-test
 	$(MLP) cluster up --stack $(STACK)

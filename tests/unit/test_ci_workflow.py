@@ -207,7 +207,8 @@ def test_ci_run_runs_make_test_which_runs_every_ci_target_once(makefile_text):
     in_order, side_by_side = variable(makefile_text, "CI_IN_ORDER"), variable(makefile_text, "CI_SIDE_BY_SIDE")
     assert in_order + side_by_side == ci_targets(makefile_text)
     assert prerequisites(makefile_text, "test") == ["$(CI_IN_ORDER)", "tools"]
-    assert recipe(makefile_text, "test") == ["$(MAKE) -j2 --output-sync=line $(CI_SIDE_BY_SIDE)"]
+    assert recipe(makefile_text, "test") == ["$(MAKE) -j2 $(addprefix beside-,$(CI_SIDE_BY_SIDE))"]
+    assert recipe(makefile_text, "beside-%") == ["@$(MAKE) --no-print-directory $* 2>&1 | sed -u 's/^/[$*] /'"]
     assert "engine" in ci_targets(makefile_text)
 
 
