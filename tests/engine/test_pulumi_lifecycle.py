@@ -4,7 +4,11 @@ shows no change -> refresh, then preview, shows no change -> a label changed and
 deleted out of band are planned back and repaired by up -> destroy leaves no object of ours.
 
 Refresh and destroy run without a preview of their own (`--skip-preview`): the previews and
-inventories that judge them come after. Each stack gets a fresh plane of its own and a scratch
+inventories that judge them come after. The engine writes the state once at the end of each
+command (`PULUMI_SKIP_CHECKPOINTS`): this test judges the state between commands, and the
+checkpoints written after every step, which make an interrupted `up` recoverable and cost most
+of a cold `up`'s CPU here, are the subject of the crash benchmark (benchmarks/bench_engine.py)
+and of test_file_backend.py. Each stack gets a fresh plane of its own and a scratch
 copy of the project (`pulumi stack init` writes an encryption salt into the stack file, which
 must not touch the repository). The stack secrets are set as a user sets them, `pulumi config set --secret --path`.
 `MLPLATFORM_ENGINE_STACKS` (space-separated) narrows the stacks; all shipped ones by default.
@@ -48,7 +52,9 @@ def engine_ready():
 def test_up_is_idempotent_and_destroy_is_clean(tmp_path, stack):
     plane = start_plane(tmp_path / "plane", PORT_OFFSETS[stack], stack)
     try:
-        engine = EngineStack(stack, tmp_path / "engine", state_dir=tmp_path / "plane")
+        engine = EngineStack(
+            stack, tmp_path / "engine", state_dir=tmp_path / "plane", extra_env={"PULUMI_SKIP_CHECKPOINTS": "true"}
+        )
         engine.create(secrets=stack_secrets())
 
         up = engine.pulumi("up", "--yes", "--skip-preview").check()
