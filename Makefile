@@ -138,8 +138,9 @@ CI_SIDE_BY_SIDE := e2e engine
 test: $(CI_IN_ORDER) tools
 	$(MAKE) -j2 $(addprefix beside-,$(CI_SIDE_BY_SIDE))
 
+# A static pattern rule: these targets are phony, and make looks up no implicit rule for those.
 .PHONY: $(addprefix beside-,$(CI_SIDE_BY_SIDE))
-beside-%:
+$(addprefix beside-,$(CI_SIDE_BY_SIDE)): beside-%:
 	@$(MAKE) --no-print-directory $* 2>&1 | sed -u 's/^/[$*] /'
 
 cluster: tools-test

@@ -208,7 +208,9 @@ def test_ci_run_runs_make_test_which_runs_every_ci_target_once(makefile_text):
     assert in_order + side_by_side == ci_targets(makefile_text)
     assert prerequisites(makefile_text, "test") == ["$(CI_IN_ORDER)", "tools"]
     assert recipe(makefile_text, "test") == ["$(MAKE) -j2 $(addprefix beside-,$(CI_SIDE_BY_SIDE))"]
-    assert recipe(makefile_text, "beside-%") == ["@$(MAKE) --no-print-directory $* 2>&1 | sed -u 's/^/[$*] /'"]
+    beside = "$(addprefix beside-,$(CI_SIDE_BY_SIDE))"
+    assert prerequisites(makefile_text, beside) == ["beside-%:"]
+    assert recipe(makefile_text, beside) == ["@$(MAKE) --no-print-directory $* 2>&1 | sed -u 's/^/[$*] /'"]
     assert "engine" in ci_targets(makefile_text)
 
 
