@@ -5,6 +5,7 @@ variant can be fed to them too."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections import Counter
@@ -280,3 +281,21 @@ def test_a_twice_run_target_a_misnamed_step_and_an_unpinned_tool_cache_are_repor
 )
 def test_make_invocations(script, expected):
     assert make_invocations(script) == expected
+
+
+@pytest.mark.parametrize("target", ["e2e", "engine"])
+def test_make_test_runs_the_side_by_side_suites_for_real(target):
+    """What make itself would run for `beside-<target>` (a dry run): the suite's pytest. A rule
+    make does not apply (a pattern rule for a phony target) runs nothing and still exits 0."""
+    import subprocess
+
+    proc = subprocess.run(
+        ["make", "-n", "--no-print-directory", f"beside-{target}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" not in proc.stdout + proc.stderr
+    assert f"pytest -m {target} " in proc.stdout, proc.stdout
