@@ -299,8 +299,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 progress.echo(f"  {result.detail.splitlines()[-1].strip()}")
     if not resolved.config.cluster.kubeconfig:
         try:
-            with progress.step(f"start local control plane ({args.stack})"):
-                count, _ = plane.bring_up(resolved)
+            count, _ = plane.bring_up(resolved)
         except plane.ClusterError as exc:
             print(f"mlplatform up: {exc}", file=sys.stderr)
             return 1

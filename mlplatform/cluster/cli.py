@@ -6,7 +6,6 @@ import argparse
 import shutil
 import sys
 
-from mlplatform import progress
 from mlplatform.cluster import plane
 
 
@@ -29,8 +28,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        with progress.step(f"start local control plane ({args.stack})"):
-            count, apis = plane.bring_up(resolved)
+        count, apis = plane.bring_up(resolved)
     except plane.ClusterError as exc:
         print(f"mlplatform cluster up: {exc}", file=sys.stderr)
         return 1

@@ -509,13 +509,14 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
 
 def bring_up(resolved: ResolvedConfig) -> tuple[int, list[str]]:
     """The plane for a stack: processes running, the environment's APIs, one node per pool
-    node. Returns (nodes, API folders installed)."""
-    progress.phase("start processes")
-    start_control_plane()
-    progress.phase("environment APIs")
-    apis = install_environment_apis(resolved)
-    progress.phase("nodes")
-    return apply_nodes(resolved), apis
+    node. Returns (nodes, API folders installed). One progress step, whoever asks for it."""
+    with progress.step(f"start local control plane ({resolved.stack})") as starting:
+        starting.phase("start processes")
+        start_control_plane()
+        starting.phase("environment APIs")
+        apis = install_environment_apis(resolved)
+        starting.phase("nodes")
+        return apply_nodes(resolved), apis
 
 
 def stop_control_plane(purge: bool = False) -> list[str]:
