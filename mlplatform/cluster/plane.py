@@ -23,12 +23,11 @@ import yaml
 
 from mlplatform import progress
 from mlplatform.cluster import pki, simulated
+from mlplatform.cluster.provider_nodes import SIMULATED_LABEL, simulated_nodes
 from mlplatform.config import ResolvedConfig
-from mlplatform.gpu.capacity import extended_resources, gpu_node_labels
 from mlplatform.paths import SHARE_DIR, STATE_ROOT
 from mlplatform.toolchain.build import bin_dir
 
-SIMULATED_LABEL = "mlplatform.io/simulated-node"
 SERVICE_CIDR = "10.96.0.0/16"
 # Below Linux's ephemeral range (32768-60999 by default), so that no outbound connection
 # of another program can hold a port the plane needs.
@@ -376,60 +375,6 @@ def kubectl(*args: str, input_text: str | None = None, check: bool = True) -> su
     if check and proc.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc
-
-
-def simulated_nodes(resolved: ResolvedConfig) -> list[dict]:
-    """Node objects for every node of every pool, as the GPU layer would make them look."""
-    nodes = []
-    for pool in resolved.config.cluster.node_pools:
-        capacity = {
-            "cpu": pool.cpu,
-            "memory": pool.memory,
-            "pods": "110",
-            "ephemeral-storage": "200Gi",
-            **{name: str(count) for name, count in extended_resources(pool).items()},
-        }
-        for index in range(pool.count):
-            name = f"{pool.name}-{index}"
-            labels = {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "type": "kwok",
-                "mlplatform.io/node-pool": pool.name,
-                SIMULATED_LABEL: "true",
-                **({"node.kubernetes.io/instance-type": pool.instance_type} if pool.instance_type else {}),
-                **gpu_node_labels(pool),
-                **pool.labels,
-            }
-            nodes.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Node",
-                    "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
-                    "spec": {
-                        "taints": [
-                            {
-                                k: v
-                                for k, v in (("key", t.key), ("value", t.value), ("effect", t.effect))
-                                if v is not None
-                            }
-                            for t in pool.taints
-                        ]
-                    },
-                    "status": {
-                        "capacity": capacity,
-                        "allocatable": capacity,
-                        "nodeInfo": {
-                            "architecture": "amd64",
-                            "operatingSystem": "linux",
-                            "kubeletVersion": "kwok",
-                            "containerRuntimeVersion": "kwok",
-                        },
-                    },
-                }
-            )
-    return nodes
 
 
 def apply_nodes(resolved: ResolvedConfig) -> int:

@@ -408,7 +408,7 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
             f"{namespace!r} is reserved by Kubernetes or OpenShift (allowed: a namespace of our own, e.g. mlplatform-system)",
         )
 
-    gpu_problems(config, config.cloud.provider if config.cloud else None, add)
+    gpu_problems(config, config.cloud.provider if config.cloud else None, profile.node_pool_label, add)
     tenancy_problems(config, add)
     _mlflow_problems(config, add)
     monitoring_problems(config, profile, add)

@@ -153,6 +153,10 @@ class NodePool(Strict):
     memory: PositiveQuantity
     instance_type: str | None = None
     gpu: GpuSpec | None = None
+    # Labels every node of the pool carries, set where the nodes are made (the kubelet's
+    # --node-labels, an OpenShift MachineSet's template, a cloud node pool's labels). Where
+    # the provider labels its pools itself (EKS, GKE, AKS) the GPU layer finds the pool by
+    # that label; elsewhere by these, so a GPU pool there must declare at least one.
     labels: Labels = Field(default_factory=dict)
     taints: list[Taint] = Field(default_factory=list)
 

@@ -35,6 +35,11 @@ class Profile:
     # The cluster runs Prometheus (and serves its Operator's CRDs) with a user workload
     # monitoring stack: we configure that and ship rules and monitors into it, never a second one.
     user_workload_monitoring: bool = False
+    # The label the provider puts on every node of a node pool, valued with the pool's name
+    # (EKS managed node groups, GKE node pools, AKS agent pools). None where nodes carry no
+    # such label (on-premises, OpenShift MachineSets): pools are then matched by the labels
+    # the stack declares for them.
+    node_pool_label: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,6 +120,14 @@ _CLOUD_BASE = dict(
 # from outside the cluster, through the VPC).
 _CLOUD_INGRESS_NAMESPACES = {"eks": (), "gke": (), "aks": ("app-routing-system",), "generic": ("ingress-nginx",)}
 
+# The label each provider's node pools put on their nodes, valued with the pool's name.
+_CLOUD_NODE_POOL_LABELS = {
+    "eks": "eks.amazonaws.com/nodegroup",
+    "gke": "cloud.google.com/gke-nodepool",
+    "aks": "kubernetes.azure.com/agentpool",
+    "generic": None,
+}
+
 # Per provider: the storage class, ingress class, object store and GPU install path its
 # clusters come with (GKE installs the device plugin on GPU node pools itself).
 _CLOUD_PROVIDER_DEFAULTS: dict[str, tuple[str, str, str, str]] = {
@@ -130,6 +143,7 @@ def cloud_profile(provider: str) -> Profile:
     return Profile(
         name="cloud",
         ingress_namespaces=_CLOUD_INGRESS_NAMESPACES[provider],
+        node_pool_label=_CLOUD_NODE_POOL_LABELS[provider],
         **_CLOUD_BASE,
         defaults={
             "cluster": {

@@ -53,13 +53,19 @@ def device_plugin_config(pool: NodePool) -> dict[str, Any]:
     return config
 
 
+def mig_layout(pool: NodePool) -> list[dict[str, Any]] | None:
+    """The pool's mig-parted layout: every GPU of a node partitioned alike, or None."""
+    if not (pool.gpu and pool.gpu.sharing.mig):
+        return None
+    return [{"devices": "all", "mig-enabled": True, "mig-devices": dict(pool.gpu.sharing.mig.devices)}]
+
+
 def mig_parted_config(pools: list[NodePool]) -> dict[str, Any] | None:
     layouts: dict[str, Any] = {}
     for pool in pools:
-        if pool.gpu and pool.gpu.sharing.mig:
-            layouts[mig_layout_name(pool)] = [
-                {"devices": "all", "mig-enabled": True, "mig-devices": dict(pool.gpu.sharing.mig.devices)}
-            ]
+        layout = mig_layout(pool)
+        if layout is not None:
+            layouts[mig_layout_name(pool)] = layout
     if not layouts:
         return None
     # The MIG manager falls back to this layout on nodes without a nvidia.com/mig.config label.

@@ -7,11 +7,15 @@ from typing import Any
 
 from mlplatform.config.model import PlatformConfig
 from mlplatform.gpu.facts import MIG_GEOMETRY, mig_capable, mig_problems
+from mlplatform.gpu.plugin_config import device_plugin_config, mig_layout
+from mlplatform.gpu.pools import known_labels, pool_selector, selects
 
 AddProblem = Callable[[tuple[Any, ...], str], None]
 
 
-def gpu_problems(config: PlatformConfig, cloud_provider: str | None, add: AddProblem) -> None:
+def gpu_problems(
+    config: PlatformConfig, cloud_provider: str | None, node_pool_label: str | None, add: AddProblem
+) -> None:
     gpu_pools = [(i, p) for i, p in enumerate(config.cluster.node_pools) if p.gpu is not None]
     for index, pool in gpu_pools:
         assert pool.gpu is not None
@@ -59,7 +63,9 @@ def gpu_problems(config: PlatformConfig, cloud_provider: str | None, add: AddPro
             (*where, "install"),
             "'managed' leaves the device plugin to the cloud provider, which only GKE installs (allowed: device-plugin, operator)",
         )
+    _pool_selection_problems(config, node_pool_label, gpu_pools, add)
     if settings.install == "operator":
+        _one_operator_config_problems(gpu_pools, add)
         strategies = {
             pool.name: (pool.gpu.sharing.mig.strategy if pool.gpu and pool.gpu.sharing.mig else "none")
             for _, pool in gpu_pools
@@ -93,3 +99,48 @@ def gpu_problems(config: PlatformConfig, cloud_provider: str | None, add: AddPro
                     (*base, "mps"),
                     "GKE configures MPS on the node pool itself (allowed: timeSlicing or mig with install: managed)",
                 )
+
+
+def _pool_selection_problems(
+    config: PlatformConfig, node_pool_label: str | None, gpu_pools: list[tuple[int, Any]], add: AddProblem
+) -> None:
+    """Each GPU pool's DaemonSets find its nodes by labels they carry when they join: there
+    must be such labels, and they must not also select another pool's nodes."""
+    pools = config.cluster.node_pools
+    for index, pool in gpu_pools:
+        selector = pool_selector(pool, node_pool_label)
+        if not selector:
+            add(
+                ("cluster", "nodePools", index, "labels"),
+                f"GPU pool {pool.name!r} declares no label its nodes carry, and this environment's nodes have no "
+                "node-pool label the GPU layer could find them by (allowed: labels set where the nodes are made, "
+                f"e.g. {{mlplatform.io/node-pool: {pool.name}}} through the kubelet's --node-labels or the "
+                "MachineSet's spec.template.spec.metadata.labels)",
+            )
+            continue
+        for other_index, other in enumerate(pools):
+            if other_index != index and selects(selector, known_labels(other, node_pool_label)):
+                listed = ", ".join(f"{k}={v}" for k, v in selector.items())
+                add(
+                    ("cluster", "nodePools", index, "labels"),
+                    f"GPU pool {pool.name!r} is found by {listed}, which pool {other.name!r} carries too "
+                    "(allowed: labels that only this pool's nodes carry)",
+                )
+
+
+def _one_operator_config_problems(gpu_pools: list[tuple[int, Any]], add: AddProblem) -> None:
+    """The GPU operator gives a node the device plugin config and MIG layout its labels name,
+    or the ClusterPolicy's defaults; the platform sets the defaults and no node labels, so
+    every GPU pool must want the same ones."""
+    if len(gpu_pools) < 2:
+        return
+    wanted = {pool.name: (device_plugin_config(pool), mig_layout(pool)) for _, pool in gpu_pools}
+    first_name, first = next(iter(wanted.items()))
+    differing = [name for name, config in wanted.items() if config != first]
+    if differing:
+        add(
+            ("modules", "gpu", "install"),
+            f"the GPU operator gives every GPU node one device plugin config and MIG layout, and pools "
+            f"{', '.join(differing)} share their GPUs unlike {first_name} (allowed: the same gpu.sharing on every "
+            "GPU pool, or install: device-plugin, which runs one device plugin per pool)",
+        )

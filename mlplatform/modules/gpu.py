@@ -4,6 +4,8 @@ cloud's managed GPUs; DCGM metrics; and the GPU resource names every other modul
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +14,8 @@ import yaml
 
 from mlplatform.config.model import NodePool
 from mlplatform.gpu.capacity import (
-    DEVICE_PLUGIN_CONFIG_LABEL,
-    MIG_CONFIG_LABEL,
     PoolGpuResources,
-    gpu_node_labels,
+    mig_layout_name,
     mig_strategy,
     pool_resources,
 )
@@ -24,10 +24,12 @@ from mlplatform.gpu.plugin_config import (
     MIG_DISABLED_LAYOUT,
     MIG_PARTED_CONFIGMAP,
     device_plugin_config,
+    mig_layout,
     mig_parted_config,
 )
+from mlplatform.gpu.pools import pool_selector
 from mlplatform.modules.base import ModuleContext, create_object
-from mlplatform.upstream import load_documents
+from mlplatform.upstream import kustomize_build, load_documents
 
 DEFAULT_NAMESPACES = {
     "device-plugin": "nvidia-device-plugin",
@@ -35,6 +37,11 @@ DEFAULT_NAMESPACES = {
     "managed": "gpu-system",
 }
 DCGM_PORT = 9400
+# Pod template annotation: a pool's DaemonSets roll when its config or MIG layout changes,
+# since neither the device plugin nor mig-parted rereads a file it has started with.
+CONFIG_HASH_ANNOTATION = "mlplatform.io/gpu-config-hash"
+MIG_CONFIG_MOUNT = "/etc/nvidia/mig"
+NFD_NAMESPACE = "node-feature-discovery"
 
 
 @dataclass(frozen=True)
@@ -44,25 +51,26 @@ class GpuOutputs:
     pools: dict[str, PoolGpuResources]
     # Every extended resource name some pool advertises: the only GPU names quotas may use.
     resource_names: tuple[str, ...]
-    # Labels each pool's nodes must carry for the GPU stack to pick its config.
-    node_labels: dict[str, dict[str, str]]
+    # Labels that select each GPU pool's nodes (provider node-pool label or declared labels):
+    # what the pool's DaemonSets run on and what a scheduler pins a pool's workloads with.
+    node_selectors: dict[str, dict[str, str]]
     namespace: str
 
     def total(self, resource: str) -> int:
         return sum(p.total.get(resource, 0) for p in self.pools.values())
 
 
-def gpu_outputs(pools: list[NodePool], namespace: str) -> GpuOutputs:
+def gpu_outputs(pools: list[NodePool], namespace: str, node_pool_label: str | None) -> GpuOutputs:
     per_pool = {pool.name: pool_resources(pool) for pool in pools if pool.gpu}
     names = sorted({name for resources in per_pool.values() for name in resources.per_node})
-    labels = {
-        pool.name: {
-            k: v for k, v in gpu_node_labels(pool).items() if k in (DEVICE_PLUGIN_CONFIG_LABEL, MIG_CONFIG_LABEL)
-        }
-        for pool in pools
-        if pool.gpu
-    }
-    return GpuOutputs(pools=per_pool, resource_names=tuple(names), node_labels=labels, namespace=namespace)
+    selectors = {pool.name: pool_selector(pool, node_pool_label) for pool in pools if pool.gpu}
+    return GpuOutputs(pools=per_pool, resource_names=tuple(names), node_selectors=selectors, namespace=namespace)
+
+
+def config_hash(pool: NodePool) -> str:
+    """Short digest of what a pool's GPU pods are started with."""
+    wanted = {"devicePlugin": device_plugin_config(pool), "mig": mig_layout(pool)}
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _tolerations(pools: list[NodePool]) -> list[dict[str, Any]]:
@@ -93,9 +101,16 @@ class GpuLayer(pulumi.ComponentResource):
         self._tolerations = _tolerations(self._pools)
         namespace = settings.namespace or DEFAULT_NAMESPACES[settings.install]
         self._namespace_name = namespace
-        self.outputs = gpu_outputs(config.cluster.node_pools, namespace)
+        self.outputs = gpu_outputs(config.cluster.node_pools, namespace, ctx.resolved.profile.node_pool_label)
         self._sources = {
-            name: ctx.resolved.upstream(name) for name in ("nvidia-device-plugin", "dcgm-exporter", "gpu-operator")
+            name: ctx.resolved.upstream(name)
+            for name in (
+                "nvidia-device-plugin",
+                "dcgm-exporter",
+                "gpu-operator",
+                "mig-manager",
+                "node-feature-discovery",
+            )
         }
         # Everything namespaced waits for the namespace; the managed path creates none.
         self.namespace: pulumi.CustomResource | None = None
@@ -114,6 +129,9 @@ class GpuLayer(pulumi.ComponentResource):
                     self._configmap(MIG_PARTED_CONFIGMAP, {"config.yaml": yaml.safe_dump(mig, sort_keys=False)})
                 )
         if settings.install == "device-plugin":
+            if settings.feature_discovery:
+                self._node_feature_discovery()
+            self._mig_managers()
             self._device_plugin()
             if settings.dcgm_exporter.enabled:
                 self._dcgm_exporter()
@@ -170,9 +188,14 @@ class GpuLayer(pulumi.ComponentResource):
         spec = manifest["spec"]
         spec["selector"] = {"matchLabels": selector}
         template = spec["template"]
-        template["metadata"] = {"labels": {**selector, **self._labels}}
+        template["metadata"] = {
+            "labels": {**selector, **self._labels},
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash(pool)},
+        }
         pod = template["spec"]
-        pod["nodeSelector"] = {DEVICE_PLUGIN_CONFIG_LABEL: pool.name}
+        # The pool's own nodes, by the labels they join with: a node added later gets its
+        # plugin at once, with nothing to label it first.
+        pod["nodeSelector"] = self.outputs.node_selectors[pool.name]
         pod.pop("affinity", None)
         pod["tolerations"] = self._tolerations
         pod.setdefault("volumes", []).append(
@@ -195,7 +218,105 @@ class GpuLayer(pulumi.ComponentResource):
                 "requests": {"cpu": "50m", "memory": "64Mi"},
                 "limits": {"cpu": "200m", "memory": "256Mi"},
             }
+        if mig_layout(pool) is not None and component == "nvidia-device-plugin":
+            # A plugin started before the layout is in place would advertise whole GPUs:
+            # it waits until mig-parted asserts the pool's layout on every GPU.
+            pod["initContainers"] = [self._mig_parted_container(pool, "mig-layout-applied", "assert")]
+            pod["volumes"].append(self._mig_config_volume())
         return manifest
+
+    # -- MIG off the operator path ------------------------------------------------------------
+
+    def _mig_config_volume(self) -> dict[str, Any]:
+        return {"name": "mig-config", "configMap": {"name": MIG_PARTED_CONFIGMAP}}
+
+    def _mig_parted_container(self, pool: NodePool, name: str, command: str) -> dict[str, Any]:
+        """mig-parted from the MIG manager image, set to the pool's layout through its
+        documented environment (MIG_PARTED_CONFIG_FILE, MIG_PARTED_SELECTED_CONFIG)."""
+        source = self._sources["mig-manager"]
+        run = f"nvidia-mig-parted {command}"
+        if command == "apply":
+            # Applied once per start, then held: the pod stays Ready while the layout stands.
+            run = f"{run} && exec sleep infinity"
+        return {
+            "name": name,
+            "image": f"{source.get('image')}:{source.version}",
+            "command": ["sh", "-c", run],
+            "env": [
+                {"name": "MIG_PARTED_CONFIG_FILE", "value": f"{MIG_CONFIG_MOUNT}/config.yaml"},
+                {"name": "MIG_PARTED_SELECTED_CONFIG", "value": mig_layout_name(pool)},
+                # What the NVIDIA container runtime needs to let a container change MIG modes.
+                {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
+                {"name": "NVIDIA_MIG_CONFIG_DEVICES", "value": "all"},
+            ],
+            "securityContext": {"privileged": True},
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"cpu": "500m", "memory": "256Mi"},
+            },
+            "volumeMounts": [{"name": "mig-config", "mountPath": MIG_CONFIG_MOUNT, "readOnly": True}],
+        }
+
+    def _mig_managers(self) -> None:
+        """One MIG manager per MIG pool: applies the pool's layout when it starts on a node,
+        again whenever the layout changes (the pod rolls with the config hash)."""
+        for pool in self._pools:
+            if mig_layout(pool) is None:
+                continue
+            selector = {"app.kubernetes.io/name": "nvidia-mig-manager", "mlplatform.io/gpu-config": pool.name}
+            self._create(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "DaemonSet",
+                    "metadata": self._meta(f"nvidia-mig-manager-{pool.name}", selector),
+                    "spec": {
+                        "selector": {"matchLabels": selector},
+                        "template": {
+                            "metadata": {
+                                "labels": {**selector, **self._labels},
+                                "annotations": {CONFIG_HASH_ANNOTATION: config_hash(pool)},
+                            },
+                            "spec": {
+                                "nodeSelector": self.outputs.node_selectors[pool.name],
+                                "tolerations": self._tolerations,
+                                "priorityClassName": "system-node-critical",
+                                "automountServiceAccountToken": False,
+                                "containers": [self._mig_parted_container(pool, "mig-manager", "apply")],
+                                "volumes": [self._mig_config_volume()],
+                            },
+                        },
+                    },
+                }
+            )
+
+    # -- Node Feature Discovery ---------------------------------------------------------------
+
+    def _node_feature_discovery(self) -> None:
+        """NFD from its pinned upstream overlay, in the GPU namespace (the one that may run
+        host-reading pods). Its master publishes the nvidia.com labels GPU feature discovery
+        writes as feature files; its workers run on tainted GPU nodes too."""
+        source = self._sources["node-feature-discovery"]
+        for document in kustomize_build(source, "default", self._mirror()):
+            if document["kind"] == "Namespace":
+                continue
+            metadata = document.setdefault("metadata", {})
+            metadata["labels"] = {**(metadata.get("labels") or {}), **self._labels}
+            if metadata.get("namespace") == NFD_NAMESPACE:
+                metadata["namespace"] = self._namespace_name
+            for subject in document.get("subjects") or []:
+                if subject.get("namespace") == NFD_NAMESPACE:
+                    subject["namespace"] = self._namespace_name
+            if document["kind"] == "ConfigMap" and "nfd-master.conf" in document.get("data", {}):
+                # NFD publishes only its own label namespaces unless told otherwise.
+                document["data"]["nfd-master.conf"] = yaml.safe_dump({"extraLabelNs": ["nvidia.com"]})
+            if document["kind"] == "ConfigMap" and "nfd-worker.conf" in document.get("data", {}):
+                # Display and 3D controllers, labelled by vendor (pci-10de.present for NVIDIA).
+                document["data"]["nfd-worker.conf"] = yaml.safe_dump(
+                    {"sources": {"pci": {"deviceClassWhitelist": ["02", "03"], "deviceLabelFields": ["vendor"]}}}
+                )
+            if document["kind"] == "DaemonSet":
+                document["spec"]["template"]["spec"]["tolerations"] = self._tolerations
+            self._create(document)
 
     def _device_plugin(self) -> None:
         source = self._sources["nvidia-device-plugin"]
@@ -223,7 +344,22 @@ class GpuLayer(pulumi.ComponentResource):
                     "template": {
                         "metadata": {"labels": {**labels, **self._labels}},
                         "spec": {
-                            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                            # Every GPU pool's nodes, by the labels they join with.
+                            "affinity": {
+                                "nodeAffinity": {
+                                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                                        "nodeSelectorTerms": [
+                                            {
+                                                "matchExpressions": [
+                                                    {"key": key, "operator": "In", "values": [value]}
+                                                    for key, value in selector.items()
+                                                ]
+                                            }
+                                            for selector in self.outputs.node_selectors.values()
+                                        ]
+                                    }
+                                }
+                            },
                             "tolerations": self._tolerations,
                             "priorityClassName": "system-node-critical",
                             "containers": [
@@ -291,12 +427,16 @@ class GpuLayer(pulumi.ComponentResource):
 
     def _operator_values(self) -> dict[str, Any]:
         """Settings shared by the ClusterPolicy (OLM) and the chart values (Helm)."""
-        has_mig = mig_parted_config(self._pools) is not None
+        # The operator gives a node the config and layout its labels name, else these
+        # defaults; validation holds every GPU pool to one of each, so the defaults are theirs
+        # and a node needs no label of ours, whenever it joins.
+        first = self._pools[0]
         migmanager: dict[str, Any] = {"enabled": True}
-        if has_mig:
-            migmanager["config"] = {"name": MIG_PARTED_CONFIGMAP, "default": MIG_DISABLED_LAYOUT}
+        if mig_parted_config(self._pools) is not None:
+            default_layout = mig_layout_name(first) if mig_layout(first) is not None else MIG_DISABLED_LAYOUT
+            migmanager["config"] = {"name": MIG_PARTED_CONFIGMAP, "default": default_layout}
         return {
-            "devicePlugin": {"enabled": True, "config": {"name": DEVICE_PLUGIN_CONFIGMAP, "default": ""}},
+            "devicePlugin": {"enabled": True, "config": {"name": DEVICE_PLUGIN_CONFIGMAP, "default": first.name}},
             "gfd": {"enabled": self._ctx.resolved.config.modules.gpu.feature_discovery},
             "dcgmExporter": {
                 "enabled": self._ctx.resolved.config.modules.gpu.dcgm_exporter.enabled,

@@ -192,8 +192,9 @@ class Tenancy(pulumi.ComponentResource):
         ]
         pools = list(ctx.resolved.config.cluster.node_pools)
         capacity = gpu.pools if gpu is not None else {}
+        selectors = gpu.node_selectors if gpu is not None else {}
         after_controller = ctx.child_opts(self, depends_on=controller)
-        for flavor in kueue.resource_flavors(pools, capacity, self._labels):
+        for flavor in kueue.resource_flavors(pools, capacity, selectors, self._labels):
             create_object(flavor, after_controller)
         groups = kueue.gpu_groups(pools, capacity)
         for team in settings.teams:

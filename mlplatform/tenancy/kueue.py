@@ -43,8 +43,12 @@ def gpu_groups(pools: list[NodePool], capacity: dict[str, PoolGpuResources]) -> 
 
 
 def resource_flavors(
-    pools: list[NodePool], capacity: dict[str, PoolGpuResources], labels: dict[str, str]
+    pools: list[NodePool],
+    capacity: dict[str, PoolGpuResources],
+    node_selectors: dict[str, dict[str, str]],
+    labels: dict[str, str],
 ) -> list[dict[str, Any]]:
+    """`node_selectors`: the labels that select each GPU pool's nodes (the GPU layer's)."""
     flavors = [
         {
             "apiVersion": API,
@@ -56,7 +60,7 @@ def resource_flavors(
     for pool in pools:
         if pool.name not in capacity or not capacity[pool.name].per_node:
             continue
-        spec: dict[str, Any] = {"nodeLabels": {"mlplatform.io/node-pool": pool.name}}
+        spec: dict[str, Any] = {"nodeLabels": dict(node_selectors[pool.name])}
         if pool.taints:
             # Admitted workloads get the tolerations that let them onto the pool's nodes.
             spec["tolerations"] = [
