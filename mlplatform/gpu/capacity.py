@@ -18,6 +18,8 @@ GPU_VENDOR_PREFIX = "nvidia.com/"
 GPU_RESOURCE = f"{GPU_VENDOR_PREFIX}gpu"
 SHARED_SUFFIX = ".shared"
 MIG_RESOURCE_PREFIX = f"{GPU_VENDOR_PREFIX}mig-"
+# The node label the GPU operator's MIG manager reads: which layout a node's GPUs get.
+MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from mlplatform.config.model import PlatformConfig
+from mlplatform.gpu.capacity import MIG_CONFIG_LABEL, mig_layout_name
 from mlplatform.gpu.facts import MIG_GEOMETRY, mig_capable, mig_problems
-from mlplatform.gpu.plugin_config import device_plugin_config, mig_layout
+from mlplatform.gpu.plugin_config import device_plugin_config
 from mlplatform.gpu.pools import known_labels, pool_selector, selects
 
 AddProblem = Callable[[tuple[Any, ...], str], None]
@@ -130,17 +131,29 @@ def _pool_selection_problems(
 
 def _one_operator_config_problems(gpu_pools: list[tuple[int, Any]], add: AddProblem) -> None:
     """The GPU operator gives a node the device plugin config and MIG layout its labels name,
-    or the ClusterPolicy's defaults; the platform sets the defaults and no node labels, so
-    every GPU pool must want the same ones."""
+    or the ClusterPolicy's defaults. The platform sets the device plugin default (so every
+    GPU pool must want the same config); the MIG default can only be `all-disabled`, so a MIG
+    pool's nodes must join with the label naming their layout."""
+    for index, pool in gpu_pools:
+        if pool.gpu.sharing.mig is None:
+            continue
+        layout = mig_layout_name(pool)
+        if pool.labels.get(MIG_CONFIG_LABEL) != layout:
+            add(
+                ("cluster", "nodePools", index, "labels"),
+                f"the GPU operator's MIG manager partitions a node as its label {MIG_CONFIG_LABEL} says, and "
+                f"pool {pool.name!r} does not declare it (allowed: {{{MIG_CONFIG_LABEL}: {layout}}} among the labels "
+                "its nodes join with, e.g. the MachineSet's spec.template.spec.metadata.labels)",
+            )
     if len(gpu_pools) < 2:
         return
-    wanted = {pool.name: (device_plugin_config(pool), mig_layout(pool)) for _, pool in gpu_pools}
+    wanted = {pool.name: device_plugin_config(pool) for _, pool in gpu_pools}
     first_name, first = next(iter(wanted.items()))
     differing = [name for name, config in wanted.items() if config != first]
     if differing:
         add(
             ("modules", "gpu", "install"),
-            f"the GPU operator gives every GPU node one device plugin config and MIG layout, and pools "
+            f"the GPU operator gives every GPU node one device plugin config, and pools "
             f"{', '.join(differing)} share their GPUs unlike {first_name} (allowed: the same gpu.sharing on every "
             "GPU pool, or install: device-plugin, which runs one device plugin per pool)",
         )

@@ -428,13 +428,13 @@ class GpuLayer(pulumi.ComponentResource):
     def _operator_values(self) -> dict[str, Any]:
         """Settings shared by the ClusterPolicy (OLM) and the chart values (Helm)."""
         # The operator gives a node the config and layout its labels name, else these
-        # defaults; validation holds every GPU pool to one of each, so the defaults are theirs
-        # and a node needs no label of ours, whenever it joins.
+        # defaults. Validation holds every GPU pool to one device plugin config, the default
+        # here; a MIG pool's nodes join with the label naming their layout (the operator's
+        # only MIG default is all-disabled).
         first = self._pools[0]
         migmanager: dict[str, Any] = {"enabled": True}
         if mig_parted_config(self._pools) is not None:
-            default_layout = mig_layout_name(first) if mig_layout(first) is not None else MIG_DISABLED_LAYOUT
-            migmanager["config"] = {"name": MIG_PARTED_CONFIGMAP, "default": default_layout}
+            migmanager["config"] = {"name": MIG_PARTED_CONFIGMAP, "default": MIG_DISABLED_LAYOUT}
         return {
             "devicePlugin": {"enabled": True, "config": {"name": DEVICE_PLUGIN_CONFIGMAP, "default": first.name}},
             "gfd": {"enabled": self._ctx.resolved.config.modules.gpu.feature_discovery},

@@ -55,6 +55,18 @@ class Plane:
     env: dict[str, str]
     kubeconfig: Path
     state_dir: Path
+    # The stand-in for NVIDIA's software on this plane (tests/simulated_nvidia).
+    nvidia: subprocess.Popen | None = None
+
+    def stop_nvidia(self) -> None:
+        if self.nvidia is not None:
+            self.nvidia.terminate()
+            self.nvidia.wait(timeout=20)
+            self.nvidia = None
+
+    def down(self, check: bool = True) -> None:
+        self.stop_nvidia()
+        self.mlplatform("cluster", "down", "--purge", check=check)
 
     def mlplatform(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
@@ -107,14 +119,36 @@ def start_plane(state: Path, port_offset: int, stack: str = "lab") -> Plane:
     started = time.monotonic()
     instance.mlplatform("cluster", "up", "--stack", stack, "--simulated")
     print(f"\ncontrol plane up in {time.monotonic() - started:.1f}s")
+    instance.nvidia = start_simulated_nvidia(instance)
     return instance
+
+
+def start_simulated_nvidia(plane: Plane) -> subprocess.Popen:
+    """NVIDIA's software as it would behave on the plane's nodes; its log beside the plane's."""
+    mirror = os.environ.get("MLPLATFORM_MIRROR")
+    if not mirror:
+        pytest.fail("the simulated NVIDIA stack reads MIG layouts from the upstream mirror: set MLPLATFORM_MIRROR")
+    log = open(plane.state_dir / "simulated-nvidia.log", "a")  # noqa: SIM115 - the process keeps it
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.simulated_nvidia",
+            f"--kubeconfig={plane.kubeconfig}",
+            f"--kubectl={BIN_DIR / 'kubectl'}",
+            f"--mirror={mirror}",
+        ],
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @pytest.fixture(scope="session")
 def plane(tmp_path_factory) -> Plane:
     instance = start_plane(tmp_path_factory.mktemp("plane-state"), 0)
     yield instance
-    instance.mlplatform("cluster", "down", "--purge")
+    instance.down()
 
 
 # Planes for whole stacks: the ML services bring ~60 CRDs and ~40 Deployments per stack.
@@ -175,7 +209,7 @@ class StackPlanes:
         self._deployed.pop(stack, None)
         plane = self._planes.pop(stack, None)
         if plane is not None and stack != self.SHARES_SESSION_PLANE:
-            plane.mlplatform("cluster", "down", "--purge", check=False)
+            plane.down(check=False)
 
     def close(self) -> None:
         for stack in list(self._planes):

@@ -22,6 +22,8 @@ class Controller:
     def __init__(self, kubectl: str, kubeconfig: str, mirror: Path) -> None:
         self.base = [kubectl, f"--kubeconfig={kubeconfig}", "--request-timeout=20s"]
         self.mirror = mirror
+        self.started: dict = {}
+        self.mig_applied: dict = {}
 
     def _get(self, kinds: str, check: bool = True) -> list[dict]:
         proc = subprocess.run([*self.base, "get", kinds, "-A", "-o", "json"], capture_output=True, text=True)
@@ -42,7 +44,7 @@ class Controller:
                 configmaps[(item["metadata"]["namespace"], item["metadata"]["name"])] = item
         # The ClusterPolicy API exists only where the GPU operator's CRDs are installed.
         policies = self._get("clusterpolicies.nvidia.com", check=False)
-        return Cluster(nodes, pods, configmaps, policies, self.mirror)
+        return Cluster(nodes, pods, configmaps, policies, self.mirror, self.started, self.mig_applied)
 
     def _patch(self, node: str, patch: dict, subresource: str | None = None) -> None:
         extra = [f"--subresource={subresource}"] if subresource else []
@@ -56,6 +58,13 @@ class Controller:
     def reconcile(self) -> list[str]:
         """One round; returns a line per node changed."""
         cluster = self.read()
+        # Forget pods and nodes that are gone.
+        live_pods = {p["metadata"]["uid"] for p in cluster.pods}
+        live_nodes = {n["metadata"]["uid"] for n in cluster.nodes}
+        for key in [k for k in self.started if k[0] not in live_pods]:
+            del self.started[key]
+        for key in [k for k in self.mig_applied if k not in live_nodes]:
+            del self.mig_applied[key]
         changes = []
         for node in cluster.nodes:
             name = node["metadata"]["name"]

@@ -71,16 +71,15 @@ def mig_profile_limits(mirror: Path, model: str) -> dict[str, int]:
     """Most instances of each profile one GPU of the model holds: the operator's
     `all-<profile>` layouts, the entry whose device-filter names the GPU (or has none)."""
     gpu = GPUS[model]
+    layouts = mirror_mig_config(mirror)["mig-configs"]
     limits: dict[str, int] = {}
-    for name, entries in mirror_mig_config(mirror)["mig-configs"].items():
-        if not name.startswith("all-"):
-            continue
-        for entry in entries:
+    for profile in gpu.mig_profiles:
+        for entry in layouts.get(f"all-{profile}") or []:
             if "device-filter" in entry and gpu.pci_id not in entry["device-filter"]:
                 continue
-            for profile, count in (entry.get("mig-devices") or {}).items():
-                if profile in gpu.mig_profiles:
-                    limits[profile] = count
+            count = (entry.get("mig-devices") or {}).get(profile)
+            if count:
+                limits[profile] = count
             break
     return limits
 

@@ -256,6 +256,11 @@ class Cluster:
     configmaps: dict[tuple[str, str], dict[str, Any]]
     cluster_policies: list[dict[str, Any]]
     mirror: Path
+    # What outlives one look at the cluster, kept by the controller between rounds: the
+    # config each plugin container read when it started (the plugin does not reread it), and
+    # the MIG layout each node's GPUs hold, by node uid (it stays until mig-parted changes it).
+    started: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    mig_applied: dict[str, tuple[str, list[dict[str, int]] | None]] = field(default_factory=dict)
 
     def running_on(self, node: str) -> list[dict[str, Any]]:
         return [
@@ -320,31 +325,42 @@ def _nfd_pci_labels(cluster: Cluster, node: str) -> dict[str, str]:
 
 def _device_plugin_path(cluster: Cluster, node: dict[str, Any], hw: Hardware) -> NodeState:
     state = NodeState()
-    name = node["metadata"]["name"]
+    name, node_uid = node["metadata"]["name"], node["metadata"]["uid"]
     pods = cluster.running_on(name)
-    migs = None
     for pod in pods:
         for container in pod["spec"]["containers"]:
             if _image_name(container) != "k8s-mig-manager":
                 continue
+            uid = pod["metadata"]["uid"]
+            if cluster.mig_applied.get(node_uid, ("", None))[0] == uid:
+                continue
+            # A MIG manager that started on the node: mig-parted applies the selected layout.
             path = _env(container, "MIG_PARTED_CONFIG_FILE") or _env(container, "CONFIG_FILE")
             selected = _env(container, "MIG_PARTED_SELECTED_CONFIG") or (node["metadata"].get("labels") or {}).get(
                 "nvidia.com/mig.config"
             )
             text = mounted_file(pod, container, path, cluster.configmaps) if path else None
-            migs = mig_devices(cluster.mirror, hw, text, selected)
-            state.notes.append(f"MIG {selected or 'none'}: {'applied' if migs else 'not applied'}")
+            cluster.mig_applied[node_uid] = (uid, mig_devices(cluster.mirror, hw, text, selected))
+    migs = cluster.mig_applied.get(node_uid, ("", None))[1]
+    state.notes.append(f"MIG {'on' if migs else 'off'}")
+
+    def started_config(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+        key = (pod["metadata"]["uid"], container["name"])
+        if key not in cluster.started:
+            cluster.started[key] = plugin_config(pod, container, cluster.configmaps)
+        return cluster.started[key]
+
     for pod in pods:
         for container in pod["spec"]["containers"]:
             if is_device_plugin(container):
                 try:
-                    config = plugin_config(pod, container, cluster.configmaps)
+                    config = started_config(pod, container)
                     state.resources.update(advertised(hw, migs, config))
                 except PluginFailed as failure:
                     state.notes.append(f"device plugin failed: {failure}")
             elif is_feature_discovery(container):
                 try:
-                    config = plugin_config(pod, container, cluster.configmaps)
+                    config = started_config(pod, container)
                 except PluginFailed as failure:
                     state.notes.append(f"feature discovery failed: {failure}")
                     continue

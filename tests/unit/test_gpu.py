@@ -174,7 +174,7 @@ def test_mig_parted_config_has_a_layout_per_mig_pool_and_the_fallback():
 
 def test_gpu_outputs_publish_names_and_totals_per_pool():
     lab = load_stack("lab").config
-    outputs = gpu_outputs(list(lab.cluster.node_pools), "nvidia-device-plugin")
+    outputs = gpu_outputs(list(lab.cluster.node_pools), "nvidia-device-plugin", None)
     assert outputs.resource_names == (
         "nvidia.com/gpu.shared",
         "nvidia.com/mig-1g.5gb",
@@ -183,11 +183,16 @@ def test_gpu_outputs_publish_names_and_totals_per_pool():
     )
     assert outputs.total("nvidia.com/gpu.shared") == 2 * 4 * 4
     assert outputs.total("nvidia.com/mig-1g.5gb") == 16
-    assert outputs.node_labels["gpu-a100"] == {
-        "nvidia.com/device-plugin.config": "gpu-a100",
-        "nvidia.com/mig.config": "mlplatform-gpu-a100",
+    # No node-pool label on a lab's nodes: the pool is found by the label the stack declares.
+    assert outputs.node_selectors["gpu-a100"] == {"mlplatform.io/node-pool": "gpu-a100"}
+    assert "cpu" not in outputs.pools and "cpu" not in outputs.node_selectors
+    # Where the provider labels its pools, by that label alone.
+    cloud = load_stack("cloud")
+    eks = gpu_outputs(list(cloud.config.cluster.node_pools), "x", cloud.profile.node_pool_label)
+    assert eks.node_selectors == {
+        "gpu-a10g": {"eks.amazonaws.com/nodegroup": "gpu-a10g"},
+        "gpu-h100": {"eks.amazonaws.com/nodegroup": "gpu-h100"},
     }
-    assert "cpu" not in outputs.pools
 
 
 def _with_gpu_module(stack: str, **gpu_settings) -> dict:
@@ -201,8 +206,11 @@ def test_device_plugin_daemonsets_select_their_pool_and_read_its_config(run_stac
     daemonsets = {
         r.inputs["metadata"]["name"]: r.inputs for r in mocks.resources if r.typ == "kubernetes:apps/v1:DaemonSet"
     }
-    plugin = daemonsets["nvidia-device-plugin-gpu-a10g"]["spec"]["template"]["spec"]
-    assert plugin["nodeSelector"] == {"nvidia.com/device-plugin.config": "gpu-a10g"}
+    template = daemonsets["nvidia-device-plugin-gpu-a10g"]["spec"]["template"]
+    plugin = template["spec"]
+    # The EKS node group's own label: a node the group adds later gets its plugin at once.
+    assert plugin["nodeSelector"] == {"eks.amazonaws.com/nodegroup": "gpu-a10g"}
+    assert template["metadata"]["annotations"]["mlplatform.io/gpu-config-hash"]
     config_volume = next(v for v in plugin["volumes"] if v["name"] == "gpu-config")
     assert config_volume["configMap"] == {
         "name": "nvidia-device-plugin-configs",
@@ -213,8 +221,14 @@ def test_device_plugin_daemonsets_select_their_pool_and_read_its_config(run_stac
     assert {"name": "CONFIG_FILE", "value": "/etc/nvidia/gpu-config/config.yaml"} in container["env"]
     assert container["resources"]["limits"] and container["resources"]["requests"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in plugin["tolerations"]
-    dcgm = daemonsets["dcgm-exporter"]["spec"]["template"]["spec"]["containers"][0]
+    dcgm_pod = daemonsets["dcgm-exporter"]["spec"]["template"]["spec"]
+    dcgm = dcgm_pod["containers"][0]
     assert dcgm["image"] == "nvcr.io/nvidia/k8s/dcgm-exporter:4.6.0-4.8.3-distroless"
+    terms = dcgm_pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert [t["matchExpressions"][0]["values"] for t in terms] == [["gpu-a10g"], ["gpu-h100"]]
+    # No MIG on the cloud stack, so no MIG manager; GFD is on, so NFD runs beside it.
+    assert not [name for name in daemonsets if name.startswith("nvidia-mig-manager")]
+    assert "nfd-worker" in daemonsets
     namespaces = {r.name: r.inputs for r in mocks.resources if r.typ == "kubernetes:core/v1:Namespace"}
     assert (
         namespaces["nvidia-device-plugin"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
@@ -230,7 +244,14 @@ def test_gke_managed_installs_no_device_plugin(run_stack, mirror):
 
 
 def test_operator_on_a_cloud_without_olm_is_the_pinned_helm_chart(run_stack):
-    mocks, _ = run_stack("cloud", _with_gpu_module("cloud", install="operator"))
+    config = _with_gpu_module("cloud", install="operator")
+    # The operator gives every node one config: the pools share GPUs alike.
+    cluster = json.loads(config["mlplatform:cluster"])
+    for pool in cluster["nodePools"]:
+        if "gpu" in pool:
+            pool["gpu"].pop("sharing", None)
+    config["mlplatform:cluster"] = json.dumps(cluster)
+    mocks, _ = run_stack("cloud", config)
     (release,) = [r for r in mocks.resources if r.typ == "kubernetes:helm.sh/v3:Release"]
     assert release.inputs["chart"] == "gpu-operator"
     assert release.inputs["version"] == "v26.7.0"
@@ -244,6 +265,8 @@ def test_render_refuses_helm_releases_it_cannot_expand(mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     config = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.cloud.yaml").read_text())["config"]
     config["mlplatform:modules"] = {"gpu": {"enabled": True, "install": "operator"}}
+    for pool in config["mlplatform:cluster"]["nodePools"]:
+        pool.get("gpu", {}).pop("sharing", None)
     with pytest.raises(RenderError, match="Helm release"):
         render_shared("cloud", config)
 
@@ -291,6 +314,7 @@ def test_operator_needs_one_mig_strategy_for_the_cluster():
             "count": 1,
             "cpu": "64",
             "memory": "512Gi",
+            "labels": {"mlplatform.io/node-pool": "gpu-a100", "nvidia.com/mig.config": "mlplatform-gpu-a100"},
             "gpu": {
                 "model": "A100-SXM4-80GB",
                 "count": 8,
@@ -300,3 +324,116 @@ def test_operator_needs_one_mig_strategy_for_the_cluster():
     )
     with pytest.raises(ConfigError, match=r"one MIG strategy to the whole cluster.*gpu-h100=single, gpu-a100=mixed"):
         resolve(raw, source="stacks/Pulumi.openshift.yaml", stack="openshift")
+
+
+def _lab_with_pools(edit) -> dict:
+    raw = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())["config"]
+    edit({p["name"]: p for p in raw["mlplatform:cluster"]["nodePools"]})
+    return raw
+
+
+def test_a_gpu_pool_nothing_identifies_is_refused_with_what_to_add():
+    raw = _lab_with_pools(lambda pools: pools["gpu-t4"].pop("labels"))
+    with pytest.raises(ConfigError) as error:
+        resolve(raw, source="stacks/Pulumi.lab.yaml", stack="lab")
+    message = str(error.value)
+    assert "mlplatform:cluster.nodePools[2].labels" in message
+    assert "GPU pool 'gpu-t4' declares no label its nodes carry" in message
+    assert "mlplatform.io/node-pool: gpu-t4" in message
+
+
+def test_a_gpu_pool_whose_labels_select_another_pool_is_refused():
+    def share_a_label(pools):
+        pools["gpu-t4"]["labels"] = {"accelerator": "nvidia"}
+        pools["cpu"]["labels"] = {"accelerator": "nvidia", "tier": "cpu"}
+
+    with pytest.raises(
+        ConfigError,
+        match=r"nodePools\[2\]\.labels: GPU pool 'gpu-t4' is found by accelerator=nvidia, "
+        r"which pool 'cpu' carries too",
+    ):
+        resolve(_lab_with_pools(share_a_label), source="stacks/Pulumi.lab.yaml", stack="lab")
+
+
+def test_the_operator_path_refuses_pools_that_share_gpus_differently():
+    raw = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.openshift.yaml").read_text())["config"]
+    raw["mlplatform:cluster"]["nodePools"].append(
+        {
+            "name": "gpu-l4",
+            "count": 1,
+            "cpu": "16",
+            "memory": "64Gi",
+            "labels": {"mlplatform.io/node-pool": "gpu-l4"},
+            "gpu": {"model": "L4", "count": 1, "sharing": {"timeSlicing": {"replicas": 4}}},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"one device plugin config, and pools gpu-l4 share"):
+        resolve(raw, source="stacks/Pulumi.openshift.yaml", stack="openshift")
+
+
+def test_operator_defaults_are_the_pools_config_and_layout(run_stack):
+    mocks, _ = run_stack("openshift")
+    (policy,) = [r for r in mocks.resources if r.typ == "kubernetes:nvidia.com/v1:ClusterPolicy"]
+    spec = policy.inputs["spec"]
+    # Every node gets them with no label of ours: the operator's defaults.
+    assert spec["devicePlugin"]["config"] == {"name": "nvidia-device-plugin-configs", "default": "gpu-h100"}
+    # The operator's only MIG default is all-disabled: the pool's nodes name their layout.
+    assert spec["migManager"]["config"] == {"name": "mlplatform-mig-parted-config", "default": "all-disabled"}
+
+
+def test_mig_off_the_operator_path_gets_a_mig_manager_per_pool(run_stack):
+    mocks, _ = run_stack("lab")
+    daemonsets = {
+        r.inputs["metadata"]["name"]: r.inputs for r in mocks.resources if r.typ == "kubernetes:apps/v1:DaemonSet"
+    }
+    manager = daemonsets["nvidia-mig-manager-gpu-a100"]["spec"]["template"]["spec"]
+    assert manager["nodeSelector"] == {"mlplatform.io/node-pool": "gpu-a100"}
+    (container,) = manager["containers"]
+    assert container["image"] == "nvcr.io/nvidia/cloud-native/k8s-mig-manager:v0.15.0"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MIG_PARTED_SELECTED_CONFIG"] == "mlplatform-gpu-a100"
+    assert env["MIG_PARTED_CONFIG_FILE"] == "/etc/nvidia/mig/config.yaml"
+    assert "nvidia-mig-parted apply" in container["command"][-1]
+    assert manager["volumes"] == [{"name": "mig-config", "configMap": {"name": "mlplatform-mig-parted-config"}}]
+    # The pool's device plugin starts once the layout is asserted; the T4 pool's has no wait.
+    (wait,) = daemonsets["nvidia-device-plugin-gpu-a100"]["spec"]["template"]["spec"]["initContainers"]
+    assert wait["command"][-1] == "nvidia-mig-parted assert"
+    assert "initContainers" not in daemonsets["nvidia-device-plugin-gpu-t4"]["spec"]["template"]["spec"]
+    assert "nvidia-mig-manager-gpu-t4" not in daemonsets
+
+
+def test_node_feature_discovery_publishes_nvidia_labels_from_the_gpu_namespace(run_stack):
+    mocks, _ = run_stack("lab")
+    nfd = [r.inputs for r in mocks.resources if r.inputs.get("metadata", {}).get("name", "").startswith("nfd-")]
+    namespaced = [m for m in nfd if m["metadata"].get("namespace")]
+    assert namespaced and {m["metadata"]["namespace"] for m in namespaced} == {"nvidia-device-plugin"}
+    assert not [
+        r for r in mocks.resources if r.typ == "kubernetes:core/v1:Namespace" and r.name == "node-feature-discovery"
+    ]
+    (master_conf,) = [m for m in nfd if m.get("kind") == "ConfigMap" and "nfd-master.conf" in m["data"]]
+    assert yaml.safe_load(master_conf["data"]["nfd-master.conf"]) == {"extraLabelNs": ["nvidia.com"]}
+    (binding,) = [m for m in nfd if m.get("kind") == "ClusterRoleBinding" and m["metadata"]["name"] == "nfd-master"]
+    assert {s["namespace"] for s in binding["subjects"]} == {"nvidia-device-plugin"}
+    (worker,) = [m for m in nfd if m.get("kind") == "DaemonSet"]
+    assert (
+        worker["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.k8s.io/nfd/node-feature-discovery:v0.19.0"
+    )
+
+
+def test_kueue_flavors_pin_workloads_with_the_pools_own_label(run_stack):
+    mocks, _ = run_stack("cloud")
+    flavors = {
+        r.inputs["metadata"]["name"]: r.inputs["spec"] for r in mocks.resources if r.typ.endswith(":ResourceFlavor")
+    }
+    assert flavors["gpu-h100"]["nodeLabels"] == {"eks.amazonaws.com/nodegroup": "gpu-h100"}
+
+
+def test_the_operator_path_needs_mig_pools_to_name_their_layout():
+    raw = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.openshift.yaml").read_text())["config"]
+    pool = next(p for p in raw["mlplatform:cluster"]["nodePools"] if p["name"] == "gpu-h100")
+    del pool["labels"]["nvidia.com/mig.config"]
+    with pytest.raises(ConfigError) as error:
+        resolve(raw, source="stacks/Pulumi.openshift.yaml", stack="openshift")
+    assert "nodePools[1].labels: the GPU operator's MIG manager partitions a node as its label" in str(error.value)
+    assert "{nvidia.com/mig.config: mlplatform-gpu-h100}" in str(error.value)
