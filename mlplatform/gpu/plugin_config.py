@@ -1,9 +1,10 @@
 """Config files of the GPU stack, generated from the node pools.
 
 - device plugin / GPU feature discovery: one named config per GPU pool (`version: v1`),
-  chosen on each node by the label nvidia.com/device-plugin.config=<pool>;
-- MIG: a mig-parted file (`version: v1`, `mig-configs`) with one layout per MIG pool,
-  chosen by nvidia.com/mig.config=<layout>.
+  mounted into that pool's own DaemonSets (the GPU operator takes the pools' one config as
+  its default);
+- MIG: a mig-parted file (`version: v1`, `mig-configs`) with one layout per MIG pool, applied
+  by the pool's MIG manager (on the operator path, named by the nodes' nvidia.com/mig.config).
 """
 
 from __future__ import annotations
