@@ -314,6 +314,14 @@ class GpuLayer(pulumi.ComponentResource):
                 document["data"]["nfd-worker.conf"] = yaml.safe_dump(
                     {"sources": {"pci": {"deviceClassWhitelist": ["02", "03"], "deviceLabelFields": ["vendor"]}}}
                 )
+            if document["kind"] in ("Deployment", "DaemonSet"):
+                pod = document["spec"]["template"]["spec"]
+                # Upstream's pods run as non-root with no privileges; the pack also wants the
+                # runtime's seccomp profile and a CPU ceiling on every container.
+                pod.setdefault("securityContext", {})["seccompProfile"] = {"type": "RuntimeDefault"}
+                for container in pod["containers"]:
+                    limits = container.setdefault("resources", {}).setdefault("limits", {})
+                    limits.setdefault("cpu", "1" if document["kind"] == "Deployment" else "500m")
             if document["kind"] == "DaemonSet":
                 document["spec"]["template"]["spec"]["tolerations"] = self._tolerations
             self._create(document)

@@ -450,7 +450,7 @@ def test_pack_config_is_complete_and_every_exemption_has_a_reason(environment):
 def test_pack_config_matches_the_environment_and_the_gpu_layer(stack):
     resolved = load_stack(stack)
     config = load_pack_config(pack_config_path(resolved.config.environment))
-    gpus = gpu_outputs(resolved.config.cluster.node_pools, "gpu")
+    gpus = gpu_outputs(resolved.config.cluster.node_pools, "gpu", resolved.profile.node_pool_label)
     names = list(gpus.resource_names)
     assert config["gpu-requests"][1]["gpuResourceNames"] == names
     assert config["gpu-workload-namespaces"][1]["gpuResourceNames"] == names

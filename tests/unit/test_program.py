@@ -27,6 +27,8 @@ GPU_INVENTORY = {
         ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/nvidia-device-plugin-gpu-t4"),
         ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/gpu-feature-discovery-gpu-a100"),
         ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/gpu-feature-discovery-gpu-t4"),
+        # MIG off the operator path: the A100 pool's own MIG manager.
+        ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/nvidia-mig-manager-gpu-a100"),
         ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/dcgm-exporter"),
         ("kubernetes:core/v1:Service", "nvidia-device-plugin/dcgm-exporter"),
     },
@@ -58,6 +60,22 @@ GPU_INVENTORY = {
 def _type_token(manifest: dict) -> str:
     api_version = manifest["apiVersion"]
     return f"kubernetes:{api_version if '/' in api_version else 'core/' + api_version}:{manifest['kind']}"
+
+
+def nfd_inventory(namespace: str) -> set[tuple[str, str]]:
+    """Every object of the pinned Node Feature Discovery overlay (built from the mirror) but
+    its namespace, in the GPU namespace."""
+    from mlplatform.upstream import kustomize_build, upstream_sources
+    from tests.conftest import UPSTREAM_MIRROR
+
+    inventory = set()
+    for manifest in kustomize_build(upstream_sources()["node-feature-discovery"], "default", UPSTREAM_MIRROR):
+        if manifest["kind"] == "Namespace":
+            continue
+        meta = manifest["metadata"]
+        name = f"{namespace}/{meta['name']}" if meta.get("namespace") else meta["name"]
+        inventory.add((_type_token(manifest), name))
+    return inventory
 
 
 def kueue_inventory(config: dict) -> set[tuple[str, str]]:
@@ -132,6 +150,9 @@ def test_inventory_per_environment(run_stack, stack):
     mocks, components = run_stack(stack, gpu_and_tenancy_only(stack))
     inventory = {(r.typ, r.name) for r in mocks.resources}
     expected = CORE_INVENTORY | GPU_INVENTORY[stack] | tenancy_inventory(stack)
+    if stack != "openshift":
+        # The device plugin path brings NFD for GPU feature discovery's labels.
+        expected |= nfd_inventory("nvidia-device-plugin")
     assert inventory == expected, f"stack {stack}: missing {expected - inventory}, unexpected {inventory - expected}"
     assert set(components) == {"core", "gpu", "tenancy"}
 
