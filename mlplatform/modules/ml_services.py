@@ -26,6 +26,7 @@ from mlplatform.modules.services import (
     secret_value,
     set_env,
 )
+from mlplatform.tenancy import rbac
 
 KUBEFLOW_NAMESPACE = "kubeflow"
 
@@ -67,6 +68,19 @@ def kubeflow_database(resolved: Any) -> DatabaseSettings:
 class _Service(pulumi.ComponentResource):
     outputs: ServiceOutputs
 
+    def _team_rights(
+        self,
+        ctx: ModuleContext,
+        module: str,
+        writable: dict[str, list[str]],
+        read_only: dict[str, list[str]] | None = None,
+    ) -> None:
+        """What team members may do with this module's resources in their namespace: aggregated
+        into the team roles the tenancy module binds."""
+        labels = {**ctx.labels, "mlplatform.io/module": module}
+        for role in rbac.module_rights(module, writable, labels, read_only):
+            create_object(role, ctx.child_opts(self))
+
     def _finish(self, namespaces: tuple[str, ...], endpoints: dict[str, str], ready: list[pulumi.Resource]) -> None:
         self.outputs = ServiceOutputs(namespaces=namespaces, endpoints=endpoints, ready=tuple(ready))
         self.register_outputs({"namespaces": list(namespaces), "endpoints": endpoints})
@@ -80,6 +94,7 @@ class Notebooks(_Service):
         super().__init__("mlplatform:notebooks:Notebooks", name, None, opts)
         settings = ctx.resolved.config.modules.notebooks
         install = ServiceInstall(self, ctx, overlay_manifests(ctx, "notebooks"), module_label="notebooks")
+        self._team_rights(ctx, "notebooks", {"kubeflow.org": ["notebooks"]})
         labels = {**ctx.labels, "mlplatform.io/module": "notebooks"}
         after = ctx.child_opts(self, depends_on=install.ready)
         create_object(notebook_policy(labels), after)
@@ -196,7 +211,8 @@ def notebook_policy_binding(labels: dict[str, str]) -> dict[str, Any]:
 
 
 class Pipelines(_Service):
-    """Kubeflow Pipelines 2.16 (with its Argo Workflows controller)."""
+    """Kubeflow Pipelines 2.16 (with its Argo Workflows controller). Single-user: teams use
+    it through its API and runs execute in `kubeflow`, so it adds no team rights."""
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:pipelines:Pipelines", name, None, opts)
@@ -312,6 +328,10 @@ class Katib(_Service):
                 "DB_PASSWORD": secret_value(ctx, "kubeflowDatabasePassword"),
             }
         install = ServiceInstall(self, ctx, manifests, module_label="katib")
+        # People write Experiments; Katib makes the Trials and Suggestions from them.
+        self._team_rights(
+            ctx, "katib", {"kubeflow.org": ["experiments"]}, read_only={"kubeflow.org": ["trials", "suggestions"]}
+        )
         self._finish(
             (KUBEFLOW_NAMESPACE,),
             {"ui": f"http://katib-ui.{KUBEFLOW_NAMESPACE}.svc.cluster.local:80"},
@@ -360,6 +380,11 @@ class Kserve(_Service):
                 after_for_custom_resources=[*install.ready, *install.custom_resources],
             )
             ready += runtimes.custom_resources
+        self._team_rights(
+            ctx,
+            "kserve",
+            {"serving.kserve.io": ["inferenceservices", "inferencegraphs", "servingruntimes", "trainedmodels"]},
+        )
         self._finish(("kserve",), {"ingressDomain": cluster_ingress.domain}, ready)
 
 
@@ -382,4 +407,18 @@ class Training(_Service):
                 after_for_custom_resources=install.ready,
             )
             ready += runtimes.custom_resources
+        if operator == "trainer":
+            # A TrainJob runs as a JobSet the controller makes.
+            self._team_rights(
+                ctx,
+                "training",
+                {"trainer.kubeflow.org": ["trainjobs", "trainingruntimes"]},
+                read_only={"jobset.x-k8s.io": ["jobsets"]},
+            )
+        else:
+            self._team_rights(
+                ctx,
+                "training",
+                {"kubeflow.org": ["pytorchjobs", "tfjobs", "mpijobs", "xgboostjobs", "paddlejobs", "jaxjobs"]},
+            )
         self._finish(tuple(install.namespaces), {}, ready)

@@ -11,7 +11,7 @@ import pulumi
 
 from mlplatform.config.model import Team
 from mlplatform.modules.base import ModuleContext, create_object
-from mlplatform.tenancy import kueue
+from mlplatform.tenancy import kueue, rbac
 from mlplatform.upstream import kustomize_build
 
 # Interactive work (notebooks) preempts batch; serving preempts both.
@@ -79,6 +79,9 @@ class Tenancy(pulumi.ComponentResource):
                 },
                 ctx.child_opts(self),
             )
+        # The roles teams are bound to, and the core rights they aggregate (ML modules add theirs).
+        for role in [*rbac.team_roles(self._labels), *rbac.core_rights(self._labels)]:
+            create_object(role, ctx.child_opts(self))
         namespaces = {}
         self._team_namespaces: dict[str, pulumi.Resource] = {}
         for team in settings.teams:
@@ -170,11 +173,16 @@ class Tenancy(pulumi.ComponentResource):
                     "apiVersion": "rbac.authorization.k8s.io/v1",
                     "kind": "RoleBinding",
                     "metadata": meta(f"team-{role}"),
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": rbac.team_role_name(role),
+                    },
                     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g} for g in groups],
                 },
                 opts,
             )
+        create_object(rbac.reserved_priority_quota(namespace, labels), opts)
         for manifest in self._network_policies(namespace, meta):
             create_object(manifest, opts)
         return namespace

@@ -103,6 +103,12 @@ def tenancy_inventory(stack: str) -> set[tuple[str, str]]:
 
     config = yaml.safe_load((REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
     inventory = {("mlplatform:tenancy:Tenancy", "tenancy")}
+    # The team roles and the core rights they aggregate.
+    inventory |= {
+        ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", f"mlplatform-team-{part}{level}")
+        for part in ("", "core-")
+        for level in ("view", "edit", "admin")
+    }
     inventory |= {
         ("kubernetes:scheduling.k8s.io/v1:PriorityClass", f"mlplatform-{c}")
         for c in ("serving", "interactive", "batch")
@@ -115,6 +121,7 @@ def tenancy_inventory(stack: str) -> set[tuple[str, str]]:
         inventory |= {
             ("kubernetes:core/v1:Namespace", ns),
             ("kubernetes:core/v1:ResourceQuota", f"{ns}/team-quota"),
+            ("kubernetes:core/v1:ResourceQuota", f"{ns}/team-reserved-priorities"),
             ("kubernetes:core/v1:LimitRange", f"{ns}/team-defaults"),
             ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/default-deny-ingress"),
             ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/allow-same-namespace"),

@@ -17,7 +17,11 @@ def _objects(mocks, typ):
 def test_quotas_list_every_gpu_resource_the_gpu_layer_publishes(run_stack):
     mocks, components = run_stack("lab")
     published = components["gpu"].outputs.resource_names
-    quotas = _objects(mocks, "kubernetes:core/v1:ResourceQuota")
+    quotas = {
+        name: quota
+        for name, quota in _objects(mocks, "kubernetes:core/v1:ResourceQuota").items()
+        if name.endswith("/team-quota")
+    }
     assert set(quotas) == {"team-vision/team-quota", "team-nlp/team-quota", "team-analytics/team-quota"}
     for name, quota in quotas.items():
         gpu_keys = {k.removeprefix("requests.") for k in quota["spec"]["hard"] if k.startswith("requests.nvidia.com/")}
@@ -69,7 +73,7 @@ def test_network_policies_deny_ingress_by_default(run_stack):
     assert peers[1]["namespaceSelector"]["matchExpressions"][0]["values"] == ["monitoring"]
 
 
-def test_rbac_binds_the_teams_groups_to_the_builtin_roles(run_stack):
+def test_rbac_binds_the_teams_groups_to_the_team_roles(run_stack):
     mocks, _ = run_stack("lab")
     # The ML services bring RoleBindings of their own in their namespaces.
     bindings = {
@@ -86,8 +90,91 @@ def test_rbac_binds_the_teams_groups_to_the_builtin_roles(run_stack):
         "team-vision/team-view",
     ]
     view = bindings["team-vision/team-view"]
-    assert view["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}
+    assert view["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "mlplatform-team-view",
+    }
     assert view["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "analysts"}]
+    # Never a ClusterRoleBinding for a team's groups: their rights end at their namespace.
+    groups = {"vision-leads", "vision", "analysts", "nlp-leads", "nlp"}
+    for binding in _objects(mocks, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding").values():
+        assert not {s["name"] for s in binding.get("subjects") or []} & groups
+
+
+# Resources a team role must never write in its own namespace, and cluster-scoped ones it
+# must not touch at all (a RoleBinding cannot grant those, but a rule naming them is a bug).
+GUARDED = {("", "resourcequotas"), ("", "limitranges"), ("networking.k8s.io", "networkpolicies")}
+CLUSTER_SCOPED = {
+    ("", "nodes"),
+    ("", "namespaces"),
+    ("", "persistentvolumes"),
+    ("rbac.authorization.k8s.io", "clusterroles"),
+}
+
+
+def _team_rights(mocks) -> dict[str, list[dict]]:
+    roles = _objects(mocks, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    return {
+        name: role.get("rules") or []
+        for name, role in roles.items()
+        if any(k.startswith("mlplatform.io/aggregate-to-team-") for k in role["metadata"]["labels"])
+    }
+
+
+@pytest.mark.parametrize("stack", ["lab", "cloud"])
+def test_team_roles_aggregate_every_enabled_modules_rights_and_no_guarded_write(run_stack, stack):
+    mocks, _ = run_stack(stack)
+    rights = _team_rights(mocks)
+    writes = {
+        (group, resource)
+        for rules in rights.values()
+        for rule in rules
+        if set(rule["verbs"]) & {"create", "update", "patch", "delete"}
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert not writes & GUARDED
+    named = {
+        (g, r) for rules in rights.values() for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert not named & CLUSTER_SCOPED
+    # Each enabled ML module adds its own rights.
+    assert {
+        ("kubeflow.org", "notebooks"),
+        ("kubeflow.org", "experiments"),
+        ("serving.kserve.io", "inferenceservices"),
+    } <= writes
+    training = ("kubeflow.org", "pytorchjobs") if stack == "lab" else ("trainer.kubeflow.org", "trainjobs")
+    assert training in writes
+    team_roles = _objects(mocks, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    edit = team_roles["mlplatform-team-edit"]
+    assert edit["aggregationRule"]["clusterRoleSelectors"] == [
+        {"matchLabels": {"mlplatform.io/aggregate-to-team-edit": "true"}}
+    ]
+    assert "rules" not in edit
+
+
+def test_a_module_that_is_off_adds_no_rights(run_stack):
+    from tests.unit.test_program import gpu_and_tenancy_only
+
+    mocks, _ = run_stack("lab", gpu_and_tenancy_only("lab"))
+    assert sorted(_team_rights(mocks)) == [
+        "mlplatform-team-core-admin",
+        "mlplatform-team-core-edit",
+        "mlplatform-team-core-view",
+    ]
+
+
+def test_reserved_priority_classes_get_a_zero_quota_in_each_team_namespace(run_stack):
+    mocks, _ = run_stack("lab")
+    quotas = _objects(mocks, "kubernetes:core/v1:ResourceQuota")
+    reserved = quotas["team-vision/team-reserved-priorities"]["spec"]
+    assert reserved["hard"] == {"pods": "0"}
+    assert reserved["scopeSelector"]["matchExpressions"][0]["values"] == [
+        "system-node-critical",
+        "system-cluster-critical",
+    ]
 
 
 def test_priority_classes_rank_serving_over_interactive_over_batch(run_stack):
