@@ -56,7 +56,9 @@ def _provider_labels(resolved: ResolvedConfig, pool: NodePool, name: str) -> dic
             if gpu.sharing.time_slicing:
                 labels["cloud.google.com/gke-gpu-sharing-strategy"] = "time-sharing"
                 labels["cloud.google.com/gke-max-shared-clients-per-gpu"] = str(gpu.sharing.time_slicing.replicas)
-            if gpu.sharing.mig:
+            if gpu.sharing.mig and len(gpu.sharing.mig.devices) == 1:
+                # GKE partitions a pool's GPUs into one profile (validation holds managed
+                # pools to that; another install path configures MIG itself).
                 (profile,) = gpu.sharing.mig.devices
                 labels["cloud.google.com/gke-gpu-partition-size"] = profile
     elif provider == "aks":

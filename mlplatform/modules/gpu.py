@@ -195,7 +195,7 @@ class GpuLayer(pulumi.ComponentResource):
         pod = template["spec"]
         # The pool's own nodes, by the labels they join with: a node added later gets its
         # plugin at once, with nothing to label it first.
-        pod["nodeSelector"] = self.outputs.node_selectors[pool.name]
+        pod["nodeSelector"] = dict(self.outputs.node_selectors[pool.name])
         pod.pop("affinity", None)
         pod["tolerations"] = self._tolerations
         pod.setdefault("volumes", []).append(
@@ -277,7 +277,7 @@ class GpuLayer(pulumi.ComponentResource):
                                 "annotations": {CONFIG_HASH_ANNOTATION: config_hash(pool)},
                             },
                             "spec": {
-                                "nodeSelector": self.outputs.node_selectors[pool.name],
+                                "nodeSelector": dict(self.outputs.node_selectors[pool.name]),
                                 "tolerations": self._tolerations,
                                 "priorityClassName": "system-node-critical",
                                 "automountServiceAccountToken": False,

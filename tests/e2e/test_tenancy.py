@@ -116,5 +116,9 @@ def test_kueue_controller_and_team_queues_apply(stack_planes):
     ]
     local = plane.get("localqueue", "default", "-n", "team-search")
     assert local["spec"]["clusterQueue"] == "team-search"
+    # EKS names a managed node group's nodes by this label; the flavor must select the
+    # pool's nodes as EKS made them, and those nodes must exist on the plane.
     flavor = plane.get("resourceflavor", "gpu-h100")
-    assert flavor["spec"]["nodeLabels"] == {"mlplatform.io/node-pool": "gpu-h100"}
+    assert flavor["spec"]["nodeLabels"] == {"eks.amazonaws.com/nodegroup": "gpu-h100"}
+    pool_nodes = plane.get("nodes", "-l", "eks.amazonaws.com/nodegroup=gpu-h100")["items"]
+    assert [n["metadata"]["name"] for n in pool_nodes], "no node of the gpu-h100 node group"
