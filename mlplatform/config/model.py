@@ -6,6 +6,7 @@ nothing (a quoted number stays a string and is rejected where a number is expect
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -84,7 +85,21 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _cidr(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a CIDR (allowed: a network address with its prefix length, such as 10.0.0.0/16 "
+            "or 192.168.1.10/32; host bits must be zero)"
+        ) from None
+    if network.prefixlen == 0 and network.version == 4 and value != "0.0.0.0/0":
+        raise ValueError(f"{value!r} is not a CIDR (allowed: e.g. 0.0.0.0/0 for every IPv4 address)")
+    return value
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
 DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
 PositiveQuantity = Annotated[str, AfterValidator(_positive_quantity)]
 Labels = Annotated[dict[str, str], AfterValidator(_labels)]
@@ -311,6 +326,25 @@ class QueueingSettings(Strict):
     cohort: DnsLabel | None = None
 
 
+class TeamEgress(Strict):
+    """Where team pods may connect outside the platform. Everything else leaving a team
+    namespace is denied; the cloud metadata addresses are cut out of every range below."""
+
+    # The Kubernetes API server's addresses as pods see them after the `kubernetes` Service
+    # is resolved (its Endpoints: control-plane node or managed endpoint IPs). Notebooks and
+    # pipeline steps that create objects need it; empty: team pods cannot reach the API.
+    kube_api_cidrs: list[Cidr] = Field(default_factory=list, max_length=32)
+    kube_api_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=lambda: [443, 6443], min_length=1
+    )
+    # Anything else team pods may reach, on any port: a package mirror, an object store
+    # endpoint outside the cluster, a VPC endpoint range.
+    allowed_cidrs: list[Cidr] = Field(default_factory=list, max_length=64)
+    # HTTPS (443) to public addresses, every private, shared and link-local range cut out: a
+    # cloud object store (registered models, pipeline artifacts) and package indexes.
+    public_https: bool = False
+
+
 class TenancySettings(ModuleToggle):
     teams: list[Team] = Field(default_factory=list)
     # How far the sum of team GPU quotas may exceed what the pools offer (1.0: never).
@@ -319,6 +353,7 @@ class TenancySettings(ModuleToggle):
     # Namespace name prefix: team `vision` lives in namespace `team-vision`.
     namespace_prefix: str = "team-"
     queueing: QueueingSettings = QueueingSettings()
+    egress: TeamEgress = TeamEgress()
 
 
 _PROMETHEUS_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")

@@ -15,6 +15,24 @@ PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 
 
 @dataclass(frozen=True)
+class DnsPeer:
+    """Where the cluster's DNS pods run and the ports they listen on (after the Service's
+    port is translated): what a pod with egress denied must still reach."""
+
+    namespace: str
+    pod_labels: dict[str, str]
+    ports: tuple[int, ...]
+
+
+# CoreDNS/kube-dns as kubeadm, EKS, GKE and AKS deploy it.
+KUBE_DNS = DnsPeer(namespace="kube-system", pod_labels={"k8s-app": "kube-dns"}, ports=(53,))
+# OpenShift's DNS operator runs CoreDNS as a DaemonSet listening on 5353.
+OPENSHIFT_DNS = DnsPeer(
+    namespace="openshift-dns", pod_labels={"dns.operator.openshift.io/daemonset-dns": "default"}, ports=(5353,)
+)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     # May our workloads set runAsUser/fsGroup? OpenShift's restricted-v2 SCC assigns them.
@@ -40,6 +58,7 @@ class Profile:
     # such label (on-premises, OpenShift MachineSets): pools are then matched by the labels
     # the stack declares for them.
     node_pool_label: str | None = None
+    dns: DnsPeer = KUBE_DNS
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,6 +111,7 @@ OPENSHIFT = Profile(
         "security.openshift.io/scc.podSecurityLabelSync": "false",
     },
     user_workload_monitoring=True,
+    dns=OPENSHIFT_DNS,
     defaults={
         "cluster": {
             "storage": {"defaultClass": "gp3-csi", "classes": ["gp3-csi"]},

@@ -26,9 +26,13 @@ from mlplatform.modules.services import (
     secret_value,
     set_env,
 )
-from mlplatform.tenancy import rbac
+from mlplatform.tenancy import network, rbac
 
 KUBEFLOW_NAMESPACE = "kubeflow"
+# ml-pipeline's HTTP and gRPC ports (upstream's apiserver Deployment).
+KFP_API_PORTS = (8888, 8887)
+# Katib's DB manager, where trials' metrics collectors report (upstream's db-manager).
+KATIB_DB_MANAGER_PORT = 6789
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,37 @@ class _Service(pulumi.ComponentResource):
         labels = {**ctx.labels, "mlplatform.io/module": module}
         for role in rbac.module_rights(module, writable, labels, read_only):
             create_object(role, ctx.child_opts(self))
+
+    def _team_egress(
+        self, ctx: ModuleContext, module: str, name: str, peers: list[dict[str, Any]], ports: tuple[int, ...]
+    ) -> None:
+        """Each team namespace's way out to this module's service (egress is denied otherwise)."""
+        tenancy = ctx.outputs.get("tenancy")
+        if tenancy is None:
+            return
+        labels = {**ctx.labels, "mlplatform.io/module": module}
+        for team, namespace in tenancy.namespaces.items():
+            create_object(
+                network.allow_egress_to(name, namespace, labels, peers, ports),
+                ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team]]),
+            )
+
+    def _guard(
+        self,
+        ctx: ModuleContext,
+        module: str,
+        name: str,
+        pod_labels: dict[str, str],
+        peers: list[dict[str, Any]],
+        ports: tuple[int, ...],
+        after: list[pulumi.Resource],
+    ) -> None:
+        """Only these peers reach the pods with these labels in `kubeflow`, on these ports."""
+        labels = {**ctx.labels, "mlplatform.io/module": module}
+        create_object(
+            network.guard(name, KUBEFLOW_NAMESPACE, labels, pod_labels, peers, ports),
+            ctx.child_opts(self, depends_on=after),
+        )
 
     def _finish(self, namespaces: tuple[str, ...], endpoints: dict[str, str], ready: list[pulumi.Resource]) -> None:
         self.outputs = ServiceOutputs(namespaces=namespaces, endpoints=endpoints, ready=tuple(ready))
@@ -262,6 +297,24 @@ class Pipelines(_Service):
                 },
             )
         install = ServiceInstall(self, ctx, manifests, module_label="pipelines")
+        namespace = list(install.namespaces.values())
+        kubeflow = network.namespace_peer(KUBEFLOW_NAMESPACE)
+        # The metadata store: KFP's own pods only (the API server, the metadata writer, ...).
+        if not _managed(database):
+            self._guard(ctx, "pipelines", "mlplatform-kfp-mysql", {"app": "mysql"}, [kubeflow], (3306,), namespace)
+        # The API: KFP's UI and runs, teams' SDK clients (notebooks), the platform and monitoring.
+        api_clients = [kubeflow, network.role_peer((network.TEAM_ROLE, "system", "monitoring"))]
+        api_clients += [network.namespace_peer(n) for n in ctx.resolved.profile.monitoring_namespaces]
+        self._guard(
+            ctx, "pipelines", "mlplatform-kfp-api", {"app": "ml-pipeline"}, api_clients, KFP_API_PORTS, namespace
+        )
+        self._team_egress(
+            ctx,
+            "pipelines",
+            "allow-pipelines-api",
+            [network.namespace_peer(KUBEFLOW_NAMESPACE, {"app": "ml-pipeline"})],
+            KFP_API_PORTS,
+        )
         self._finish(
             (KUBEFLOW_NAMESPACE,),
             {
@@ -328,6 +381,36 @@ class Katib(_Service):
                 "DB_PASSWORD": secret_value(ctx, "kubeflowDatabasePassword"),
             }
         install = ServiceInstall(self, ctx, manifests, module_label="katib")
+        namespace = list(install.namespaces.values())
+        kubeflow = network.namespace_peer(KUBEFLOW_NAMESPACE)
+        if not _managed(database):
+            self._guard(
+                ctx,
+                "katib",
+                "mlplatform-katib-mysql",
+                {"katib.kubeflow.org/component": "mysql"},
+                [kubeflow],
+                (3306,),
+                namespace,
+            )
+        # Trials run in the team's namespace; their metrics collectors report to the DB manager.
+        db_manager = {"katib.kubeflow.org/component": "db-manager"}
+        self._guard(
+            ctx,
+            "katib",
+            "mlplatform-katib-db-manager",
+            db_manager,
+            [kubeflow, network.role_peer((network.TEAM_ROLE,))],
+            (KATIB_DB_MANAGER_PORT,),
+            namespace,
+        )
+        self._team_egress(
+            ctx,
+            "katib",
+            "allow-katib-db-manager",
+            [network.namespace_peer(KUBEFLOW_NAMESPACE, db_manager)],
+            (KATIB_DB_MANAGER_PORT,),
+        )
         # People write Experiments; Katib makes the Trials and Suggestions from them.
         self._team_rights(
             ctx, "katib", {"kubeflow.org": ["experiments"]}, read_only={"kubeflow.org": ["trials", "suggestions"]}
@@ -367,6 +450,11 @@ class Kserve(_Service):
             }
         )
         inference_config["data"]["ingress"] = json.dumps(ingress, indent=2)
+        # Predictor pods get prometheus.io/{scrape,port,path} annotations, which our predictor
+        # PodMonitor keeps (upstream leaves scraping off).
+        inference_config["data"]["metricsAggregator"] = json.dumps(
+            {"enableMetricAggregation": "false", "enablePrometheusScraping": "true"}, indent=2
+        )
         install = ServiceInstall(
             self, ctx, manifests, module_label="kserve", after_for_custom_resources=cert_manager_ready
         )

@@ -20,6 +20,7 @@ from mlplatform.charts import chart_metadata, helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import MlflowModuleSettings
 from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.tenancy import network
 from mlplatform.toolchain.lock import load_lock
 
 CHART = "mlflow"
@@ -41,8 +42,15 @@ SECRET_SOURCES: dict[str, dict[str, str]] = {
 }
 ADMIN_USERNAME = "admin"
 
-# Platform namespaces (by our role label) whose pods log runs and load models.
-CLIENT_ROLES = ("system", "team", "pipelines", "serving")
+# Platform namespaces (by our role label) whose pods log runs and load models: teams (their
+# notebooks, trials and model servers), KFP's steps (in `kubeflow`) and the platform's own.
+CLIENT_ROLES = ("system", "team", "pipelines")
+# Who reads the in-cluster object store directly (besides the server): model servers in team
+# namespaces, loading a registered model's artifacts.
+OBJECT_STORE_CLIENT_ROLES = ("team",)
+OBJECT_STORE_PORT = 8333
+# The login proxy's port with auth=oidc (the chart's auth.oidc.port): the only one clients reach.
+OIDC_PROXY_PORT = 4180
 
 _OBJECT_STORE_MODES = {"in-cluster": "in-cluster", "s3": "s3", "gcs": "gcs", "azure-blob": "azure-blob"}
 
@@ -118,6 +126,13 @@ def chart_values(resolved: ResolvedConfig, labels: dict[str, str]) -> dict[str, 
                 {
                     "matchExpressions": [
                         {"key": "mlplatform.io/role", "operator": "In", "values": list(CLIENT_ROLES)},
+                    ]
+                }
+            ],
+            "objectStoreClientSelectors": [
+                {
+                    "matchExpressions": [
+                        {"key": "mlplatform.io/role", "operator": "In", "values": list(OBJECT_STORE_CLIENT_ROLES)},
                     ]
                 }
             ],
@@ -219,6 +234,7 @@ class Mlflow(pulumi.ComponentResource):
         for manifest in manifests:
             create_object(manifest, ctx.child_opts(self, depends_on=depends))
 
+        self._team_egress(ctx, values, namespace, labels)
         # The chart names its objects after the release when the release holds the chart name.
         service_name = RELEASE
         scheme = "https" if values["route"]["enabled"] else "http"
@@ -239,6 +255,23 @@ class Mlflow(pulumi.ComponentResource):
                 "chartVersion": chart_metadata(CHART)["version"],
             }
         )
+
+    def _team_egress(self, ctx: ModuleContext, values: dict[str, Any], namespace: str, labels: dict[str, str]) -> None:
+        """Each team namespace's way out to the tracking server and, in-cluster, to the object
+        store its model servers load registered models from."""
+        tenancy = ctx.outputs.get("tenancy")
+        if tenancy is None:
+            return
+        oidc = values["auth"]["mode"] == "oidc"
+        server_port = OIDC_PROXY_PORT if oidc else SERVICE_PORT
+        rules = [([network.namespace_peer(namespace, chart_selector("server"))], (server_port,))]
+        if values["artifacts"]["mode"] == "in-cluster":
+            rules.append(([network.namespace_peer(namespace, chart_selector("objectstore"))], (OBJECT_STORE_PORT,)))
+        for team, team_namespace in tenancy.namespaces.items():
+            policy = network.allow_egress_to("allow-mlflow", team_namespace, labels, *rules[0])
+            for peers, ports in rules[1:]:
+                policy["spec"]["egress"].append({"to": peers, "ports": network.ports(ports)})
+            create_object(policy, ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team]]))
 
     def _secret(
         self,
@@ -290,6 +323,15 @@ class Mlflow(pulumi.ComponentResource):
             },
             ctx.child_opts(self, depends_on=list(depends)),
         )
+
+
+def chart_selector(component: str) -> dict[str, str]:
+    """The pod labels our chart selects a component by (charts/mlflow/_helpers.tpl)."""
+    return {
+        "app.kubernetes.io/name": CHART,
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": component,
+    }
 
 
 def secret_placeholder(name: str) -> str:

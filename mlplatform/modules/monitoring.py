@@ -14,6 +14,7 @@ from mlplatform.charts import helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import AlertmanagerSettings, PrometheusSettings
 from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.tenancy import network
 from mlplatform.toolchain.lock import load_lock
 from mlplatform.upstream import load_documents
 
@@ -558,6 +559,25 @@ class Monitoring(pulumi.ComponentResource):
             },
             self._opts(crds),
         )
+
+        # The operator labels the pods it makes with these (upstream prometheus-operator).
+        monitoring = network.namespace_peer(self._namespace_name)
+        guards = [
+            # Alerts come from our Prometheus; the replicas gossip among themselves.
+            (
+                "mlplatform-alertmanager",
+                {"app.kubernetes.io/name": "alertmanager", "alertmanager": ALERTMANAGER_NAME},
+                [monitoring],
+            ),
+            # Queries from this namespace (e.g. Grafana) and the platform's own.
+            (
+                "mlplatform-prometheus",
+                {"app.kubernetes.io/name": "prometheus", "prometheus": PROMETHEUS_NAME},
+                [monitoring, network.role_peer(("system",))],
+            ),
+        ]
+        for name, pod_labels, peers in guards:
+            create_object(network.guard(name, self._namespace_name, self._labels, pod_labels, peers), self._opts())
 
     def _kube_state_metrics(self, crds: list[pulumi.Resource]) -> None:
         image, _ = self._image("kube-state-metrics")

@@ -39,6 +39,10 @@ BUILT_IN_GROUPS = frozenset(
         "route.openshift.io",
     }
 )
+# Upstream namespaces the platform gives a role (mlplatform.io/role), which network policies
+# select them by: Kubeflow Pipelines runs its steps in `kubeflow` (beside the Katib and notebook
+# controllers), KServe's controller lives in `kserve`.
+NAMESPACE_ROLES = {"kubeflow": "pipelines", "kserve": "serving"}
 WEBHOOK_KINDS = frozenset({"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"})
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job"})
 _FIXED_IDS = ("runAsUser", "runAsGroup", "fsGroup")
@@ -153,9 +157,11 @@ class ServiceInstall:
 
         for manifest in prepared:
             if manifest["kind"] == "Namespace":
-                self.namespaces[manifest["metadata"]["name"]] = ctx.shared_namespace(
-                    manifest["metadata"]["name"], manifest["metadata"].get("labels") or {}, owner
-                )
+                name = manifest["metadata"]["name"]
+                namespace_labels = dict(manifest["metadata"].get("labels") or {})
+                if name in NAMESPACE_ROLES:
+                    namespace_labels["mlplatform.io/role"] = NAMESPACE_ROLES[name]
+                self.namespaces[name] = ctx.shared_namespace(name, namespace_labels, owner)
         # Namespaces other modules own (e.g. one this overlay only adds objects to).
         for manifest in prepared:
             namespace = manifest["metadata"].get("namespace")

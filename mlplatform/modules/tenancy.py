@@ -1,6 +1,7 @@
 """Team tenancy: one namespace per team with a ResourceQuota (GPU resources by the names
 the GPU layer publishes), LimitRange defaults, RBAC for the team's groups, NetworkPolicies
-that deny ingress except from the platform, and the platform's PriorityClasses."""
+that deny ingress and egress but what the platform allows (tenancy/network.py), and the
+platform's PriorityClasses."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pulumi
 
 from mlplatform.config.model import Team
 from mlplatform.modules.base import ModuleContext, create_object
-from mlplatform.tenancy import kueue, rbac
+from mlplatform.tenancy import kueue, network, rbac
 from mlplatform.upstream import kustomize_build
 
 # Interactive work (notebooks) preempts batch; serving preempts both.
@@ -105,6 +106,8 @@ class Tenancy(pulumi.ComponentResource):
             "mlplatform.io/role": "team",
             # Policies let GPU requests only into namespaces marked for them.
             "mlplatform.io/gpu": "true" if team.quota.gpus else "false",
+            # Katib's webhook adds its metrics collector to trials only in namespaces so marked.
+            "katib.kubeflow.org/metrics-collector-injection": "enabled",
         }
         annotations: dict[str, str] = {}
         if profile.route_api:
@@ -183,7 +186,7 @@ class Tenancy(pulumi.ComponentResource):
                 opts,
             )
         create_object(rbac.reserved_priority_quota(namespace, labels), opts)
-        for manifest in self._network_policies(namespace, meta):
+        for manifest in self._network_policies(namespace, labels):
             create_object(manifest, opts)
         return namespace
 
@@ -216,48 +219,16 @@ class Tenancy(pulumi.ComponentResource):
                 ctx.child_opts(self, depends_on=[*controller, self._team_namespaces[team.name]]),
             )
 
-    def _network_policies(self, namespace: str, meta) -> list[dict[str, Any]]:
+    def _network_policies(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         profile = self._ctx.resolved.profile
-        platform_peers: list[dict[str, Any]] = [
-            {
-                "namespaceSelector": {
-                    "matchExpressions": [
-                        {"key": "mlplatform.io/role", "operator": "In", "values": list(PLATFORM_ROLES)}
-                    ]
-                }
-            }
-        ]
-        outside = [*profile.ingress_namespaces, *profile.monitoring_namespaces]
-        if outside:
-            platform_peers.append(
-                {
-                    "namespaceSelector": {
-                        "matchExpressions": [
-                            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": outside}
-                        ]
-                    }
-                }
-            )
-        return [
-            {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "NetworkPolicy",
-                "metadata": meta("default-deny-ingress"),
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
-            },
-            {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "NetworkPolicy",
-                "metadata": meta("allow-same-namespace"),
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]},
-            },
-            {
-                "apiVersion": "networking.k8s.io/v1",
-                "kind": "NetworkPolicy",
-                "metadata": meta("allow-from-platform"),
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": platform_peers}]},
-            },
-        ]
+        return network.team_policies(
+            namespace,
+            labels,
+            platform_roles=PLATFORM_ROLES,
+            outside_namespaces=[*profile.ingress_namespaces, *profile.monitoring_namespaces],
+            dns=profile.dns,
+            egress=self._ctx.resolved.config.modules.tenancy.egress,
+        )
 
 
 def kueue_controller_manifests(documents: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:

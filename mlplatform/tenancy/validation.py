@@ -7,8 +7,11 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from mlplatform.config.model import PlatformConfig
 from mlplatform.gpu.capacity import pool_resources
+from mlplatform.tenancy.network import metadata_overlap
 
 AddProblem = Callable[[tuple[Any, ...], str], None]
 
@@ -26,6 +29,15 @@ def tenancy_problems(config: PlatformConfig, add: AddProblem) -> None:
     tenancy = config.modules.tenancy
     if not tenancy.enabled:
         return
+    for field in ("kube_api_cidrs", "allowed_cidrs"):
+        for index, cidr in enumerate(getattr(tenancy.egress, field)):
+            metadata = metadata_overlap(cidr)
+            if metadata:
+                add(
+                    ("modules", "tenancy", "egress", to_camel(field), index),
+                    f"{cidr!r} lies inside the cloud metadata address {metadata}, which team pods never reach "
+                    "(allowed: ranges that are not metadata addresses; those inside larger ranges are cut out)",
+                )
     base = ("modules", "tenancy", "teams")
     offered = offered_gpu_resources(config)
     seen: dict[str, int] = {}

@@ -26,7 +26,7 @@ from mlplatform.toolchain.lock import Lock, Tool
 GROUPS: dict[str, tuple[str, ...]] = {
     "engine": ("pulumi", "pulumi-language-python", "pulumi-resource-kubernetes"),
     "render": ("helm", "helm-unittest", "kustomize"),
-    "cluster": ("kubernetes", "etcd", "kwok"),
+    "cluster": ("kubernetes", "etcd", "kwok", "cyclonus"),
 }
 
 # How to ask a binary for its version; the pinned version must appear in the answer.
@@ -42,6 +42,7 @@ VERSION_PROBES: dict[str, list[str]] = {
     "kubectl": ["version", "--client"],
     "etcd": ["--version"],
     "kwok": ["--version"],
+    "cyclonus": ["version"],
 }
 
 

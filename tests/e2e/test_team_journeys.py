@@ -168,7 +168,7 @@ def test_viewers_read_their_teams_objects(lab, module):
 GUARDS = [
     ("patch", "resourcequota", "team-quota", '{"spec":{"hard":{"requests.cpu":"1000"}}}'),
     ("patch", "limitrange", "team-defaults", '{"metadata":{"labels":{"x":"y"}}}'),
-    ("delete", "networkpolicy", "default-deny-ingress", None),
+    ("delete", "networkpolicy", "default-deny", None),
 ]
 
 

@@ -178,6 +178,8 @@ def test_kserve_runs_raw_deployment_on_the_stack_ingress(mirror, monkeypatch):
         assert json.loads(config["deploy"]) == {"defaultDeploymentMode": "RawDeployment"}
         ingress = json.loads(config["ingress"])
         assert ingress["ingressClassName"] == ingress_class, stack
+        # Predictors announce their metrics for the predictor PodMonitor.
+        assert json.loads(config["metricsAggregator"])["enablePrometheusScraping"] == "true"
         names = {(m["kind"], m["metadata"]["name"]) for m in manifests}
         # Privileged node agent and the LLM pieces without a server stay out.
         assert ("DaemonSet", "kserve-localmodelnode-agent") not in names
@@ -315,3 +317,37 @@ def test_every_service_custom_resource_matches_its_upstream_schema(mirror, monke
         validated[manifest["kind"]] += 1
     assert validated["Certificate"] == 2 and validated["Issuer"] == 1, validated
     assert validated["ClusterServingRuntime"] == 11 and validated["ClusterStorageContainer"] == 1, validated
+
+
+def test_kubeflow_back_ends_admit_only_their_own_namespace_and_named_clients(mirror, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    manifests = render_shared("lab")
+    policies = {
+        (m["metadata"]["namespace"], m["metadata"]["name"]): m["spec"]
+        for m in manifests
+        if m["kind"] == "NetworkPolicy"
+    }
+    kubeflow_only = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}, "podSelector": {}}
+    ]
+    for name, pod_labels in (
+        ("mlplatform-kfp-mysql", {"app": "mysql"}),
+        ("mlplatform-katib-mysql", {"katib.kubeflow.org/component": "mysql"}),
+    ):
+        spec = policies[("kubeflow", name)]
+        assert spec["podSelector"] == {"matchLabels": pod_labels}
+        assert spec["ingress"] == [{"from": kubeflow_only, "ports": [{"port": 3306, "protocol": "TCP"}]}]
+    # Trials report to the DB manager from their team's namespace; teams reach it, and only it.
+    db_manager = policies[("kubeflow", "mlplatform-katib-db-manager")]["ingress"][0]["from"]
+    assert db_manager[1] == {
+        "namespaceSelector": {"matchExpressions": [{"key": "mlplatform.io/role", "operator": "In", "values": ["team"]}]}
+    }
+    egress = policies[("team-vision", "allow-katib-db-manager")]["egress"]
+    assert egress[0]["to"][0]["podSelector"] == {"matchLabels": {"katib.kubeflow.org/component": "db-manager"}}
+    # KFP's steps run in `kubeflow`: MLflow admits it by the role the platform gives it.
+    namespaces = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Namespace"}
+    assert namespaces["kubeflow"]["metadata"]["labels"]["mlplatform.io/role"] == "pipelines"
+    assert namespaces["kserve"]["metadata"]["labels"]["mlplatform.io/role"] == "serving"
+    assert (
+        namespaces["team-vision"]["metadata"]["labels"]["katib.kubeflow.org/metrics-collector-injection"] == "enabled"
+    )

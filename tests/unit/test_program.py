@@ -98,7 +98,7 @@ def kueue_inventory(config: dict) -> set[tuple[str, str]]:
 
 
 def tenancy_inventory(stack: str) -> set[tuple[str, str]]:
-    """Per team: namespace, quota, limits, three network policies, a binding per role with groups."""
+    """Per team: namespace, quotas, limits, its network policies, a binding per role with groups."""
     import yaml
 
     config = yaml.safe_load((REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
@@ -123,10 +123,20 @@ def tenancy_inventory(stack: str) -> set[tuple[str, str]]:
             ("kubernetes:core/v1:ResourceQuota", f"{ns}/team-quota"),
             ("kubernetes:core/v1:ResourceQuota", f"{ns}/team-reserved-priorities"),
             ("kubernetes:core/v1:LimitRange", f"{ns}/team-defaults"),
-            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/default-deny-ingress"),
+            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/default-deny"),
             ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/allow-same-namespace"),
             ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/allow-from-platform"),
+            ("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/allow-dns"),
         }
+        # The ways out the stack names.
+        egress = tenancy.get("egress", {})
+        for key, policy in (
+            ("kubeApiCidrs", "allow-kube-api"),
+            ("allowedCidrs", "allow-egress-cidrs"),
+            ("publicHttps", "allow-public-https"),
+        ):
+            if egress.get(key):
+                inventory.add(("kubernetes:networking.k8s.io/v1:NetworkPolicy", f"{ns}/{policy}"))
         for role, groups in team.get("groups", {}).items():
             if groups:
                 inventory.add(("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", f"{ns}/team-{role}"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 
 import pytest
 
@@ -63,14 +65,88 @@ def test_openshift_teams_are_projects_in_user_workload_monitoring(run_stack):
     ]
 
 
-def test_network_policies_deny_ingress_by_default(run_stack):
+def test_team_namespaces_are_isolated_both_ways_with_named_ways_out(run_stack):
     mocks, _ = run_stack("cloud")
     policies = _objects(mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy")
-    deny = policies["team-recsys/default-deny-ingress"]["spec"]
-    assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    team = {name.split("/", 1)[1]: p["spec"] for name, p in policies.items() if name.startswith("team-recsys/")}
+    assert team["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     # EKS's ALB reaches pods from outside the cluster: only platform namespaces are listed.
-    peers = policies["team-recsys/allow-from-platform"]["spec"]["ingress"][0]["from"]
+    peers = team["allow-from-platform"]["ingress"][0]["from"]
     assert peers[1]["namespaceSelector"]["matchExpressions"][0]["values"] == ["monitoring"]
+    # DNS as EKS runs it (CoreDNS in kube-system), both protocols.
+    (dns,) = team["allow-dns"]["egress"]
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    # The stack's API server range, on the API ports only.
+    (api,) = team["allow-kube-api"]["egress"]
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.0/20"}}]
+    assert [p["port"] for p in api["ports"]] == [443, 6443]
+    # Public HTTPS leaves every private range and the metadata services out.
+    (public,) = team["allow-public-https"]["egress"]
+    excepted = public["to"][0]["ipBlock"]["except"]
+    assert (
+        "169.254.0.0/16" in excepted
+        and "10.0.0.0/8" in excepted
+        and public["ports"] == [{"port": 443, "protocol": "TCP"}]
+    )
+    # Each ML module opens the way to what it offers teams, and no more.
+    assert sorted(team) == [
+        "allow-dns",
+        "allow-from-platform",
+        "allow-katib-db-manager",
+        "allow-kube-api",
+        "allow-mlflow",
+        "allow-pipelines-api",
+        "allow-public-https",
+        "allow-same-namespace",
+        "default-deny",
+    ]
+
+
+def test_openshift_teams_resolve_names_through_the_dns_operator(run_stack):
+    mocks, _ = run_stack("openshift")
+    policy = _objects(mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy")["team-fraud/allow-dns"]
+    (rule,) = policy["spec"]["egress"]
+    assert rule["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "openshift-dns"}
+    assert {p["port"] for p in rule["ports"]} == {5353}
+
+
+def test_metadata_addresses_are_cut_out_of_every_team_range():
+    from mlplatform.tenancy.network import ip_block, metadata_overlap
+
+    assert ip_block("169.254.0.0/16") == {"ipBlock": {"cidr": "169.254.0.0/16", "except": ["169.254.169.254/32"]}}
+    assert ip_block("0.0.0.0/0")["ipBlock"]["except"] == ["169.254.169.254/32", "100.100.100.200/32"]
+    assert ip_block("fd00:ec2::/64")["ipBlock"]["except"] == ["fd00:ec2::254/128"]
+    assert ip_block("10.0.0.0/8") == {"ipBlock": {"cidr": "10.0.0.0/8"}}
+    # A range that is the metadata address cannot have it cut out: validation refuses it.
+    assert metadata_overlap("169.254.169.254/32") == "169.254.169.254/32"
+    assert metadata_overlap("169.254.0.0/16") is None
+
+
+@pytest.mark.parametrize(
+    ("ranges", "reason"),
+    [
+        ('["169.254.169.254/32"]', "lies inside the cloud metadata address 169.254.169.254/32"),
+        ('["10.0.0.300/8"]', "'10.0.0.300/8' is not a CIDR"),
+        ('["10.0.0.1/8"]', "host bits must be zero"),
+    ],
+)
+def test_a_team_range_that_is_no_cidr_or_a_metadata_address_is_refused(tmp_path, ranges, reason):
+    repo = REPO_ROOT
+    stack = (repo / "stacks" / "Pulumi.lab.yaml").read_text()
+    path = tmp_path / "Pulumi.lab.yaml"
+    path.write_text(stack.replace('allowedCidrs: ["192.168.20.15/32"]', f"allowedCidrs: {ranges}"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlplatform", "validate", str(path)], capture_output=True, text=True, cwd=repo
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "modules.tenancy.egress.allowedCidrs" in output and reason in output, output
 
 
 def test_rbac_binds_the_teams_groups_to_the_team_roles(run_stack):

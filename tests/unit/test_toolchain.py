@@ -92,7 +92,13 @@ def test_etcd_is_at_least_3_5():
 def test_groups_cover_every_tool_and_selection_rejects_unknown_names():
     lock = load_lock()
     assert {name for group in GROUPS.values() for name in group} == set(lock.tools)
-    assert [t.name for t in select_tools(lock, ["cluster", "helm"])] == ["kubernetes", "etcd", "kwok", "helm"]
+    assert [t.name for t in select_tools(lock, ["cluster", "helm"])] == [
+        "kubernetes",
+        "etcd",
+        "kwok",
+        "cyclonus",
+        "helm",
+    ]
     with pytest.raises(ToolBuildError, match="unknown tool or group 'terraform'"):
         select_tools(lock, ["terraform"])
 
