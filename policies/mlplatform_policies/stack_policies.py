@@ -83,16 +83,18 @@ def _api_group(api_version: str) -> str:
 TEAM_GUARDRAILS = "team-namespace-guardrails"
 
 
-def _default_deny(policy: Mapping[str, Any]) -> bool:
+def _default_deny(policy: Mapping[str, Any], direction: str) -> bool:
+    """Selects every pod of its namespace and allows nothing in this direction."""
     spec = policy.get("spec") or {}
     selects_all = not (spec.get("podSelector") or {}).get("matchLabels") and not (spec.get("podSelector") or {}).get(
         "matchExpressions"
     )
-    return selects_all and "Ingress" in (spec.get("policyTypes") or []) and not spec.get("ingress")
+    return selects_all and direction in (spec.get("policyTypes") or []) and not spec.get(direction.lower())
 
 
 def validate_team_guardrails(args: StackValidationArgs, report: ReportViolation) -> None:
-    """Every team namespace has a ResourceQuota, a LimitRange and a default-deny NetworkPolicy."""
+    """Every team namespace has a ResourceQuota, a LimitRange and NetworkPolicies that deny
+    ingress and egress by default."""
     config = args.get_config()
     selector = config.get("teamNamespaceLabels") or TEAM_ROLE
     in_namespace: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -109,8 +111,9 @@ def validate_team_guardrails(args: StackValidationArgs, report: ReportViolation)
         objects = in_namespace[name]
         kinds = {o["kind"] for o in objects}
         missing = [kind for kind in ("ResourceQuota", "LimitRange") if kind not in kinds]
-        if not any(o["kind"] == "NetworkPolicy" and _default_deny(o) for o in objects):
-            missing.append("default-deny ingress NetworkPolicy")
+        for direction in ("Ingress", "Egress"):
+            if not any(o["kind"] == "NetworkPolicy" and _default_deny(o, direction) for o in objects):
+                missing.append(f"default-deny {direction.lower()} NetworkPolicy")
         if missing and not exempted(TEAM_GUARDRAILS, namespace.props, config):
             report(f"team namespace {name} has no {', '.join(missing)}", namespace.urn)
 
@@ -332,7 +335,9 @@ def validate_upstream_versions(args: StackValidationArgs, report: ReportViolatio
 STACK_POLICIES: list[StackValidationPolicy] = [
     StackValidationPolicy(
         name=TEAM_GUARDRAILS,
-        description="Every team namespace has a ResourceQuota, a LimitRange and a default-deny NetworkPolicy.",
+        description=(
+            "Every team namespace has a ResourceQuota, a LimitRange and default-deny ingress and egress NetworkPolicies."
+        ),
         validate=validate_team_guardrails,
         enforcement_level=EnforcementLevel.MANDATORY,
         config_schema=_schema(teamNamespaceLabels={"type": "object", "additionalProperties": {"type": "string"}}),

@@ -300,12 +300,26 @@ def test_team_namespace_guardrails():
         namespaced("ResourceQuota", "v1", "team-a", "q", {"hard": {"pods": "10"}}),
         namespaced("LimitRange", "v1", "team-a", "l", {"limits": []}),
         namespaced(
-            "NetworkPolicy", "networking.k8s.io/v1", "team-a", "deny", {"podSelector": {}, "policyTypes": ["Ingress"]}
+            "NetworkPolicy",
+            "networking.k8s.io/v1",
+            "team-a",
+            "deny",
+            {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
         ),
     ]
     assert check_stack("team-namespace-guardrails", complete) == []
+    # Ingress denied but egress open: not isolated.
+    ingress_only = [
+        *complete[:3],
+        namespaced(
+            "NetworkPolicy", "networking.k8s.io/v1", "team-a", "deny", {"podSelector": {}, "policyTypes": ["Ingress"]}
+        ),
+    ]
+    assert check_stack("team-namespace-guardrails", ingress_only) == [
+        "team namespace team-a has no default-deny egress NetworkPolicy"
+    ]
     assert check_stack("team-namespace-guardrails", complete[:2]) == [
-        "team namespace team-a has no LimitRange, default-deny ingress NetworkPolicy"
+        "team namespace team-a has no LimitRange, default-deny ingress NetworkPolicy, default-deny egress NetworkPolicy"
     ]
     # Objects in another namespace do not count; non-team namespaces are not judged.
     elsewhere = [
@@ -314,7 +328,8 @@ def test_team_namespace_guardrails():
         *(namespaced(r.props["kind"], r.props["apiVersion"], "tools", "x", r.props["spec"]) for r in complete[1:]),
     ]
     assert check_stack("team-namespace-guardrails", elsewhere) == [
-        "team namespace team-a has no ResourceQuota, LimitRange, default-deny ingress NetworkPolicy"
+        "team namespace team-a has no ResourceQuota, LimitRange, default-deny ingress NetworkPolicy, "
+        "default-deny egress NetworkPolicy"
     ]
 
 
@@ -678,8 +693,10 @@ def test_the_pack_serves_its_policies_over_the_analyzer_protocol():
         assert [(d.policyName, d.message) for d in stack.diagnostics] == [
             (
                 "team-namespace-guardrails",
-                "Every team namespace has a ResourceQuota, a LimitRange and a default-deny NetworkPolicy.\n"
-                "team namespace t has no ResourceQuota, LimitRange, default-deny ingress NetworkPolicy",
+                "Every team namespace has a ResourceQuota, a LimitRange and default-deny ingress and egress "
+                "NetworkPolicies.\n"
+                "team namespace t has no ResourceQuota, LimitRange, default-deny ingress NetworkPolicy, "
+                "default-deny egress NetworkPolicy",
             )
         ]
     finally:
