@@ -1,4 +1,5 @@
-"""Stock prediction: generate data -> features -> train -> evaluate -> deploy when good enough.
+"""Stock prediction: generate data -> features -> train -> evaluate (publishing the model's
+accuracy and drift for the model alerts) -> deploy when good enough.
 
 Compile it to the pipeline YAML Kubeflow Pipelines runs:
 
@@ -11,6 +12,7 @@ for the trained model.
 """
 
 import sys
+from typing import NamedTuple
 
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -19,6 +21,8 @@ BASE_IMAGE = "python:3.11-slim"
 ML_PACKAGES = ["pandas==2.2.3", "scikit-learn==1.5.2", "joblib==1.4.2"]
 # The in-cluster MLflow service (the mlflow module's default release in namespace mlflow).
 MLFLOW_TRACKING_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
+# The monitoring module's model metrics gateway (its default namespace, monitoring).
+MODEL_METRICS_GATEWAY = "http://model-metrics.monitoring.svc:9091"
 
 
 @dsl.component(base_image=BASE_IMAGE, packages_to_install=ML_PACKAGES)
@@ -62,18 +66,52 @@ def train(features: Input[Dataset], n_estimators: int, max_depth: int, model: Ou
 
 
 @dsl.component(base_image=BASE_IMAGE, packages_to_install=ML_PACKAGES)
-def evaluate(features: Input[Dataset], model: Input[Model], metrics: Output[Metrics]) -> float:
+def evaluate(features: Input[Dataset], model: Input[Model], metrics: Output[Metrics]) -> NamedTuple(
+    "Quality", [("accuracy", float), ("drift", float)]
+):
+    """Accuracy on the held-out days, and drift: the population stability index of the
+    model's scores on those days against its scores on the days it was trained on."""
+    from collections import namedtuple
+
     import joblib
+    import numpy as np
     import pandas as pd
     from sklearn.metrics import accuracy_score
 
     frame = pd.read_csv(features.path)
-    test_rows = frame.iloc[int(len(frame) * 0.8) :]
+    split = int(len(frame) * 0.8)
+    columns = ["label", "day", "close", "return"]
     classifier = joblib.load(model.path)
-    predicted = classifier.predict(test_rows.drop(columns=["label", "day", "close", "return"]))
-    accuracy = float(accuracy_score(test_rows["label"], predicted))
+    train_scores = classifier.predict_proba(frame.iloc[:split].drop(columns=columns))[:, 1]
+    test_rows = frame.iloc[split:]
+    test_scores = classifier.predict_proba(test_rows.drop(columns=columns))[:, 1]
+    accuracy = float(accuracy_score(test_rows["label"], (test_scores >= 0.5).astype(int)))
+    edges = np.quantile(train_scores, np.linspace(0, 1, 11))
+    edges[0], edges[-1] = -np.inf, np.inf
+    expected = np.histogram(train_scores, edges)[0] / len(train_scores) + 1e-6
+    actual = np.histogram(test_scores, edges)[0] / len(test_scores) + 1e-6
+    drift = float(np.sum((actual - expected) * np.log(actual / expected)))
     metrics.log_metric("accuracy", accuracy)
-    return accuracy
+    metrics.log_metric("drift", drift)
+    return namedtuple("Quality", ["accuracy", "drift"])(accuracy, drift)
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=["prometheus-client==0.21.1"])
+def publish_quality(accuracy: float, drift: float, model_name: str, namespace: str, gateway: str) -> None:
+    """Push the model's quality to the platform's model metrics gateway, where the model alerts
+    (ModelAccuracyLow, ModelDriftHigh) read it; the next evaluation replaces it."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    registry = CollectorRegistry()
+    Gauge("model_accuracy", "Accuracy of the model on its latest evaluation (0..1).", registry=registry).set(accuracy)
+    Gauge(
+        "model_drift_score",
+        "Population stability index of the model's scores: latest evaluation against training.",
+        registry=registry,
+    ).set(drift)
+    push_to_gateway(
+        gateway, job="model-quality", grouping_key={"model": model_name, "namespace": namespace}, registry=registry
+    )
 
 
 @dsl.component(base_image=BASE_IMAGE, packages_to_install=["kubernetes==31.0.0"])
@@ -107,6 +145,7 @@ def stock_prediction(
     max_depth: int = 6,
     min_accuracy: float = 0.55,
     serving_namespace: str = "team-analytics",
+    metrics_gateway: str = MODEL_METRICS_GATEWAY,
 ) -> None:
     prices = generate_prices(days=days, seed=seed)
     features = build_features(prices=prices.outputs["prices"], window=window)
@@ -115,7 +154,14 @@ def stock_prediction(
         task.set_cpu_request("500m").set_cpu_limit("1").set_memory_request("512Mi").set_memory_limit("1Gi")
     scored = evaluate(features=features.outputs["features"], model=model.outputs["model"])
     scored.set_env_variable("MLFLOW_TRACKING_URI", MLFLOW_TRACKING_URI)
-    with dsl.If(scored.outputs["Output"] >= min_accuracy, name="accurate-enough"):
+    publish_quality(
+        accuracy=scored.outputs["accuracy"],
+        drift=scored.outputs["drift"],
+        model_name="stock-prediction",
+        namespace=serving_namespace,
+        gateway=metrics_gateway,
+    )
+    with dsl.If(scored.outputs["accuracy"] >= min_accuracy, name="accurate-enough"):
         deploy(model=model.outputs["model"], name="stock-prediction", namespace=serving_namespace)
 
 

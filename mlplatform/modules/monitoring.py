@@ -5,7 +5,7 @@ dashboards (charts/ml-alerts); scrape monitors for the services of the enabled m
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pulumi
@@ -23,6 +23,10 @@ MONITORING_LABEL = "mlplatform.io/monitoring"
 SELECTOR_LABELS = {MONITORING_LABEL: "true"}
 ALERTS_CHART = "ml-alerts"
 PROMETHEUS_NAME = "mlplatform"
+# The Pushgateway holding pushed model quality gauges (model_accuracy, model_drift_score).
+MODEL_METRICS = "model-metrics"
+MODEL_METRICS_PORT = 9091
+MODEL_METRICS_SELECTOR = {"app.kubernetes.io/name": "pushgateway", "app.kubernetes.io/instance": MODEL_METRICS}
 ALERTMANAGER_NAME = "mlplatform"
 # The operator keeps an Endpoints object of every node's kubelet here (--kubelet-service).
 KUBELET_SERVICE = ("kube-system", "kubelet")
@@ -48,6 +52,11 @@ class MonitoringOutputs:
     crds: tuple[pulumi.Resource, ...]
     # True where we run Prometheus ourselves; False where the cluster's monitoring stack does.
     own_prometheus: bool
+    # Where jobs push model quality gauges (Prometheus Pushgateway): its URL, and the pods
+    # behind it as a network policy selects them (team namespaces need a way out to it).
+    model_metrics_url: str = ""
+    model_metrics_pod_labels: dict[str, str] = field(default_factory=dict)
+    model_metrics_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,7 +211,9 @@ def alert_values(resolved: ResolvedConfig, labels: dict[str, str]) -> dict[str, 
         "serving": {
             "enabled": modules.kserve.enabled,
             "latency": {"p95Seconds": alerts.serving_p95_latency_seconds},
-            "errors": {"ratio": alerts.serving_error_ratio},
+            # Only Knative's queue-proxy counts responses by code: RawDeployment predictors
+            # publish latency histograms only, so no error ratio can be computed there.
+            "errors": {"enabled": modules.kserve.deployment_mode == "Serverless", "ratio": alerts.serving_error_ratio},
         },
         "models": {
             "enabled": True,
@@ -251,11 +262,15 @@ class Monitoring(pulumi.ComponentResource):
             self._prometheus(crds)
             self._kube_state_metrics(crds)
             self._kubelet_monitor(crds)
+        self._model_metrics_gateway(crds)
         self.outputs = MonitoringOutputs(
             namespace=self._namespace_name,
             monitor_labels=dict(SELECTOR_LABELS),
             crds=tuple(crds),
             own_prometheus=not profile.user_workload_monitoring,
+            model_metrics_url=f"http://{MODEL_METRICS}.{self._namespace_name}.svc:{MODEL_METRICS_PORT}",
+            model_metrics_pod_labels=dict(MODEL_METRICS_SELECTOR),
+            model_metrics_port=MODEL_METRICS_PORT,
         )
         for manifest in monitor_manifests(
             scrape_targets(resolved),
@@ -578,6 +593,60 @@ class Monitoring(pulumi.ComponentResource):
         ]
         for name, pod_labels, peers in guards:
             create_object(network.guard(name, self._namespace_name, self._labels, pod_labels, peers), self._opts())
+
+    def _model_metrics_gateway(self, crds: list[pulumi.Resource]) -> None:
+        """A Prometheus Pushgateway for the model quality gauges the model alerts read: an
+        evaluation or drift job is gone before any scrape, so it pushes its result here, under
+        a grouping key of its model and namespace, and the gauge stays until the next push."""
+        image, _ = self._image("pushgateway")
+        selector = dict(MODEL_METRICS_SELECTOR)
+        create_object(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": self._meta(MODEL_METRICS, selector),
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": selector},
+                    "template": {
+                        "metadata": {"labels": {**self._labels, **selector}},
+                        "spec": {
+                            "automountServiceAccountToken": False,
+                            "securityContext": self._pod_security(65534),
+                            "containers": [
+                                {
+                                    "name": "pushgateway",
+                                    "image": image,
+                                    "ports": [{"name": "http", "containerPort": MODEL_METRICS_PORT}],
+                                    "livenessProbe": {"httpGet": {"path": "/-/healthy", "port": "http"}},
+                                    "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "http"}},
+                                    "securityContext": _RESTRICTED_CONTAINER,
+                                    "resources": {
+                                        "requests": {"cpu": "10m", "memory": "32Mi"},
+                                        "limits": {"cpu": "200m", "memory": "256Mi"},
+                                    },
+                                }
+                            ],
+                        },
+                    },
+                },
+            },
+            self._opts(),
+        )
+        # The pushed series carry the job's own labels (model, namespace): those win.
+        self._service_and_monitor(
+            MODEL_METRICS, selector, [{"name": "http", "port": MODEL_METRICS_PORT}], crds, honorLabels=True
+        )
+        # Pushes from team namespaces and pipeline steps; scrapes from this namespace and the
+        # environment's monitoring namespaces.
+        scrapers = dict.fromkeys([self._namespace_name, *self._ctx.resolved.profile.monitoring_namespaces])
+        peers = [network.role_peer((network.TEAM_ROLE, "pipelines")), *map(network.namespace_peer, scrapers)]
+        create_object(
+            network.guard(
+                "mlplatform-model-metrics", self._namespace_name, self._labels, selector, peers, (MODEL_METRICS_PORT,)
+            ),
+            self._opts(),
+        )
 
     def _kube_state_metrics(self, crds: list[pulumi.Resource]) -> None:
         image, _ = self._image("kube-state-metrics")

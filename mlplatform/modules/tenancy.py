@@ -221,7 +221,7 @@ class Tenancy(pulumi.ComponentResource):
 
     def _network_policies(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         profile = self._ctx.resolved.profile
-        return network.team_policies(
+        policies = network.team_policies(
             namespace,
             labels,
             platform_roles=PLATFORM_ROLES,
@@ -229,6 +229,16 @@ class Tenancy(pulumi.ComponentResource):
             dns=profile.dns,
             egress=self._ctx.resolved.config.modules.tenancy.egress,
         )
+        monitoring = self._ctx.outputs.get("monitoring")
+        if monitoring is not None and monitoring.model_metrics_port:
+            # Evaluation and drift jobs push their model's quality gauges.
+            peer = network.namespace_peer(monitoring.namespace, monitoring.model_metrics_pod_labels)
+            policies.append(
+                network.allow_egress_to(
+                    "allow-model-metrics", namespace, labels, [peer], (monitoring.model_metrics_port,)
+                )
+            )
+        return policies
 
 
 def kueue_controller_manifests(documents: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:

@@ -59,6 +59,7 @@ ENDPOINTS: dict[str, Pod | Address] = {
     # The Prometheus operator labels the pods it makes with the kind and the object's name.
     "Prometheus": Pod("monitoring", workload=("prometheus",)),
     "Alertmanager": Pod("monitoring", workload=("alertmanager",)),
+    "model metrics gateway": Pod("monitoring", workload=("deployment", "model-metrics")),
     "ingress controller": Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
     "CoreDNS": Pod("kube-system", {"k8s-app": "kube-dns"}),
     "default namespace pod": Pod("default", {"app": "stray"}),
@@ -101,6 +102,10 @@ FLOWS: list[tuple[str, str, int, str, bool]] = [
     ("Prometheus", "vision model server", 8080, "TCP", True),
     ("Prometheus", "MLflow server", 5000, "TCP", True),
     ("Prometheus", "Alertmanager", 9093, "TCP", True),
+    ("vision pod", "model metrics gateway", 9091, "TCP", True),
+    ("KFP step", "model metrics gateway", 9091, "TCP", True),
+    ("Prometheus", "model metrics gateway", 9091, "TCP", True),
+    ("default namespace pod", "model metrics gateway", 9091, "TCP", False),
     ("ingress controller", "vision model server", 8080, "TCP", True),
     ("ingress controller", "MLflow server", 5000, "TCP", True),
 ]

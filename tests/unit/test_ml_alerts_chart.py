@@ -268,3 +268,134 @@ def test_values_file_points_at_its_schema_and_passes_it():
     schema = json.loads((chart_path(CHART) / "values.schema.json").read_text())
     assert schema["additionalProperties"] is False
     jsonschema.validate(yaml.safe_load(text), schema)
+
+
+# Who publishes each metric the rules read, from the publishers' own sources: a rule that
+# names a metric none of them publishes can never fire.
+PUBLISHED_UPSTREAM: dict[str, set[str]] = {
+    # dcgm-exporter's default counters (etc/default-counters.csv), which our exporter runs with.
+    "dcgm-exporter": {
+        "DCGM_FI_DEV_GPU_TEMP",
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_FB_FREE",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_XID_ERRORS",
+        "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+        "DCGM_FI_DEV_POWER_USAGE",
+        "DCGM_FI_DEV_SM_CLOCK",
+        "DCGM_FI_DEV_MEM_CLOCK",
+        "DCGM_FI_DEV_MEM_COPY_UTIL",
+    },
+    # kube-state-metrics (docs/metrics: workload/deployment, workload/pod, policy/resourcequota).
+    "kube-state-metrics": {
+        "kube_deployment_spec_replicas",
+        "kube_deployment_status_replicas_available",
+        "kube_pod_container_resource_requests",
+        "kube_pod_status_phase",
+        "kube_resourcequota",
+    },
+    # Prometheus's own series per scrape target.
+    "prometheus": {"up"},
+    # KServe's model server (python/kserve/kserve/metrics.py): one histogram per step.
+    "kserve-model-server": {
+        "request_preprocess_seconds",
+        "request_predict_seconds",
+        "request_postprocess_seconds",
+        "request_explain_seconds",
+    },
+}
+EXAMPLE_PIPELINE = REPO_ROOT / "examples" / "stock-prediction" / "pipeline.py"
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+}
+
+
+def gauges_the_example_pushes() -> set[str]:
+    """The metric names the example's publishing step creates (prometheus_client Gauges)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(EXAMPLE_PIPELINE.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Gauge" and node.args:
+            names.add(node.args[0].value)
+    return names
+
+
+def metrics_read_by(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords,
+    label names (in matchers and grouping clauses) or durations."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![0-9A-Za-z_:.])[A-Za-z_:][A-Za-z0-9_:]*", text):
+        following = text[match.end() :].lstrip()
+        word = match.group(0)
+        if following.startswith("(") or word in _PROMQL_WORDS or word in ("inf", "nan", "Inf", "NaN"):
+            continue
+        names.add(word)
+    return names
+
+
+# Published as histograms: their series are <name>_bucket, _count and _sum.
+HISTOGRAMS = PUBLISHED_UPSTREAM["kserve-model-server"]
+
+
+def published_metrics() -> dict[str, str]:
+    published = {name: source for source, names in PUBLISHED_UPSTREAM.items() for name in names}
+    for histogram in HISTOGRAMS:
+        published.update(dict.fromkeys((f"{histogram}_{s}" for s in ("bucket", "count", "sum")), published[histogram]))
+    published.update(dict.fromkeys(gauges_the_example_pushes(), "examples/stock-prediction publish_quality"))
+    return published
+
+
+def test_the_example_publishes_the_gauges_the_model_alerts_read():
+    assert gauges_the_example_pushes() == {"model_accuracy", "model_drift_score"}
+
+
+def test_a_metric_extractor_that_misses_names_fails():
+    assert metrics_read_by('sum by (le, namespace) (rate(foo_bucket{a="b"}[5m])) > bar offset 5m') == {
+        "foo_bucket",
+        "bar",
+    }
+
+
+@pytest.mark.parametrize("stack", ["lab", "openshift", "cloud"])
+def test_every_metric_a_shipped_rule_reads_has_a_publisher(stack):
+    """The rules as each shipped stack deploys them (the monitoring module's values)."""
+    from mlplatform.config import load_stack
+    from mlplatform.modules.monitoring import alert_values
+
+    manifests = render(alert_values(load_stack(stack), {}))
+    published = published_metrics()
+    unpublished = {
+        (rule.get("alert") or rule.get("record"), name)
+        for group in rule_groups(manifests)
+        for rule in group["rules"]
+        for name in metrics_read_by(str(rule["expr"]))
+        if name not in published
+    }
+    assert not unpublished, f"{stack}: rules read metrics nothing publishes: {sorted(unpublished)}"
+
+
+def test_promtool_cases_feed_only_published_metrics():
+    """The promtool tests exercise the rules with the series the publishers really emit."""
+    published = published_metrics()
+    fed = set()
+    for path in PROMTOOL_TESTS.glob("*.yaml"):
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for series in case.get("input_series", []):
+                fed.add(series["series"].split("{", 1)[0].strip())
+    # The error-ratio case feeds Knative's queue-proxy counter: that rule runs in Serverless only.
+    assert fed - set(published) == {"revision_request_count"}

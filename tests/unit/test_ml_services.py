@@ -297,7 +297,17 @@ def test_stock_prediction_pipeline_compiles(tmp_path):
     spec = yaml.safe_load(out.read_text())
     assert spec["pipelineInfo"]["name"] == "stock-prediction"
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"generate-prices", "build-features", "train", "evaluate", "condition-1"}
+    assert set(tasks) == {"generate-prices", "build-features", "train", "evaluate", "publish-quality", "condition-1"}
+    # The evaluation's accuracy and drift go to the model metrics gateway the model alerts read.
+    published = tasks["publish-quality"]["inputs"]["parameters"]
+    assert published["accuracy"]["taskOutputParameter"] == {
+        "outputParameterKey": "accuracy",
+        "producerTask": "evaluate",
+    }
+    assert published["drift"]["taskOutputParameter"] == {"outputParameterKey": "drift", "producerTask": "evaluate"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["metrics_gateway"]["defaultValue"] == (
+        "http://model-metrics.monitoring.svc:9091"
+    )
     assert tasks["condition-1"]["triggerPolicy"]["condition"].startswith("inputs.parameter_values")
     assert "deploy" in spec["components"]["comp-condition-1"]["dag"]["tasks"]
 

@@ -102,7 +102,8 @@ def test_openshift_uses_user_workload_monitoring_and_runs_no_prometheus(rendered
         ("", "prometheusrules.monitoring.coreos.com"),
     }
     assert not by_kind(manifests, "Prometheus") and not by_kind(manifests, "Alertmanager")
-    assert not by_kind(objects, "Deployment")
+    # Only the model metrics gateway: the cluster runs Prometheus and its operator.
+    assert set(by_kind(objects, "Deployment")) == {("monitoring", "model-metrics")}
     config = by_kind(objects, "ConfigMap")[("openshift-monitoring", "cluster-monitoring-config")]
     assert yaml.safe_load(config["data"]["config.yaml"]) == {"enableUserWorkload": True}
     namespace = by_kind(objects, "Namespace")[("", "monitoring")]
@@ -223,3 +224,25 @@ def test_monitors_select_across_namespaces_or_sit_beside_their_targets(mirror, m
         assert manifest["spec"]["selector"] == {
             "matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "Exists"}]
         }
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_model_quality_gauges_have_a_gateway_scraped_with_the_pushers_labels(rendered, stack):
+    manifests = rendered(stack)
+    objects = module_objects(manifests)
+    gateway = by_kind(objects, "Deployment")[("monitoring", "model-metrics")]
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("quay.io/prometheus/pushgateway:")
+    assert container["ports"] == [{"name": "http", "containerPort": 9091}]
+    monitor = by_kind(objects, "ServiceMonitor")[("monitoring", "model-metrics")]
+    # The pushed `model` and `namespace` labels are what the model alerts report.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    guard = by_kind(objects, "NetworkPolicy")[("monitoring", "mlplatform-model-metrics")]["spec"]
+    assert guard["podSelector"]["matchLabels"] == gateway["spec"]["selector"]["matchLabels"]
+    assert guard["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["team", "pipelines"]
+    # Each team namespace has its way out to it.
+    egress = [m for m in manifests if m["kind"] == "NetworkPolicy" and m["metadata"]["name"] == "allow-model-metrics"]
+    assert egress and all(
+        p["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"] == guard["podSelector"]["matchLabels"]
+        for p in egress
+    )

@@ -101,6 +101,7 @@ def test_team_namespaces_are_isolated_both_ways_with_named_ways_out(run_stack):
         "allow-katib-db-manager",
         "allow-kube-api",
         "allow-mlflow",
+        "allow-model-metrics",
         "allow-pipelines-api",
         "allow-public-https",
         "allow-same-namespace",
