@@ -41,6 +41,11 @@ SECRET_SOURCES: dict[str, dict[str, str]] = {
     OIDC_SECRET: {"client-secret": "mlflowOidcClientSecret", "cookie-secret": "mlflowOidcCookieSecret"},
 }
 ADMIN_USERNAME = "admin"
+# In each team namespace: the service account InferenceServices load registered models with,
+# its storage Secret, and the ConfigMap telling clients where MLflow and its store are.
+MODEL_SERVING_ACCOUNT = "mlflow-models"
+MODEL_SERVING_SECRET = "mlflow-models-storage"
+CLIENT_CONFIG = "mlflow"
 
 # Platform namespaces (by our role label) whose pods log runs and load models: teams (their
 # notebooks, trials and model servers), KFP's steps (in `kubeflow`) and the platform's own.
@@ -235,6 +240,7 @@ class Mlflow(pulumi.ComponentResource):
             create_object(manifest, ctx.child_opts(self, depends_on=depends))
 
         self._team_egress(ctx, values, namespace, labels)
+        self._model_serving_access(ctx, values, namespace, labels)
         # The chart names its objects after the release when the release holds the chart name.
         service_name = RELEASE
         scheme = "https" if values["route"]["enabled"] else "http"
@@ -272,6 +278,89 @@ class Mlflow(pulumi.ComponentResource):
             for peers, ports in rules[1:]:
                 policy["spec"]["egress"].append({"to": peers, "ports": network.ports(ports)})
             create_object(policy, ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team]]))
+
+    def _model_serving_access(
+        self, ctx: ModuleContext, values: dict[str, Any], namespace: str, labels: dict[str, str]
+    ) -> None:
+        """Per team: what a model server needs to load a model registered in MLflow. KServe's
+        storage initializer reads `storageUri` (the registry's artifact store: MLFLOW_ARTIFACT_STORE
+        + the path after `mlflow-artifacts:/`) with the credentials of the InferenceService's
+        service account: `mlflow-models` holds the store's keys in a Secret annotated for KServe
+        (S3-compatible stores), or the cloud identity MLflow's own account has."""
+        tenancy = ctx.outputs.get("tenancy")
+        if tenancy is None:
+            return
+        settings = ctx.resolved.config.modules.mlflow
+        store = ctx.resolved.config.platform.object_store
+        secrets = ctx.resolved.secrets
+        sources = SECRET_SOURCES[ARTIFACTS_SECRET]
+        keyed = settings.artifact_credentials == "secret" and store.kind in ("in-cluster", "s3")
+        managed = keyed and all(source in secrets for source in sources.values())
+        if keyed and not managed:
+            pulumi.log.info(
+                f"mlflow: Secret {MODEL_SERVING_SECRET} in each team namespace is not managed by this stack "
+                f"(set {', '.join('mlplatform:secrets.' + s for s in sources.values())}); it must exist",
+                self,
+            )
+        endpoint = ""
+        if store.kind == "in-cluster":
+            endpoint = f"{RELEASE}-objectstore.{namespace}.svc:{OBJECT_STORE_PORT}"
+        elif store.kind == "s3" and store.endpoint:
+            endpoint = store.endpoint.split("://", 1)[-1]
+        for team, team_namespace in tenancy.namespaces.items():
+            opts = ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team]])
+            account: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": MODEL_SERVING_ACCOUNT, "namespace": team_namespace, "labels": labels},
+            }
+            if keyed:
+                account["secrets"] = [{"name": MODEL_SERVING_SECRET}]
+            else:
+                account["metadata"]["annotations"] = dict(settings.service_account_annotations)
+            create_object(account, opts)
+            if managed:
+                annotations = {"serving.kserve.io/s3-usehttps": "0" if store.kind == "in-cluster" else "1"}
+                if endpoint:
+                    annotations["serving.kserve.io/s3-endpoint"] = endpoint
+                if store.region:
+                    annotations["serving.kserve.io/s3-region"] = store.region
+                create_object(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {
+                            "name": MODEL_SERVING_SECRET,
+                            "namespace": team_namespace,
+                            "labels": labels,
+                            "annotations": {
+                                **annotations,
+                                SECRET_SOURCE_ANNOTATION: ", ".join(
+                                    f"{key}=mlplatform:secrets.{source}" for key, source in sources.items()
+                                ),
+                            },
+                        },
+                        "type": "Opaque",
+                        "stringData": {
+                            key: pulumi.Output.secret(secret_placeholder_or_value(secrets[source], source))
+                            for key, source in sources.items()
+                        },
+                    },
+                    opts,
+                )
+            create_object(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": CLIENT_CONFIG, "namespace": team_namespace, "labels": labels},
+                    "data": {
+                        "MLFLOW_TRACKING_URI": f"http://{RELEASE}.{namespace}.svc:{SERVICE_PORT}",
+                        "MLFLOW_ARTIFACT_STORE": artifact_store_uri(values),
+                        "MLFLOW_MODELS_SERVICE_ACCOUNT": MODEL_SERVING_ACCOUNT,
+                    },
+                },
+                opts,
+            )
 
     def _secret(
         self,

@@ -226,3 +226,44 @@ def test_outputs_are_published_for_other_modules(run_stack):
     outputs = components["mlflow"].outputs
     assert outputs.tracking_uri == f"http://{outputs.service_name}.{outputs.namespace}.svc:{outputs.port}"
     assert outputs.auth == "basic"
+
+
+def _with_tenancy(stack: str, **changes) -> dict[str, str]:
+    raw = yaml.safe_load((REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    modules = raw["mlplatform:modules"]
+    raw["mlplatform:modules"] = {name: modules[name] for name in ("mlflow", "tenancy", "gpu")}
+    raw.update(changes)
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+def test_each_team_gets_a_service_account_its_model_servers_load_registered_models_with(run_stack):
+    secrets = {"objectStoreAccessKey": "access-4b1e", "objectStoreSecretKey": "secret-9d2c"}
+    mocks, components = run_stack("lab", _with_tenancy("lab", **{"mlplatform:secrets": secrets}))
+    accounts = _objects(mocks, "kubernetes:core/v1:ServiceAccount")
+    secrets_made = _objects(mocks, "kubernetes:core/v1:Secret")
+    configs = _objects(mocks, "kubernetes:core/v1:ConfigMap")
+    for team in ("team-vision", "team-nlp", "team-analytics"):
+        assert accounts[f"{team}/mlflow-models"]["secrets"] == [{"name": "mlflow-models-storage"}]
+        storage = secrets_made[f"{team}/mlflow-models-storage"]
+        # KServe's storage initializer reads the S3 endpoint and scheme from these annotations.
+        assert storage["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == (
+            "mlflow-objectstore.mlflow.svc:8333"
+        )
+        assert storage["metadata"]["annotations"]["serving.kserve.io/s3-usehttps"] == "0"
+        data = storage["stringData"]
+        assert data[rpc._special_sig_key] == rpc._special_secret_sig
+        assert data["value"] == {"AWS_ACCESS_KEY_ID": "access-4b1e", "AWS_SECRET_ACCESS_KEY": "secret-9d2c"}
+        client = configs[f"{team}/mlflow"]["data"]
+        assert client["MLFLOW_ARTIFACT_STORE"] == components["mlflow"].outputs.artifact_store_uri == "s3://mlflow"
+        assert client["MLFLOW_TRACKING_URI"] == components["mlflow"].outputs.tracking_uri
+
+
+def test_on_workload_identity_the_team_account_carries_the_cloud_identity(run_stack):
+    mocks, _ = run_stack("cloud", _with_tenancy("cloud"))
+    accounts = _objects(mocks, "kubernetes:core/v1:ServiceAccount")
+    account = accounts["team-recsys/mlflow-models"]
+    assert account["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mlplatform-mlflow"
+    }
+    assert "secrets" not in account
+    assert "team-recsys/mlflow-models-storage" not in _objects(mocks, "kubernetes:core/v1:Secret")
