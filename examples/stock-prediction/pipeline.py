@@ -1,26 +1,31 @@
 """Stock prediction: generate data -> features -> train -> evaluate (publishing the model's
-accuracy and drift for the model alerts) -> deploy when good enough.
+accuracy and drift for the model alerts) -> when good enough, register the model in MLflow and
+serve that registered version with KServe.
 
 Compile it to the pipeline YAML Kubeflow Pipelines runs:
 
     python examples/stock-prediction/pipeline.py stock-prediction.yaml
 
-Upload the YAML through the Pipelines UI or `kfp.Client(host=<api endpoint>)`. The model goes
-to the platform's object store under the run's pipeline root, metrics to MLflow at
-MLFLOW_TRACKING_URI, and the deploy step creates `inference-service.yaml`'s InferenceService
-for the trained model.
+Upload the YAML through the Pipelines UI or `kfp.Client(host=<api endpoint>)`. Before the
+first run: an MLflow account for the pipeline in Secret `mlflow-pipeline-credentials` of
+namespace `kubeflow`, and the serving team's admin applies `deploy-rbac.yaml` so the run may
+deploy into the team's namespace (see README.md).
 """
 
 import sys
 from typing import NamedTuple
 
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 BASE_IMAGE = "python:3.11-slim"
 ML_PACKAGES = ["pandas==2.2.3", "scikit-learn==1.5.2", "joblib==1.4.2"]
 # The in-cluster MLflow service (the mlflow module's default release in namespace mlflow).
 MLFLOW_TRACKING_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
+MLFLOW_PACKAGE = "mlflow==3.18.0"
+# The Secret (in `kubeflow`, where single-user KFP runs its steps) with the MLflow account the
+# pipeline registers models as: keys `username` and `password`.
+MLFLOW_CREDENTIALS = "mlflow-pipeline-credentials"
 # The monitoring module's model metrics gateway (its default namespace, monitoring).
 MODEL_METRICS_GATEWAY = "http://model-metrics.monitoring.svc:9091"
 
@@ -114,18 +119,46 @@ def publish_quality(accuracy: float, drift: float, model_name: str, namespace: s
     )
 
 
-@dsl.component(base_image=BASE_IMAGE, packages_to_install=["kubernetes==31.0.0"])
-def deploy(model: Input[Model], name: str, namespace: str) -> None:
-    """Create or update the InferenceService serving the model (sklearn runtime)."""
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=[*ML_PACKAGES, MLFLOW_PACKAGE])
+def register(model: Input[Model], accuracy: float, drift: float, name: str) -> str:
+    """Log the trained model to MLflow (at MLFLOW_TRACKING_URI, as MLFLOW_TRACKING_USERNAME)
+    and register it as a new version of `name`; returns the version."""
+    import joblib
+    import mlflow
+    import mlflow.sklearn
+
+    mlflow.set_experiment(name)
+    with mlflow.start_run():
+        mlflow.log_metrics({"accuracy": accuracy, "drift": drift})
+        info = mlflow.sklearn.log_model(joblib.load(model.path), name="model", registered_model_name=name)
+    return str(info.registered_model_version)
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=[MLFLOW_PACKAGE, "kubernetes==31.0.0"])
+def deploy(name: str, version: str, namespace: str) -> None:
+    """Serve a registered model version from the registry's artifact store: the team's
+    `mlflow` ConfigMap names the store behind `mlflow-artifacts:/`, and its `mlflow-models`
+    service account holds what KServe's storage initializer reads the store with."""
     from kubernetes import client, config
+    from mlflow import MlflowClient
 
     config.load_incluster_config()
-    storage_uri = model.uri.rsplit("/", 1)[0]
+    team = client.CoreV1Api().read_namespaced_config_map("mlflow", namespace).data
+    source = MlflowClient().get_model_version_download_uri(name, version)
+    prefix = "mlflow-artifacts:/"
+    if not source.startswith(prefix):
+        raise ValueError(f"{name} v{version} is stored at {source}, not in the registry's artifact store")
+    storage_uri = team["MLFLOW_ARTIFACT_STORE"].rstrip("/") + "/" + source[len(prefix) :].lstrip("/")
     body = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": storage_uri}}},
+        "metadata": {"name": name, "namespace": namespace, "labels": {"mlflow.org/model-version": version}},
+        "spec": {
+            "predictor": {
+                "serviceAccountName": team["MLFLOW_MODELS_SERVICE_ACCOUNT"],
+                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": storage_uri},
+            }
+        },
     }
     api = client.CustomObjectsApi()
     try:
@@ -153,7 +186,6 @@ def stock_prediction(
     for task in (prices, features, model):
         task.set_cpu_request("500m").set_cpu_limit("1").set_memory_request("512Mi").set_memory_limit("1Gi")
     scored = evaluate(features=features.outputs["features"], model=model.outputs["model"])
-    scored.set_env_variable("MLFLOW_TRACKING_URI", MLFLOW_TRACKING_URI)
     publish_quality(
         accuracy=scored.outputs["accuracy"],
         drift=scored.outputs["drift"],
@@ -162,7 +194,21 @@ def stock_prediction(
         gateway=metrics_gateway,
     )
     with dsl.If(scored.outputs["accuracy"] >= min_accuracy, name="accurate-enough"):
-        deploy(model=model.outputs["model"], name="stock-prediction", namespace=serving_namespace)
+        registered = register(
+            model=model.outputs["model"],
+            accuracy=scored.outputs["accuracy"],
+            drift=scored.outputs["drift"],
+            name="stock-prediction",
+        )
+        deployed = deploy(name="stock-prediction", version=registered.output, namespace=serving_namespace)
+        for task in (registered, deployed):
+            task.set_env_variable("MLFLOW_TRACKING_URI", MLFLOW_TRACKING_URI)
+            # The MLflow account the pipeline logs as (auth: basic), from a Secret in `kubeflow`.
+            kubernetes.use_secret_as_env(
+                task,
+                secret_name=MLFLOW_CREDENTIALS,
+                secret_key_to_env={"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
+            )
 
 
 if __name__ == "__main__":

@@ -213,3 +213,45 @@ def test_a_gpu_request_beyond_the_quota_is_refused_naming_the_resource(lab):
     proc = _create(lab, EDITOR, VISION, pod)
     assert proc.returncode != 0
     assert "exceeded quota: team-quota" in proc.stderr and "requests.nvidia.com/gpu.shared=17" in proc.stderr
+
+
+def test_a_team_admin_lets_pipeline_runs_deploy_models_into_their_namespace_only(lab):
+    """The example's deploy-rbac.yaml, applied by the team's admin as that person: KFP's runner
+    (namespace kubeflow) may then create InferenceServices there, with the team's model account
+    and its `mlflow` ConfigMap, and still nowhere else."""
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    runner = "system:serviceaccount:kubeflow:pipeline-runner"
+    documents = list(yaml.safe_load_all((REPO_ROOT / "examples/stock-prediction/deploy-rbac.yaml").read_text()))
+    for document in documents:
+        document["metadata"]["namespace"] = VISION
+    isvc = objects(_notebook_image(lab))["kserve"]
+    isvc["spec"]["predictor"]["serviceAccountName"] = "mlflow-models"
+
+    def as_runner(*args, input_text=None):
+        return lab.kubectl(*args, f"--as={runner}", input_text=input_text, check=False)
+
+    before = as_runner("create", "-n", VISION, "-f", "-", input_text=json.dumps(isvc))
+    assert before.returncode != 0 and "forbidden" in before.stderr, before.stderr
+    granted = _as(
+        lab, ADMIN, "apply", "-f", "-", input_text=json.dumps({"kind": "List", "apiVersion": "v1", "items": documents})
+    )
+    assert granted.returncode == 0, granted.stderr
+    try:
+        created = as_runner("create", "-n", VISION, "-f", "-", input_text=json.dumps(isvc))
+        assert created.returncode == 0, created.stderr
+        team = as_runner("get", "configmap", "mlflow", "-n", VISION, "-o", "json")
+        assert team.returncode == 0, team.stderr
+        assert json.loads(team.stdout)["data"]["MLFLOW_MODELS_SERVICE_ACCOUNT"] == "mlflow-models"
+        assert lab.kubectl("get", "serviceaccount", "mlflow-models", "-n", VISION, check=False).returncode == 0
+        elsewhere = as_runner("create", "-n", NLP, "-f", "-", input_text=json.dumps(isvc))
+        assert elsewhere.returncode != 0 and "forbidden" in elsewhere.stderr, elsewhere.stderr
+        secrets = as_runner("get", "secrets", "-n", VISION)
+        assert secrets.returncode != 0 and "forbidden" in secrets.stderr
+    finally:
+        lab.kubectl(
+            "delete", "inferenceservice", isvc["metadata"]["name"], "-n", VISION, "--ignore-not-found", check=False
+        )
+        lab.kubectl("delete", "role,rolebinding", "kfp-model-deployer", "-n", VISION, "--ignore-not-found", check=False)
