@@ -333,6 +333,36 @@ class Monitoring(pulumi.ComponentResource):
             self._ctx.child_opts(self),
         )
 
+    def _deployment(
+        self,
+        name: str,
+        selector: dict[str, str],
+        pod: dict[str, Any],
+        container: dict[str, Any],
+        crds: list[pulumi.Resource] | None = None,
+    ) -> None:
+        """One replica of one restricted container, running as nobody where UIDs may be fixed."""
+        create_object(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": self._meta(name, selector),
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": selector},
+                    "template": {
+                        "metadata": {"labels": {**self._labels, **selector}},
+                        "spec": {
+                            **pod,
+                            "securityContext": self._pod_security(65534),
+                            "containers": [{**container, "securityContext": _RESTRICTED_CONTAINER}],
+                        },
+                    },
+                },
+            },
+            self._opts(crds),
+        )
+
     def _service_and_monitor(
         self, name: str, selector: dict[str, str], ports: list[dict[str, Any]], crds, **endpoint: Any
     ) -> None:
@@ -445,43 +475,27 @@ class Monitoring(pulumi.ComponentResource):
                 {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]},
             ],
         )
-        create_object(
+        self._deployment(
+            "prometheus-operator",
+            selector,
+            {"serviceAccountName": "prometheus-operator"},
             {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": self._meta("prometheus-operator", selector),
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": selector},
-                    "template": {
-                        "metadata": {"labels": {**self._labels, **selector}},
-                        "spec": {
-                            "serviceAccountName": "prometheus-operator",
-                            "securityContext": self._pod_security(65534),
-                            "containers": [
-                                {
-                                    "name": "prometheus-operator",
-                                    "image": image,
-                                    "args": [
-                                        f"--kubelet-service={'/'.join(KUBELET_SERVICE)}",
-                                        f"--prometheus-config-reloader={reloader}",
-                                    ],
-                                    "ports": [{"name": "http", "containerPort": 8080}],
-                                    # The operator's web listener answers /healthz once it runs.
-                                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-                                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-                                    "securityContext": _RESTRICTED_CONTAINER,
-                                    "resources": {
-                                        "requests": {"cpu": "100m", "memory": "128Mi"},
-                                        "limits": {"cpu": "500m", "memory": "512Mi"},
-                                    },
-                                }
-                            ],
-                        },
-                    },
+                "name": "prometheus-operator",
+                "image": image,
+                "args": [
+                    f"--kubelet-service={'/'.join(KUBELET_SERVICE)}",
+                    f"--prometheus-config-reloader={reloader}",
+                ],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                # The operator's web listener answers /healthz once it runs.
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"cpu": "500m", "memory": "512Mi"},
                 },
             },
-            self._opts(crds),
+            crds,
         )
         self._service_and_monitor("prometheus-operator", selector, [{"name": "http", "port": 8080}], crds)
 
@@ -600,38 +614,21 @@ class Monitoring(pulumi.ComponentResource):
         a grouping key of its model and namespace, and the gauge stays until the next push."""
         image, _ = self._image("pushgateway")
         selector = dict(MODEL_METRICS_SELECTOR)
-        create_object(
+        self._deployment(
+            MODEL_METRICS,
+            selector,
+            {"automountServiceAccountToken": False},
             {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": self._meta(MODEL_METRICS, selector),
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": selector},
-                    "template": {
-                        "metadata": {"labels": {**self._labels, **selector}},
-                        "spec": {
-                            "automountServiceAccountToken": False,
-                            "securityContext": self._pod_security(65534),
-                            "containers": [
-                                {
-                                    "name": "pushgateway",
-                                    "image": image,
-                                    "ports": [{"name": "http", "containerPort": MODEL_METRICS_PORT}],
-                                    "livenessProbe": {"httpGet": {"path": "/-/healthy", "port": "http"}},
-                                    "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "http"}},
-                                    "securityContext": _RESTRICTED_CONTAINER,
-                                    "resources": {
-                                        "requests": {"cpu": "10m", "memory": "32Mi"},
-                                        "limits": {"cpu": "200m", "memory": "256Mi"},
-                                    },
-                                }
-                            ],
-                        },
-                    },
+                "name": "pushgateway",
+                "image": image,
+                "ports": [{"name": "http", "containerPort": MODEL_METRICS_PORT}],
+                "livenessProbe": {"httpGet": {"path": "/-/healthy", "port": "http"}},
+                "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "http"}},
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "32Mi"},
+                    "limits": {"cpu": "200m", "memory": "256Mi"},
                 },
             },
-            self._opts(),
         )
         # The pushed series carry the job's own labels (model, namespace): those win.
         self._service_and_monitor(
@@ -714,41 +711,21 @@ class Monitoring(pulumi.ComponentResource):
                 },
             ],
         )
-        create_object(
+        self._deployment(
+            "kube-state-metrics",
+            selector,
+            {"serviceAccountName": "kube-state-metrics"},
             {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": self._meta("kube-state-metrics", selector),
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": selector},
-                    "template": {
-                        "metadata": {"labels": {**self._labels, **selector}},
-                        "spec": {
-                            "serviceAccountName": "kube-state-metrics",
-                            "securityContext": self._pod_security(65534),
-                            "containers": [
-                                {
-                                    "name": "kube-state-metrics",
-                                    "image": image,
-                                    "ports": [
-                                        {"name": "http-metrics", "containerPort": 8080},
-                                        {"name": "telemetry", "containerPort": 8081},
-                                    ],
-                                    "livenessProbe": {"httpGet": {"path": "/livez", "port": "http-metrics"}},
-                                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "telemetry"}},
-                                    "securityContext": _RESTRICTED_CONTAINER,
-                                    "resources": {
-                                        "requests": {"cpu": "100m", "memory": "190Mi"},
-                                        "limits": {"cpu": "1", "memory": "1Gi"},
-                                    },
-                                }
-                            ],
-                        },
-                    },
-                },
+                "name": "kube-state-metrics",
+                "image": image,
+                "ports": [
+                    {"name": "http-metrics", "containerPort": 8080},
+                    {"name": "telemetry", "containerPort": 8081},
+                ],
+                "livenessProbe": {"httpGet": {"path": "/livez", "port": "http-metrics"}},
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "telemetry"}},
+                "resources": {"requests": {"cpu": "100m", "memory": "190Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
             },
-            self._opts(),
         )
         # Its series describe other objects (namespace, pod labels): those labels win.
         self._service_and_monitor(
