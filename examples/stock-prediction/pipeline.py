@@ -20,8 +20,6 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 BASE_IMAGE = "python:3.11-slim"
 ML_PACKAGES = ["pandas==2.2.3", "scikit-learn==1.5.2", "joblib==1.4.2"]
-# The in-cluster MLflow service (the mlflow module's default release in namespace mlflow).
-MLFLOW_TRACKING_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
 MLFLOW_PACKAGE = "mlflow==3.18.0"
 # The Secret (in `kubeflow`, where single-user KFP runs its steps) with the MLflow account the
 # pipeline registers models as: keys `username` and `password`.
@@ -202,7 +200,10 @@ def stock_prediction(
         )
         deployed = deploy(name="stock-prediction", version=registered.output, namespace=serving_namespace)
         for task in (registered, deployed):
-            task.set_env_variable("MLFLOW_TRACKING_URI", MLFLOW_TRACKING_URI)
+            # MLflow's address from the platform's ConfigMap in `kubeflow`, where the steps run.
+            kubernetes.use_config_map_as_env(
+                task, config_map_name="mlflow", config_map_key_to_env={"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
+            )
             # The MLflow account the pipeline logs as (auth: basic), from a Secret in `kubeflow`.
             kubernetes.use_secret_as_env(
                 task,

@@ -298,6 +298,26 @@ class Pipelines(_Service):
             )
         install = ServiceInstall(self, ctx, manifests, module_label="pipelines")
         namespace = list(install.namespaces.values())
+        mlflow = ctx.outputs.get("mlflow")
+        if mlflow is not None:
+            # Runs execute here: their steps take MLflow's address from this ConfigMap
+            # (kfp-kubernetes use_config_map_as_env), as team pods take it from theirs.
+            create_object(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": "mlflow",
+                        "namespace": KUBEFLOW_NAMESPACE,
+                        "labels": {**ctx.labels, "mlplatform.io/module": "pipelines"},
+                    },
+                    "data": {
+                        "MLFLOW_TRACKING_URI": mlflow.tracking_uri,
+                        "MLFLOW_ARTIFACT_STORE": mlflow.artifact_store_uri,
+                    },
+                },
+                ctx.child_opts(self, depends_on=namespace),
+            )
         kubeflow = network.namespace_peer(KUBEFLOW_NAMESPACE)
         # The metadata store: KFP's own pods only (the API server, the metadata writer, ...).
         if not _managed(database):

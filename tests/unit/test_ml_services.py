@@ -324,6 +324,10 @@ def test_stock_prediction_pipeline_compiles(tmp_path):
     # Both log in to MLflow with the pipeline's account from a Secret, never from a parameter.
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for step in ("exec-register", "exec-deploy"):
+        # MLflow's address from the platform's ConfigMap in `kubeflow`, where the steps run.
+        (config_map,) = executors[step]["configMapAsEnv"]
+        assert config_map["configMapName"] == "mlflow"
+        assert config_map["keyToEnv"] == [{"configMapKey": "MLFLOW_TRACKING_URI", "envVar": "MLFLOW_TRACKING_URI"}]
         (secret,) = executors[step]["secretAsEnv"]
         assert secret["secretName"] == "mlflow-pipeline-credentials"
         assert {k["envVar"] for k in secret["keyToEnv"]} == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
@@ -371,7 +375,17 @@ def test_kubeflow_back_ends_admit_only_their_own_namespace_and_named_clients(mir
     }
     egress = policies[("team-vision", "allow-katib-db-manager")]["egress"]
     assert egress[0]["to"][0]["podSelector"] == {"matchLabels": {"katib.kubeflow.org/component": "db-manager"}}
-    # KFP's steps run in `kubeflow`: MLflow admits it by the role the platform gives it.
+    # KFP's steps run in `kubeflow`: MLflow admits it by the role the platform gives it, and
+    # they find it through the ConfigMap the pipelines module puts there.
+    kfp_mlflow = next(
+        m
+        for m in manifests
+        if m["kind"] == "ConfigMap" and m["metadata"] == {**m["metadata"], "name": "mlflow", "namespace": "kubeflow"}
+    )
+    assert kfp_mlflow["data"] == {
+        "MLFLOW_TRACKING_URI": "http://mlflow.mlflow.svc:5000",
+        "MLFLOW_ARTIFACT_STORE": "s3://mlflow",
+    }
     namespaces = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Namespace"}
     assert namespaces["kubeflow"]["metadata"]["labels"]["mlplatform.io/role"] == "pipelines"
     assert namespaces["kserve"]["metadata"]["labels"]["mlplatform.io/role"] == "serving"
