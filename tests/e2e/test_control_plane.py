@@ -172,6 +172,8 @@ def test_openshift_stack_brings_its_apis_and_node_pools(plane, make_namespace):
 def test_cluster_down_leaves_nothing_running(tmp_path):
     # A plane of its own: the session's plane stays up for the other tests.
     plane = start_plane(tmp_path, 100)
+    # The stand-in for NVIDIA's software is the test's, not the plane's: stopped by the test.
+    plane.stop_nvidia()
     status = plane.mlplatform("cluster", "status", check=False)
     assert status.returncode == 0, status.stdout
     pids = [int(line.split("pid ")[1].rstrip(")")) for line in status.stdout.splitlines() if "running" in line]

@@ -91,7 +91,7 @@ def test_up_is_idempotent_and_destroy_is_clean(tmp_path, stack):
         )
         assert engine.state_inventory() == set()
     finally:
-        plane.mlplatform("cluster", "down", "--purge", check=False)
+        plane.down(check=False)
 
 
 def test_a_malformed_stack_config_stops_before_any_resource(tmp_path):
@@ -106,4 +106,4 @@ def test_a_malformed_stack_config_stops_before_any_resource(tmp_path):
         assert "stacks/Pulumi.lab.yaml" in output and "cluster.nodePools[0].count" in output, output[-2000:]
         assert engine.state_inventory() == set()
     finally:
-        plane.mlplatform("cluster", "down", "--purge", check=False)
+        plane.down(check=False)
