@@ -31,6 +31,12 @@ def test_monitoring_flavour_applies_and_its_rules_are_accepted(stack_planes, sta
     rules = plane.get("prometheusrules", "-n", "monitoring", "-l", "mlplatform.io/monitoring=true")["items"]
     assert {r["metadata"]["name"] for r in rules} >= RULE_NAMES
     deployments = {d["metadata"]["name"] for d in plane.get("deployments", "-n", "monitoring")["items"]}
+    # The model metrics gateway runs on every environment: jobs push model quality there.
+    plane.wait_for(
+        "deployment monitoring/model-metrics Available",
+        lambda: _deployment_available(plane, "monitoring", "model-metrics"),
+        timeout=120,
+    )
     if own_prometheus:
         for name in ("prometheus-operator", "kube-state-metrics"):
             plane.wait_for(
@@ -41,7 +47,7 @@ def test_monitoring_flavour_applies_and_its_rules_are_accepted(stack_planes, sta
         prometheus = plane.get("prometheus", "mlplatform", "-n", "monitoring")
         assert prometheus["spec"]["ruleSelector"] == {"matchLabels": {"mlplatform.io/monitoring": "true"}}
     else:
-        assert not deployments, f"no Prometheus stack of ours on {stack}, found {deployments}"
+        assert deployments == {"model-metrics"}, f"no Prometheus stack of ours on {stack}, found {deployments}"
         config = plane.get("configmap", "cluster-monitoring-config", "-n", "openshift-monitoring")
         assert "enableUserWorkload: true" in config["data"]["config.yaml"]
 
