@@ -87,14 +87,12 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
 
 def _cidr(value: str) -> str:
     try:
-        network = ipaddress.ip_network(value, strict=True)
+        ipaddress.ip_network(value, strict=True)
     except ValueError:
         raise ValueError(
             f"{value!r} is not a CIDR (allowed: a network address with its prefix length, such as 10.0.0.0/16 "
             "or 192.168.1.10/32; host bits must be zero)"
         ) from None
-    if network.prefixlen == 0 and network.version == 4 and value != "0.0.0.0/0":
-        raise ValueError(f"{value!r} is not a CIDR (allowed: e.g. 0.0.0.0/0 for every IPv4 address)")
     return value
 
 

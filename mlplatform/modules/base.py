@@ -199,3 +199,21 @@ def create_object(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pul
     # nested mappings keep the manifest's camelCase.
     arguments = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in body.items()}
     return resource_class(name, opts=opts, **arguments)
+
+
+def add_team_egress(
+    owner: pulumi.Resource, ctx: ModuleContext, labels: dict[str, str], name: str, rules: list[Any]
+) -> None:
+    """The policy `name` in every team namespace, opening the way out to a module's service
+    (`rules`: (peers, ports) pairs); nothing where tenancy is off. Created after the namespace
+    it lives in."""
+    from mlplatform.tenancy import network
+
+    tenancy = ctx.outputs.get("tenancy")
+    if tenancy is None:
+        return
+    for team, namespace in tenancy.namespaces.items():
+        create_object(
+            network.allow_egress_to(name, namespace, labels, rules),
+            ctx.child_opts(owner, depends_on=[tenancy.namespace_resources[team]]),
+        )

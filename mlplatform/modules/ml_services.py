@@ -17,7 +17,8 @@ import pulumi
 
 from mlplatform.config.model import DatabaseSettings
 from mlplatform.gpu.capacity import GPU_VENDOR_PREFIX
-from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
+from mlplatform.modules.mlflow import CLIENT_CONFIG as MLFLOW_CLIENT_CONFIG
 from mlplatform.modules.services import (
     ServiceInstall,
     container,
@@ -84,20 +85,6 @@ class _Service(pulumi.ComponentResource):
         labels = {**ctx.labels, "mlplatform.io/module": module}
         for role in rbac.module_rights(module, writable, labels, read_only):
             create_object(role, ctx.child_opts(self))
-
-    def _team_egress(
-        self, ctx: ModuleContext, module: str, name: str, peers: list[dict[str, Any]], ports: tuple[int, ...]
-    ) -> None:
-        """Each team namespace's way out to this module's service (egress is denied otherwise)."""
-        tenancy = ctx.outputs.get("tenancy")
-        if tenancy is None:
-            return
-        labels = {**ctx.labels, "mlplatform.io/module": module}
-        for team, namespace in tenancy.namespaces.items():
-            create_object(
-                network.allow_egress_to(name, namespace, labels, peers, ports),
-                ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team]]),
-            )
 
     def _guard(
         self,
@@ -307,14 +294,11 @@ class Pipelines(_Service):
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
                     "metadata": {
-                        "name": "mlflow",
+                        "name": MLFLOW_CLIENT_CONFIG,
                         "namespace": KUBEFLOW_NAMESPACE,
                         "labels": {**ctx.labels, "mlplatform.io/module": "pipelines"},
                     },
-                    "data": {
-                        "MLFLOW_TRACKING_URI": mlflow.tracking_uri,
-                        "MLFLOW_ARTIFACT_STORE": mlflow.artifact_store_uri,
-                    },
+                    "data": mlflow.client_config(),
                 },
                 ctx.child_opts(self, depends_on=namespace),
             )
@@ -328,12 +312,12 @@ class Pipelines(_Service):
         self._guard(
             ctx, "pipelines", "mlplatform-kfp-api", {"app": "ml-pipeline"}, api_clients, KFP_API_PORTS, namespace
         )
-        self._team_egress(
+        add_team_egress(
+            self,
             ctx,
-            "pipelines",
+            {**ctx.labels, "mlplatform.io/module": "pipelines"},
             "allow-pipelines-api",
-            [network.namespace_peer(KUBEFLOW_NAMESPACE, {"app": "ml-pipeline"})],
-            KFP_API_PORTS,
+            [([network.namespace_peer(KUBEFLOW_NAMESPACE, {"app": "ml-pipeline"})], KFP_API_PORTS)],
         )
         self._finish(
             (KUBEFLOW_NAMESPACE,),
@@ -424,12 +408,12 @@ class Katib(_Service):
             (KATIB_DB_MANAGER_PORT,),
             namespace,
         )
-        self._team_egress(
+        add_team_egress(
+            self,
             ctx,
-            "katib",
+            {**ctx.labels, "mlplatform.io/module": "katib"},
             "allow-katib-db-manager",
-            [network.namespace_peer(KUBEFLOW_NAMESPACE, db_manager)],
-            (KATIB_DB_MANAGER_PORT,),
+            [([network.namespace_peer(KUBEFLOW_NAMESPACE, db_manager)], (KATIB_DB_MANAGER_PORT,))],
         )
         # People write Experiments; Katib makes the Trials and Suggestions from them.
         self._team_rights(

@@ -19,7 +19,7 @@ import pulumi
 from mlplatform.charts import chart_metadata, helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import MlflowModuleSettings
-from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
 from mlplatform.tenancy import network
 from mlplatform.toolchain.lock import load_lock
 
@@ -73,6 +73,11 @@ class MlflowOutputs:
     external_url: str | None
     # none, basic or oidc: basic clients set MLFLOW_TRACKING_USERNAME/PASSWORD.
     auth: str
+
+    def client_config(self) -> dict[str, str]:
+        """What a client pod is told (ConfigMap CLIENT_CONFIG beside it): where the server is,
+        and the store behind `mlflow-artifacts:/` that a model server reads directly."""
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_ARTIFACT_STORE": self.artifact_store_uri}
 
 
 def azure_storage_account(endpoint: str | None) -> str | None:
@@ -239,8 +244,6 @@ class Mlflow(pulumi.ComponentResource):
         for manifest in manifests:
             create_object(manifest, ctx.child_opts(self, depends_on=depends))
 
-        self._team_egress(ctx, values, namespace, labels)
-        self._model_serving_access(ctx, values, namespace, labels)
         # The chart names its objects after the release when the release holds the chart name.
         service_name = RELEASE
         scheme = "https" if values["route"]["enabled"] else "http"
@@ -254,6 +257,8 @@ class Mlflow(pulumi.ComponentResource):
             external_url=f"{scheme}://{external_host(resolved)}" if exposed else None,
             auth=settings.auth,
         )
+        self._team_egress(ctx, values, namespace, labels)
+        self._model_serving_access(ctx, values, namespace, labels)
         self.register_outputs(
             {
                 "trackingUri": self.outputs.tracking_uri,
@@ -265,19 +270,12 @@ class Mlflow(pulumi.ComponentResource):
     def _team_egress(self, ctx: ModuleContext, values: dict[str, Any], namespace: str, labels: dict[str, str]) -> None:
         """Each team namespace's way out to the tracking server and, in-cluster, to the object
         store its model servers load registered models from."""
-        tenancy = ctx.outputs.get("tenancy")
-        if tenancy is None:
-            return
         oidc = values["auth"]["mode"] == "oidc"
         server_port = OIDC_PROXY_PORT if oidc else SERVICE_PORT
         rules = [([network.namespace_peer(namespace, chart_selector("server"))], (server_port,))]
         if values["artifacts"]["mode"] == "in-cluster":
             rules.append(([network.namespace_peer(namespace, chart_selector("objectstore"))], (OBJECT_STORE_PORT,)))
-        for team, team_namespace in tenancy.namespaces.items():
-            policy = network.allow_egress_to("allow-mlflow", team_namespace, labels, *rules[0])
-            for peers, ports in rules[1:]:
-                policy["spec"]["egress"].append({"to": peers, "ports": network.ports(ports)})
-            create_object(policy, ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team]]))
+        add_team_egress(self, ctx, labels, "allow-mlflow", rules)
 
     def _model_serving_access(
         self, ctx: ModuleContext, values: dict[str, Any], namespace: str, labels: dict[str, str]
@@ -326,26 +324,14 @@ class Mlflow(pulumi.ComponentResource):
                 if store.region:
                     annotations["serving.kserve.io/s3-region"] = store.region
                 create_object(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Secret",
-                        "metadata": {
-                            "name": MODEL_SERVING_SECRET,
-                            "namespace": team_namespace,
-                            "labels": labels,
-                            "annotations": {
-                                **annotations,
-                                SECRET_SOURCE_ANNOTATION: ", ".join(
-                                    f"{key}=mlplatform:secrets.{source}" for key, source in sources.items()
-                                ),
-                            },
-                        },
-                        "type": "Opaque",
-                        "stringData": {
-                            key: pulumi.Output.secret(secret_placeholder_or_value(secrets[source], source))
-                            for key, source in sources.items()
-                        },
-                    },
+                    secret_manifest(
+                        MODEL_SERVING_SECRET,
+                        team_namespace,
+                        labels,
+                        sources,
+                        secret_string_data(sources, secrets),
+                        annotations,
+                    ),
                     opts,
                 )
             create_object(
@@ -353,11 +339,7 @@ class Mlflow(pulumi.ComponentResource):
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
                     "metadata": {"name": CLIENT_CONFIG, "namespace": team_namespace, "labels": labels},
-                    "data": {
-                        "MLFLOW_TRACKING_URI": f"http://{RELEASE}.{namespace}.svc:{SERVICE_PORT}",
-                        "MLFLOW_ARTIFACT_STORE": artifact_store_uri(values),
-                        "MLFLOW_MODELS_SERVICE_ACCOUNT": MODEL_SERVING_ACCOUNT,
-                    },
+                    "data": {**self.outputs.client_config(), "MLFLOW_MODELS_SERVICE_ACCOUNT": MODEL_SERVING_ACCOUNT},
                 },
                 opts,
             )
@@ -382,8 +364,7 @@ class Mlflow(pulumi.ComponentResource):
                 self,
             )
             return None
-        values = {key: secret_placeholder_or_value(secrets[source], source) for key, source in sources.items()}
-        string_data: dict[str, Any] = {key: pulumi.Output.secret(value) for key, value in values.items()}
+        string_data = secret_string_data(sources, secrets)
         if secret_name == ADMIN_SECRET:
             string_data["username"] = ADMIN_USERNAME
             # One session-signing key for every server worker, derived so there is no extra secret.
@@ -394,24 +375,42 @@ class Mlflow(pulumi.ComponentResource):
                 else f"<derived from mlplatform:secrets.{sources['password']}>"
             )
         return create_object(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {
-                    "name": secret_name,
-                    "namespace": namespace,
-                    "labels": labels,
-                    "annotations": {
-                        SECRET_SOURCE_ANNOTATION: ", ".join(
-                            f"{key}=mlplatform:secrets.{source}" for key, source in sources.items()
-                        )
-                    },
-                },
-                "type": "Opaque",
-                "stringData": string_data,
-            },
+            secret_manifest(secret_name, namespace, labels, sources, string_data),
             ctx.child_opts(self, depends_on=list(depends)),
         )
+
+
+def secret_string_data(sources: dict[str, str], secrets: dict[str, Any]) -> dict[str, Any]:
+    """A Secret's keys from the stack's secrets, each marked secret for the engine; where the
+    engine has not decrypted a value (render, validate), a placeholder naming it."""
+    return {
+        key: pulumi.Output.secret(secret_placeholder_or_value(secrets[source], source))
+        for key, source in sources.items()
+    }
+
+
+def secret_manifest(
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    sources: dict[str, str],
+    string_data: dict[str, Any],
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Secret filled from the stack's `mlplatform:secrets`, annotated with where each key comes from."""
+    source_note = ", ".join(f"{key}=mlplatform:secrets.{source}" for key, source in sources.items())
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {**(annotations or {}), SECRET_SOURCE_ANNOTATION: source_note},
+        },
+        "type": "Opaque",
+        "stringData": string_data,
+    }
 
 
 def chart_selector(component: str) -> dict[str, str]:

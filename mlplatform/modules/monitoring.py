@@ -5,7 +5,7 @@ dashboards (charts/ml-alerts); scrape monitors for the services of the enabled m
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pulumi
@@ -52,11 +52,10 @@ class MonitoringOutputs:
     crds: tuple[pulumi.Resource, ...]
     # True where we run Prometheus ourselves; False where the cluster's monitoring stack does.
     own_prometheus: bool
-    # Where jobs push model quality gauges (Prometheus Pushgateway): its URL, and the pods
-    # behind it as a network policy selects them (team namespaces need a way out to it).
-    model_metrics_url: str = ""
-    model_metrics_pod_labels: dict[str, str] = field(default_factory=dict)
-    model_metrics_port: int = 0
+    # Where jobs push model quality gauges (Prometheus Pushgateway, in `namespace`): its pods
+    # as a network policy selects them and its port (team namespaces need a way out to it).
+    model_metrics_pod_labels: dict[str, str]
+    model_metrics_port: int
 
 
 @dataclass(frozen=True)
@@ -268,7 +267,6 @@ class Monitoring(pulumi.ComponentResource):
             monitor_labels=dict(SELECTOR_LABELS),
             crds=tuple(crds),
             own_prometheus=not profile.user_workload_monitoring,
-            model_metrics_url=f"http://{MODEL_METRICS}.{self._namespace_name}.svc:{MODEL_METRICS_PORT}",
             model_metrics_pod_labels=dict(MODEL_METRICS_SELECTOR),
             model_metrics_port=MODEL_METRICS_PORT,
         )

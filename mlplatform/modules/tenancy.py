@@ -230,14 +230,11 @@ class Tenancy(pulumi.ComponentResource):
             egress=self._ctx.resolved.config.modules.tenancy.egress,
         )
         monitoring = self._ctx.outputs.get("monitoring")
-        if monitoring is not None and monitoring.model_metrics_port:
+        if monitoring is not None:
             # Evaluation and drift jobs push their model's quality gauges.
             peer = network.namespace_peer(monitoring.namespace, monitoring.model_metrics_pod_labels)
-            policies.append(
-                network.allow_egress_to(
-                    "allow-model-metrics", namespace, labels, [peer], (monitoring.model_metrics_port,)
-                )
-            )
+            rules = [([peer], (monitoring.model_metrics_port,))]
+            policies.append(network.allow_egress_to("allow-model-metrics", namespace, labels, rules))
         return policies
 
 

@@ -175,19 +175,26 @@ def team_policies(
     return policies
 
 
+# One egress rule: the peers, and the TCP ports on them.
+EgressRule = tuple[list[dict[str, Any]], Iterable[int]]
+
+
 def allow_egress_to(
     name: str,
     namespace: str,
     labels: Mapping[str, str],
-    peers: list[dict[str, Any]],
-    port_numbers: Iterable[int],
+    rules: Iterable[EgressRule],
 ) -> dict[str, Any]:
     """A team namespace's egress to one platform service (a module's own policy in it)."""
     return _policy(
         name,
         namespace,
         labels,
-        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": peers, "ports": ports(port_numbers)}]},
+        {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": peers, "ports": ports(port_numbers)} for peers, port_numbers in rules],
+        },
     )
 
 
