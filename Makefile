@@ -10,7 +10,7 @@ MLP := $(BIN)/mlplatform
 MIRROR_DEFAULT := $(wildcard $(abspath ../shared/upstream))
 export MLPLATFORM_MIRROR ?= $(MIRROR_DEFAULT)
 
-.PHONY: setup tools tools-test examples-env promtool lint unit test-fast e2e engine test cluster down up validate bench test-engine clean policy-check policy-preview checkov
+.PHONY: security setup tools tools-test examples-env promtool lint unit test-fast e2e engine test cluster down up validate bench test-engine clean policy-check policy-preview checkov
 
 setup: $(VENV)/.installed
 
@@ -113,6 +113,10 @@ unit: tools-test examples-env promtool
 test-fast: setup tools-test
 	$(BIN)/ruff check .
 	$(BIN)/pytest -m "not e2e and not engine and not slow" -n $(TEST_WORKERS) -x -q
+
+# The security checks alone (tests/security/README.md lists them); `make unit` runs them too.
+security: tools-test examples-env
+	$(BIN)/pytest -m "security and not e2e and not engine" -n $(TEST_WORKERS)
 
 e2e: tools-test
 	$(BIN)/pytest -m e2e --durations=10 --junit-xml=$(REPORTS)/e2e.xml

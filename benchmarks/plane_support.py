@@ -22,7 +22,9 @@ if "MLPLATFORM_MIRROR" not in os.environ and _MIRROR_BESIDE.is_dir():
 import yaml  # noqa: E402
 
 from mlplatform.paths import BIN_DIR  # noqa: E402
+from mlplatform.render import _apply_order  # noqa: E402
 from tests.e2e.conftest import E2E_PORT_BASE, Plane, start_plane  # noqa: E402
+from tests.e2e.secret_references import secrets_from_references  # noqa: E402
 from tests.e2e.test_ml_services import bind_volumes, service_deployments, unavailable  # noqa: E402
 from tests.e2e.test_render_apply import (  # noqa: E402
     _api_group,
@@ -77,8 +79,10 @@ def stop_plane(plane: Plane) -> None:
 
 def render_export(stack: str, out: Path) -> list[dict]:
     """The stack's export without aggregated APIServices, as the e2e harness applies it (their
-    servers never run on the simulated plane)."""
-    return [m for m in render(stack, out) if m["kind"] != "APIService"]
+    servers never run on the simulated plane), with the Secrets its references name made as a
+    secret tool would (test values), in apply order."""
+    manifests = [m for m in render(stack, out) if m["kind"] != "APIService"]
+    return sorted(manifests + secrets_from_references(out), key=_apply_order)
 
 
 def phases(manifests: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlplatform import file_backend, progress
 from mlplatform.config import ConfigError, ResolvedConfig, load_stack
+from mlplatform.config.load import display_path
 from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
 
 EXIT_INVALID = 2
@@ -47,8 +48,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             resolved = load_stack(target)
         except ConfigError as exc:
             failed = True
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
+            for line in exc.lines():
+                print(line, file=sys.stderr)
             continue
         config = resolved.config
         modules = ", ".join(["core", *config.modules.enabled_names()])
@@ -193,7 +194,8 @@ def _source_errors() -> tuple[type[Exception], ...]:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from mlplatform.render import render_manifests, write_manifests
+    from mlplatform.config.load import stack_location
+    from mlplatform.render import RenderError, render_manifests, write_export
 
     if load_or_report(args.stack) is None:
         return EXIT_INVALID
@@ -203,8 +205,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     except _source_errors() as exc:
         print(f"mlplatform render: {exc}", file=sys.stderr)
         return 1
-    written = write_manifests(manifests, Path(args.out))
+    try:
+        written, references = write_export(manifests, Path(args.out), stack_location(args.stack)[1], args.secret_store)
+    except RenderError as exc:
+        print(f"mlplatform render: {exc}", file=sys.stderr)
+        return 1
     print(f"{len(written)} object(s) of stack {args.stack} written to {args.out}")
+    if references:
+        print(f"{len(references)} ExternalSecret(s) for the Secrets filled from stack secrets in {args.out}/secrets")
     return 0
 
 
@@ -245,7 +253,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from mlplatform.config.load import display_path
-    from mlplatform.promote import PromotionError, format_table, plan_promotion, render_gate
+    from mlplatform.promote import PromotionError, apply_promotion, format_table, plan_promotion, render_gate
 
     try:
         plan = plan_promotion(args.source, args.target, force=args.force, gate=render_gate)
@@ -264,18 +272,27 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing written")
         return 0
-    if plan.changes or plan.new_text != plan.target_file.read_text():
-        plan.target_file.write_text(plan.new_text)
+    try:
+        written = apply_promotion(plan)
+    except PromotionError as exc:
+        print(f"mlplatform promote: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if written:
         print(f"written: {display_path(plan.target_file)}")
     return 0
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     from mlplatform.promote import write_record
+    from mlplatform.safe_write import FileLockedError
 
     if load_or_report(args.stack) is None:
         return EXIT_INVALID
-    path = write_record(args.stack, args.result, Path(args.out) if args.out else None)
+    try:
+        path = write_record(args.stack, args.result, Path(args.out) if args.out else None)
+    except (FileLockedError, OSError) as exc:
+        print(f"mlplatform record: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     print(f"recorded {args.result} for stack {args.stack} in {path}")
     return 0
 
@@ -312,11 +329,62 @@ def cmd_up(args: argparse.Namespace) -> int:
     backend_root = file_backend.root(env["PULUMI_BACKEND_URL"])
     if backend_root is not None:
         backend_root.mkdir(parents=True, exist_ok=True)
-    select = subprocess.run(["pulumi", "stack", "select", "--create", args.stack], cwd=REPO_ROOT, env=env)
-    if select.returncode != 0:
-        return select.returncode
-    cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview"]
+    # The stack's secrets before the engine starts: generated where nobody must choose them.
+    from mlplatform.stack_secrets import SecretsError, StackSecrets, missing_lines
+
+    store = StackSecrets(args.stack, resolved, env)
+    try:
+        store.ensure_stack()
+        generated, missing = store.generate()
+    except SecretsError as exc:
+        print(f"mlplatform up: {exc}", file=sys.stderr)
+        return 1
+    if generated:
+        print(f"generated stack secrets: {', '.join(generated)} (in {display_path(store.config_file())})")
+    if missing:
+        print("mlplatform up: stack secrets not set:", *missing_lines(missing, store), sep="\n", file=sys.stderr)
+        return 1
+    cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview", *store.config_args()]
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    """The stack's secrets: which are set (never their values), new values for generatable ones."""
+    from mlplatform.stack_secrets import SecretsError, StackSecrets, missing_lines, secret_needs
+
+    resolved = load_or_report(args.stack)
+    if resolved is None:
+        return EXIT_INVALID
+    store = StackSecrets(args.stack, resolved, engine_env(args.stack))
+    if args.verb == "list":
+        stored = store.stored()
+        print(f"stack {args.stack}: secrets in {display_path(store.config_file())}")
+        for need in secret_needs(resolved):
+            state = "set" if need.name in stored else "missing"
+            origin = "generatable" if need.generatable else "issued elsewhere"
+            print(f"  {need.name:<26} {state:<8} {origin:<17} for {', '.join(need.uses)}")
+        return 1 if store.missing() else 0
+    try:
+        file_backend_root = file_backend.root(store.env["PULUMI_BACKEND_URL"])
+        if file_backend_root is not None:
+            file_backend_root.mkdir(parents=True, exist_ok=True)
+        store.ensure_stack()
+        if args.verb == "rotate":
+            rotated = store.rotate(args.names)
+            print(f"new values for {', '.join(rotated)} in {display_path(store.config_file())}")
+            print(
+                f"`pulumi up` (or `mlplatform up {args.stack}`) rolls the pods that read them; see docs/credentials.md"
+            )
+            return 0
+        generated, missing = store.generate()
+    except SecretsError as exc:
+        print(f"mlplatform secrets: {exc}", file=sys.stderr)
+        return 1
+    print(f"generated: {', '.join(generated) or 'none missing'} (in {display_path(store.config_file())})")
+    if missing:
+        print("still to set, issued outside the platform:", *missing_lines(missing, store), sep="\n", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -331,7 +399,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
         return EXIT_MISSING_TOOL
     project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())["name"]
     try:
-        done = recover(args.stack, project, Path(args.cwd), engine_env(args.stack))
+        # A stack whose config is kept per checkout (mlplatform.stack_secrets) is read from that file.
+        local = STATE_ROOT / "stacks" / f"Pulumi.{args.stack}.yaml"
+        in_checkout = Path(args.cwd).resolve() == REPO_ROOT and local.is_file()
+        config_args = ["--config-file", str(local)] if in_checkout else []
+        done = recover(args.stack, project, Path(args.cwd), engine_env(args.stack), config_args)
     except RecoverError as exc:
         print(f"mlplatform recover: {exc}", file=sys.stderr)
         return 1
@@ -358,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="write every object a stack applies as YAML (no cluster needed)")
     render.add_argument("--stack", default="lab")
     render.add_argument("--out", required=True, metavar="DIR")
+    render.add_argument(
+        "--secret-store",
+        default="mlplatform",
+        metavar="NAME",
+        help="the ClusterSecretStore the ExternalSecrets in DIR/secrets read from (default mlplatform)",
+    )
     render.set_defaults(func=cmd_render)
 
     mirror = sub.add_parser("mirror", help="the offline mirror of upstream sources")
@@ -404,6 +482,17 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build tools, start the local plane, apply a stack with the Pulumi engine")
     up.add_argument("stack", nargs="?", default="lab")
     up.set_defaults(func=cmd_up)
+
+    secrets = sub.add_parser("secrets", help="a stack's credentials: list them, generate the missing ones, rotate")
+    secrets.add_argument("--stack", default="lab")
+    secret_verbs = secrets.add_subparsers(dest="verb", required=True)
+    secret_list = secret_verbs.add_parser("list", help="which secrets the stack needs and which are set (no values)")
+    secret_generate = secret_verbs.add_parser("generate", help="new values for the missing ones nobody must choose")
+    secret_rotate = secret_verbs.add_parser("rotate", help="new values for these secrets")
+    secret_rotate.add_argument("names", nargs="+", metavar="NAME")
+    for verb in (secret_list, secret_generate, secret_rotate):
+        verb.add_argument("--stack", default=argparse.SUPPRESS, help="the stack (default lab)")
+    secrets.set_defaults(func=cmd_secrets)
 
     recover = sub.add_parser("recover", help="after an interrupted `pulumi up`: release dead locks, refresh the state")
     recover.add_argument("--stack", default="lab")

@@ -138,6 +138,9 @@ class EngineStack:
         for resource in exported.get("deployment", {}).get("resources") or []:
             if not resource["type"].startswith("kubernetes:") or resource["type"].startswith("pulumi:providers:"):
                 continue
+            # A patch changes an object the stack does not hold (the cluster's, left on destroy).
+            if resource["type"].endswith("Patch"):
+                continue
             outputs = resource.get("outputs") or {}
             metadata = outputs.get("metadata") or {}
             if "kind" in outputs and "name" in metadata:

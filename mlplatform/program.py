@@ -45,18 +45,23 @@ def under_mocks() -> bool:
 
 
 def require_secrets(resolved: ResolvedConfig) -> None:
-    """Stop before any resource is registered when a service's credentials are not set. Under
-    the mock monitor (render, tests) nothing is decrypted: values stand as named markers."""
-    from mlplatform.modules.ml_services import required_secrets
+    """Stop before any resource is registered when a Secret value the enabled services are given
+    is not set (services would otherwise wait for Secrets that never come). Under the mock
+    monitor (render, tests) nothing is decrypted: values stand as named markers."""
+    from mlplatform.stack_secrets import secret_needs
 
     if under_mocks():
         return
-    missing = sorted({(name, why) for name, why in required_secrets(resolved) if name not in resolved.secrets})
+    missing = [need for need in secret_needs(resolved) if need.name not in resolved.secrets]
     if missing:
-        lines = [
-            f"  {name} (for {why}): pulumi config set --secret --path mlplatform:secrets.{name} <value>"
-            for name, why in missing
-        ]
+        lines = [f"  {need.name} (for {', '.join(need.uses)}): {need.set_command()}" for need in missing]
+        generatable = [need.name for need in missing if need.generatable]
+        if generatable:
+            lines.append(
+                f"`mlplatform secrets generate --stack {resolved.stack}` sets new values for "
+                + ", ".join(generatable)
+                + " (`mlplatform up` does so itself)"
+            )
         raise pulumi.RunError("stack secrets not set:\n" + "\n".join(lines))
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,9 @@ def stack_locks(backend_url: str, project: str, stack: str) -> list[StackLock]:
     return locks
 
 
-def recover(stack: str, project: str, cwd: Path, env: dict[str, str]) -> list[str]:
-    """Release dead locks, then refresh dropping pending creates. Returns what was done."""
+def recover(stack: str, project: str, cwd: Path, env: dict[str, str], config_args: Sequence[str] = ()) -> list[str]:
+    """Release dead locks, then refresh dropping pending creates. Returns what was done.
+    `config_args`: `--config-file` of a stack whose config is kept per checkout."""
     done = []
     locks = stack_locks(env.get("PULUMI_BACKEND_URL", ""), project, stack)
     live = [lock for lock in locks if not lock.holder_gone]
@@ -77,7 +79,9 @@ def recover(stack: str, project: str, cwd: Path, env: dict[str, str]) -> list[st
     if locks:
         _pulumi(["cancel", "--yes", "--stack", stack], cwd, env)
         done.append(f"released {len(locks)} lock(s) left by a process that no longer runs")
-    _pulumi(["refresh", "--yes", "--clear-pending-creates", "--stack", stack, "--non-interactive"], cwd, env)
+    _pulumi(
+        ["refresh", "--yes", "--clear-pending-creates", "--stack", stack, "--non-interactive", *config_args], cwd, env
+    )
     done.append("refreshed the state from the cluster, pending creates dropped")
     return done
 

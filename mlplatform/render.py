@@ -7,6 +7,7 @@ objects the stack applies, written one file per object in apply order (GitOps ex
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
@@ -156,6 +157,145 @@ def file_name(index: int, manifest: Mapping[str, Any], width: int = 4) -> str:
     parts = [manifest["kind"], metadata.get("namespace", ""), metadata.get("name", "")]
     slug = "_".join(re.sub(r"[^a-z0-9.-]", "-", p.lower()) for p in parts if p)
     return f"{index:0{width}d}_{slug}.yaml"
+
+
+# -- Secrets the stack fills: references for the GitOps tool's secret management -------------
+
+# A stack secret the engine did not decrypt, as modules write it (services.secret_marker), and a
+# value derived from one (services.sha256_marker).
+_MARKER = re.compile(r"<mlplatform:secrets\.([A-Za-z0-9]+)>")
+_DERIVED = re.compile(r"<mlplatform:sha256\((.*?)<mlplatform:secrets\.([A-Za-z0-9]+)>\)>")
+_ANY_MARKER = "<mlplatform:"
+# The folder of the export holding one ExternalSecret per such Secret (not in the main
+# kustomization: applied where External Secrets Operator runs, after its secret store).
+SECRET_REFERENCES = "secrets"
+DEFAULT_SECRET_STORE = "mlplatform"
+EXTERNAL_SECRETS_API = "external-secrets.io/v1"
+
+
+def remote_key(stack: str, name: str) -> str:
+    """Where the secret store holds one stack secret (`mlplatform:secrets.<name>`)."""
+    return f"mlplatform/{stack}/{name}"
+
+
+def _secret_values(secret: Mapping[str, Any]) -> dict[str, str]:
+    values = {}
+    for key, encoded in (secret.get("data") or {}).items():
+        try:
+            values[key] = base64.b64decode(encoded).decode()
+        except (ValueError, UnicodeDecodeError):
+            values[key] = ""
+    values.update(secret.get("stringData") or {})
+    return values
+
+
+def _fills_from_stack_secrets(manifest: Mapping[str, Any]) -> bool:
+    return manifest["kind"] == "Secret" and any(_ANY_MARKER in str(v) for v in _secret_values(manifest).values())
+
+
+def _template(value: str, holders: Mapping[str, str], where: str) -> str:
+    """A Secret value as a template of External Secrets' engine v2 (Go templates with Sprig):
+    literal text kept, markers read from the data entry holding that stack secret."""
+
+    def holder(name: str) -> str:
+        if name not in holders:
+            raise RenderError(f"{where}: a value derived from mlplatform:secrets.{name}, which no key of it holds")
+        return f"(index . {json.dumps(holders[name])})"
+
+    parts, position = [], 0
+    for match in re.finditer(f"{_DERIVED.pattern}|{_MARKER.pattern}", value):
+        parts.append(value[position : match.start()].replace("{{", '{{ "{{" }}'))
+        prefix, derived_from, name = match.group(1), match.group(2), match.group(3)
+        if derived_from:
+            parts.append(f"{{{{ print {json.dumps(prefix)} {holder(derived_from)} | sha256sum }}}}")
+        else:
+            parts.append(f"{{{{ {holder(name)} }}}}")
+        position = match.end()
+    parts.append(value[position:].replace("{{", '{{ "{{" }}'))
+    text = "".join(parts)
+    if _ANY_MARKER in text:
+        raise RenderError(f"{where}: a placeholder the export cannot turn into a reference")
+    return text
+
+
+def secret_reference(secret: Mapping[str, Any], stack: str, store: str) -> dict[str, Any]:
+    """The ExternalSecret that makes this Secret from the stack's secrets in the store: a data
+    entry per key that is one stack secret, a template for keys written out or derived."""
+    metadata = secret["metadata"]
+    where = f"Secret {metadata.get('namespace', '')}/{metadata['name']}"
+    values = _secret_values(secret)
+    data, holders = [], {}
+    for key, value in sorted(values.items()):
+        match = _MARKER.fullmatch(str(value))
+        if match:
+            data.append({"secretKey": key, "remoteRef": {"key": remote_key(stack, match.group(1))}})
+            holders.setdefault(match.group(1), key)
+    template: dict[str, Any] = {
+        "engineVersion": "v2",
+        "type": secret.get("type", "Opaque"),
+        "metadata": {field: dict(metadata[field]) for field in ("labels", "annotations") if metadata.get(field)},
+    }
+    written = {
+        key: _template(str(value), holders, where)
+        for key, value in sorted(values.items())
+        if not _MARKER.fullmatch(str(value))
+    }
+    if written:
+        # The keys written out join the ones fetched from the store.
+        template.update(mergePolicy="Merge", data=written)
+    reference_metadata = {"name": metadata["name"], "namespace": metadata.get("namespace", "")}
+    for field in ("labels", "annotations"):
+        if metadata.get(field):
+            reference_metadata[field] = dict(metadata[field])
+    return {
+        "apiVersion": EXTERNAL_SECRETS_API,
+        "kind": "ExternalSecret",
+        "metadata": reference_metadata,
+        "spec": {
+            "refreshInterval": "1h",
+            "secretStoreRef": {"kind": "ClusterSecretStore", "name": store},
+            "target": {"name": metadata["name"], "creationPolicy": "Owner", "template": template},
+            "data": data,
+        },
+    }
+
+
+def split_export(
+    manifests: list[dict[str, Any]], stack: str, store: str = DEFAULT_SECRET_STORE
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(objects of the export, ExternalSecrets): a Secret filled from stack secrets is exported
+    as a reference, never with placeholders as its values. Refused where a placeholder would
+    still be in the export."""
+    kept = [m for m in manifests if not _fills_from_stack_secrets(m)]
+    references = [secret_reference(m, stack, store) for m in manifests if _fills_from_stack_secrets(m)]
+    leaking = [
+        f"{m['kind']} {m['metadata'].get('namespace', '')}/{m['metadata'].get('name', '')}".replace(" /", " ")
+        for m in kept
+        if _ANY_MARKER in json.dumps(m)
+    ]
+    if leaking:
+        raise RenderError(
+            f"stack {stack}: placeholders of undecrypted secrets would be written as values of "
+            + ", ".join(leaking)
+            + " (allowed: only in Secrets, which the export writes as references)"
+        )
+    return kept, references
+
+
+def write_export(
+    manifests: list[dict[str, Any]], out: Path, stack: str, store: str = DEFAULT_SECRET_STORE
+) -> tuple[list[Path], list[Path]]:
+    """The GitOps export: the objects (write_manifests) and, in OUT/secrets/ with a kustomization
+    of its own, one ExternalSecret per Secret filled from the stack's secrets."""
+    kept, references = split_export(manifests, stack, store)
+    written = write_manifests(kept, out)
+    folder = out / SECRET_REFERENCES
+    if folder.is_dir():
+        for stale in folder.glob("*.yaml"):
+            stale.unlink()
+    if not references:
+        return written, []
+    return written, write_manifests(references, folder)
 
 
 def write_manifests(manifests: list[dict[str, Any]], out: Path) -> list[Path]:

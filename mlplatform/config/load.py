@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mlplatform.config import rules
 from mlplatform.config.model import CLOUD_PROVIDERS, ENVIRONMENTS, SECRET_NAMES, PlatformConfig
 from mlplatform.config.problems import ConfigError, Problem
+from mlplatform.config.rules import shown
 from mlplatform.environments import Profile, profile_for
 from mlplatform.paths import REPO_ROOT, STACKS_DIR
 from mlplatform.toolchain.lock import LockError, load_lock
@@ -72,17 +74,26 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+# A stack file is a page of settings; anything near this size is not one.
+MAX_STACK_FILE_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 32
+
+
 def read_stack_file(path: Path) -> dict[str, Any]:
     """The `config` mapping of a Pulumi stack file; structural problems raise ConfigError."""
     source = display_path(path)
     try:
-        document = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_STACK_FILE_BYTES:
+            raise ConfigError(
+                [Problem(source, "<file>", f"{size} bytes (allowed: a stack file of at most {MAX_STACK_FILE_BYTES})")]
+            )
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([Problem(source, "<file>", "no such stack file")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "<yaml>"
-        raise ConfigError([Problem(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem(source, "<file>", "not UTF-8 text (allowed: a UTF-8 YAML file)")]) from None
+    document = parse_yaml(text, source)
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -100,6 +111,112 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """The YAML document, refused where the YAML itself is ambiguous or hostile: a key given twice
+    in one mapping (YAML keeps the last one silently), aliases and merge keys (one small alias
+    can stand for an exponentially large value), keys that are not plain strings, deep nesting."""
+    try:
+        aliases = _aliases(text)
+        if aliases:
+            lines = sorted(set(aliases))
+            shown_lines = ", ".join(str(line) for line in lines[:5]) + (" ..." if len(lines) > 5 else "")
+            raise ConfigError(
+                [
+                    Problem(
+                        source,
+                        f"line {aliases[0]}",
+                        f"{len(aliases)} YAML alias(es) (lines {shown_lines}) "
+                        "(allowed: values written out; aliases and anchors are not allowed)",
+                    )
+                ]
+            )
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            problems = _node_problems(node, source)
+            if problems:
+                raise ConfigError(problems)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "<yaml>"
+        detail = rules.shown(str(getattr(exc, "problem", None) or exc))
+        raise ConfigError([Problem(source, where, f"not valid YAML: {detail}")]) from None
+    except RecursionError:
+        raise ConfigError(
+            [Problem(source, "<yaml>", f"nested too deeply (allowed: at most {MAX_YAML_DEPTH} levels)")]
+        ) from None
+
+
+def _aliases(text: str) -> list[int]:
+    """Lines of the document's aliases, found from the event stream before anything is built."""
+    lines = []
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            lines.append(event.start_mark.line + 1)
+    return lines
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _node_problems(root: yaml.Node, source: str) -> list[Problem]:
+    problems: list[Problem] = []
+    # (node, path, depth); iterative so a deep document cannot exhaust the stack here.
+    pending: list[tuple[yaml.Node, str, int]] = [(root, "", 0)]
+    while pending:
+        node, path, depth = pending.pop()
+        where = path or "<root>"
+        if isinstance(node, yaml.ScalarNode):
+            continue
+        if depth >= MAX_YAML_DEPTH:
+            problems.append(Problem(source, where, f"nested too deeply (allowed: at most {MAX_YAML_DEPTH} levels)"))
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                pending.append((item, f"{path}[{index}]", depth + 1))
+            continue
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if key_node.tag == _MERGE_TAG:
+                problems.append(
+                    Problem(source, where, f"a YAML merge key '<<' (line {key_line}) (allowed: the keys written out)")
+                )
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(
+                    Problem(source, where, f"a key that is not a plain string (line {key_line}) (allowed: text keys)")
+                )
+                continue
+            key = key_node.value
+            child = _child_path(path, key)
+            if key in first_line:
+                problems.append(
+                    Problem(
+                        source,
+                        child,
+                        f"duplicate key (lines {first_line[key]} and {key_line}; YAML would keep only the last) "
+                        "(allowed: each key once per mapping)",
+                    )
+                )
+                continue
+            first_line[key] = key_line
+            pending.append((value_node, child, depth + 1))
+    return sorted(problems, key=lambda p: p.path)
+
+
+def _child_path(path: str, key: str) -> str:
+    # Under `config:` the path reads as a key path does elsewhere: mlplatform:modules.tenancy.
+    if path in ("", "config"):
+        return key
+    return f"{path}.{key}" if _PLAIN_KEY.match(key) else f'{path}["{rules.shown(key)[1:-1]}"]'
 
 
 def config_from_pulumi_env(values: Mapping[str, str]) -> dict[str, Any]:
@@ -239,6 +356,9 @@ def key_path(loc: tuple[Any, ...]) -> str:
     or slashes (resource names, MIG profiles) are quoted so the path stays unambiguous."""
     text = f"{PROJECT}:"
     for index, part in enumerate(loc):
+        if part == "[key]":
+            # pydantic's marker for a problem with a mapping's key: the key above names it.
+            continue
         if isinstance(part, int):
             text += f"[{part}]"
         elif index > 0 and not _PLAIN_KEY.match(str(part)):
@@ -312,24 +432,41 @@ def _problem_from_error(source: str, error: Mapping[str, Any]) -> Problem:
         message = "required key is missing"
     elif kind == "literal_error":
         expected = str(ctx.get("expected", "")).replace(" or ", ", ")
-        message = f"{value!r} is not allowed (allowed: {expected})"
+        message = f"{shown(value)} is not allowed (allowed: {expected})"
     elif kind in _TYPE_NAMES:
-        message = f"expected {_TYPE_NAMES[kind]}, got {type(value).__name__} {value!r} (allowed: {_TYPE_NAMES[kind]})"
+        message = (
+            f"expected {_TYPE_NAMES[kind]}, got {type(value).__name__} {shown(value)} (allowed: {_TYPE_NAMES[kind]})"
+        )
     elif kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
         op = ">=" if kind == "greater_than_equal" else ">"
-        message = f"{value!r} is too small (allowed: {op} {bound})"
+        message = f"{shown(value)} is too small (allowed: {op} {bound})"
     elif kind in ("less_than_equal", "less_than"):
         bound = ctx.get("le", ctx.get("lt"))
         op = "<=" if kind == "less_than_equal" else "<"
-        message = f"{value!r} is too large (allowed: {op} {bound})"
+        message = f"{shown(value)} is too large (allowed: {op} {bound})"
+    elif kind == "finite_number":
+        message = f"{shown(value)} is not a finite number (allowed: a finite number; inf and nan are not)"
     elif kind == "too_short":
-        shape = "mapping" if isinstance(value, dict) else "list"
-        message = f"needs at least {ctx.get('min_length')} item(s) (allowed: a non-empty {shape})"
+        if isinstance(value, str):
+            message = f"{shown(value)} is empty (allowed: at least {ctx.get('min_length')} character(s))"
+        else:
+            shape = "mapping" if isinstance(value, dict) else "list"
+            message = f"needs at least {ctx.get('min_length')} item(s) (allowed: a non-empty {shape})"
+    elif kind == "too_long":
+        size = len(value) if hasattr(value, "__len__") else "?"
+        unit = "characters" if isinstance(value, str) else "items"
+        message = f"has {size} {unit} (allowed: at most {ctx.get('max_length')})"
+    elif kind == "string_too_long":
+        message = f"{shown(value)} is too long (allowed: at most {ctx.get('max_length')} characters)"
+    elif kind == "string_too_short":
+        message = f"{shown(value)} is empty (allowed: at least {ctx.get('min_length')} character(s))"
+    elif kind == "string_pattern_mismatch":
+        message = f"{shown(value)} does not match {ctx.get('pattern')} (allowed: text matching that pattern)"
     elif kind == "value_error":
         message = str(error["msg"]).removeprefix("Value error, ")
     else:
-        message = f"{error['msg']} (got {value!r})"
+        message = f"{error['msg']} (got {shown(value)})"
     return Problem(source, key_path(loc), message)
 
 
@@ -399,14 +536,7 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
             ("platform", "database", "host"),
             "not allowed when database.kind is 'in-cluster' (allowed: set kind: managed to use an external database)",
         )
-    namespace = config.platform.namespace
-    if namespace in ("default", "kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
-        ("kube-", "openshift")
-    ):
-        add(
-            ("platform", "namespace"),
-            f"{namespace!r} is reserved by Kubernetes or OpenShift (allowed: a namespace of our own, e.g. mlplatform-system)",
-        )
+    namespace_problems(config, profile, add)
 
     gpu_problems(config, config.cloud.provider if config.cloud else None, profile.node_pool_label, add)
     tenancy_problems(config, add)
@@ -444,6 +574,77 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
                 f"{config.mirror.path!r} is not a folder (allowed: a folder laid out like the upstream mirror, relative to the project root or absolute)",
             )
     return problems
+
+
+# Namespaces the upstream components we install live in, whether or not their module is on:
+# a namespace of ours there would share their network policies and RBAC.
+UPSTREAM_NAMESPACES = {
+    "kubeflow": "Kubeflow Pipelines, Katib and the training operator",
+    "kubeflow-system": "the Kubeflow trainer",
+    "jobset-system": "JobSet",
+    "notebook-controller-system": "the notebook controller",
+    "kserve": "KServe",
+    "cert-manager": "cert-manager",
+    "kueue-system": "Kueue",
+    "node-feature-discovery": "Node Feature Discovery",
+}
+
+
+def namespace_problems(config: PlatformConfig, profile: Profile, add) -> None:
+    """Every namespace the stack names is one of its own: not Kubernetes' or OpenShift's, not
+    the environment's ingress or DNS, not an upstream component's, and used by one owner only."""
+    from mlplatform.modules.gpu import DEFAULT_NAMESPACES
+
+    modules = config.modules
+    owners: list[tuple[tuple[Any, ...], str, str]] = [
+        (("platform", "namespace"), config.platform.namespace, "the platform (platform.namespace)")
+    ]
+    if modules.gpu.enabled:
+        gpu_namespace = modules.gpu.namespace or DEFAULT_NAMESPACES[modules.gpu.install]
+        owners.append((("modules", "gpu", "namespace"), gpu_namespace, "the gpu module"))
+    if modules.mlflow.enabled:
+        owners.append((("modules", "mlflow", "namespace"), modules.mlflow.namespace, "the mlflow module"))
+    if modules.monitoring.enabled:
+        owners.append((("modules", "monitoring", "namespace"), modules.monitoring.namespace, "the monitoring module"))
+    if modules.tenancy.enabled:
+        for index, team in enumerate(modules.tenancy.teams):
+            owners.append(
+                (
+                    ("modules", "tenancy", "teams", index, "name"),
+                    modules.tenancy.namespace_prefix + team.name,
+                    f"team {team.name!r}",
+                )
+            )
+    ours = {namespace for _, namespace, _ in owners}
+    environment = {n: "the environment's ingress" for n in profile.ingress_namespaces}
+    environment[profile.dns.namespace] = "the cluster DNS"
+    environment.update({n: "the environment's monitoring" for n in profile.monitoring_namespaces if n not in ours})
+    first: dict[str, str] = {}
+    for loc, namespace, owner in owners:
+        if rules.reserved_namespace(namespace):
+            add(
+                loc,
+                f"namespace {shown(namespace)} is reserved by Kubernetes or OpenShift (allowed: a namespace of our "
+                "own, not default, kube-* or openshift*)",
+            )
+        elif namespace in UPSTREAM_NAMESPACES:
+            add(
+                loc,
+                f"namespace {shown(namespace)} belongs to {UPSTREAM_NAMESPACES[namespace]} (allowed: a namespace "
+                f"of our own, not {', '.join(sorted(UPSTREAM_NAMESPACES))})",
+            )
+        elif namespace in environment:
+            add(
+                loc,
+                f"namespace {shown(namespace)} belongs to {environment[namespace]} (allowed: a namespace of our own)",
+            )
+        elif namespace in first:
+            add(
+                loc,
+                f"namespace {shown(namespace)} is also {first[namespace]}'s (allowed: a namespace no other module "
+                "or team uses)",
+            )
+        first.setdefault(namespace, owner)
 
 
 def _mlflow_problems(config: PlatformConfig, add) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from mlplatform.config import rules
 from mlplatform.config.quantity import parse_quantity
 
 ENVIRONMENTS = ("lab", "openshift", "cloud")
@@ -42,30 +43,6 @@ GPU_MODELS = (
 )
 GpuModel = Literal[GPU_MODELS]  # type: ignore[valid-type]
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-
-
-def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise ValueError(
-            f"{value!r} is not a DNS-1123 label (allowed: lower-case letters, digits and '-', "
-            "starting and ending with a letter or digit, at most 63 characters)"
-        )
-    return value
-
-
-def _dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
-        raise ValueError(
-            f"{value!r} is not a DNS-1123 subdomain (allowed: dot-separated DNS labels, at most 253 characters)"
-        )
-    return value
-
 
 def _positive_quantity(value: str) -> str:
     amount = parse_quantity(value)
@@ -74,33 +51,31 @@ def _positive_quantity(value: str) -> str:
     return value
 
 
-def _labels(value: dict[str, str]) -> dict[str, str]:
-    for key, val in value.items():
-        if len(key) > 316 or not _LABEL_NAME.match(key):
-            raise ValueError(f"label key {key!r} is not a valid Kubernetes label name (allowed: [prefix/]name)")
-        if len(val) > 63 or not _LABEL_VALUE.match(val):
-            raise ValueError(
-                f"label {key}={val!r} has an invalid value (allowed: at most 63 letters, digits, '-', '_', '.')"
-            )
-    return value
-
-
 def _cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value, strict=True)
     except ValueError:
         raise ValueError(
-            f"{value!r} is not a CIDR (allowed: a network address with its prefix length, such as 10.0.0.0/16 "
-            "or 192.168.1.10/32; host bits must be zero)"
+            f"{rules.shown(value)} is not a CIDR (allowed: a network address with its prefix length, such as "
+            "10.0.0.0/16 or 192.168.1.10/32; host bits must be zero)"
         ) from None
     return value
 
 
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+DnsLabel = Annotated[str, AfterValidator(rules.DNS_LABEL.validator)]
+DnsSubdomain = Annotated[str, AfterValidator(rules.DNS_SUBDOMAIN.validator)]
+# Label/annotation/taint keys and extended resource names (nvidia.com/gpu).
+QualifiedName = Annotated[str, AfterValidator(rules.QUALIFIED_NAME.validator)]
+LabelValue = Annotated[str, AfterValidator(rules.LABEL_VALUE.validator)]
+# Free-form names (groups, instance types, regions): no stray whitespace or line breaks.
+Name = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(rules.TRIMMED.validator)]
+# A container image reference as the runtime takes it: one word, no whitespace.
+Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 Cidr = Annotated[str, AfterValidator(_cidr)]
-DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
 PositiveQuantity = Annotated[str, AfterValidator(_positive_quantity)]
-Labels = Annotated[dict[str, str], AfterValidator(_labels)]
+AnnotationValue = Annotated[str, AfterValidator(rules.ANNOTATION_VALUE.validator)]
+Labels = Annotated[dict[QualifiedName, LabelValue], Field(max_length=64)]
+Annotations = Annotated[dict[QualifiedName, AnnotationValue], Field(max_length=64)]
 
 
 class Strict(BaseModel):
@@ -110,12 +85,14 @@ class Strict(BaseModel):
         frozen=True,
         alias_generator=to_camel,
         populate_by_name=False,
+        # inf and nan are numbers YAML can spell; no threshold or ratio of ours means either.
+        allow_inf_nan=False,
     )
 
 
 class CloudSettings(Strict):
     provider: CloudProvider
-    region: str | None = None
+    region: DnsLabel | None = None
 
 
 class TimeSlicing(Strict):
@@ -137,7 +114,7 @@ class MigLayout(Strict):
     # mixed: each profile is its own resource, nvidia.com/mig-<profile>.
     strategy: Literal["single", "mixed"]
     # MIG devices per GPU: profile -> instances (every GPU of the node gets this layout).
-    devices: dict[str, int] = Field(min_length=1)
+    devices: dict[str, Annotated[int, Field(ge=1, le=rules.MAX_MIG_INSTANCES)]] = Field(min_length=1, max_length=8)
 
 
 class GpuSharing(Strict):
@@ -154,24 +131,25 @@ class GpuSpec(Strict):
 
 
 class Taint(Strict):
-    key: str
-    value: str | None = None
+    # Taint keys and values follow the label key and value forms.
+    key: QualifiedName
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
 
 class NodePool(Strict):
     name: DnsLabel
-    count: int = Field(ge=1, le=5000)
+    count: int = Field(ge=1, le=rules.MAX_NODES_PER_POOL)
     cpu: PositiveQuantity
     memory: PositiveQuantity
-    instance_type: str | None = None
+    instance_type: Name | None = None
     gpu: GpuSpec | None = None
     # Labels every node of the pool carries, set where the nodes are made (the kubelet's
     # --node-labels, an OpenShift MachineSet's template, a cloud node pool's labels). Where
     # the provider labels its pools itself (EKS, GKE, AKS) the GPU layer finds the pool by
     # that label; elsewhere by these, so a GPU pool there must declare at least one.
     labels: Labels = Field(default_factory=dict)
-    taints: list[Taint] = Field(default_factory=list)
+    taints: list[Taint] = Field(default_factory=list, max_length=64)
 
     @property
     def cpu_cores(self) -> Decimal:
@@ -180,38 +158,50 @@ class NodePool(Strict):
 
 class StorageSettings(Strict):
     default_class: DnsSubdomain
-    classes: list[DnsSubdomain] = Field(min_length=1)
+    classes: list[DnsSubdomain] = Field(min_length=1, max_length=64)
+
+
+class IngressTlsSettings(Strict):
+    # cert-manager ClusterIssuer that issues the certificate of every host we expose through an
+    # Ingress (annotation cert-manager.io/cluster-issuer); None: the Secret below is made by
+    # whoever holds the certificate (or the load balancer finds its own by host, as ALB does).
+    issuer: DnsSubdomain | None = None
+    # The Secret (tls.crt, tls.key) an Ingress serves, beside the service; None: <service>-tls.
+    secret_name: DnsSubdomain | None = None
 
 
 class IngressSettings(Strict):
     style: Literal["ingress", "route"]
-    class_name: str | None = None
+    class_name: DnsSubdomain | None = None
     domain: DnsSubdomain
+    # Every Ingress we create serves HTTPS only; Routes terminate TLS at the router (edge, its
+    # default certificate) and redirect plain HTTP.
+    tls: IngressTlsSettings = IngressTlsSettings()
 
 
 class ClusterSettings(Strict):
-    node_pools: list[NodePool] = Field(min_length=1)
+    node_pools: list[NodePool] = Field(min_length=1, max_length=rules.MAX_NODE_POOLS)
     storage: StorageSettings
     ingress: IngressSettings
     # Where the Kubernetes API is reached; empty means the local control plane's kubeconfig.
-    kubeconfig: str | None = None
-    context: str | None = None
+    kubeconfig: Name | None = None
+    context: Name | None = None
 
 
 class ObjectStoreSettings(Strict):
     kind: Literal["in-cluster", "s3", "gcs", "azure-blob"]
     bucket: DnsSubdomain | None = None
-    endpoint: str | None = None
-    region: str | None = None
+    endpoint: Name | None = None
+    region: DnsLabel | None = None
 
 
 class DatabaseSettings(Strict):
     kind: Literal["in-cluster", "managed"]
     engine: Literal["postgres", "mysql"] = "postgres"
-    host: str | None = None
+    host: DnsSubdomain | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     # The account services log in as; its password is a stack secret.
-    user: str = "mlplatform"
+    user: str = Field(default="mlplatform", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class PlatformSettings(Strict):
@@ -237,13 +227,16 @@ class DcgmExporterSettings(Strict):
     enabled: bool = True
     # A ServiceMonitor for the Prometheus Operator (its CRDs must be served).
     service_monitor: bool = False
+    # Profiling (DCP) metrics, DCGM_FI_PROF_* (SM, tensor pipe, DRAM, PCIe activity). DCGM reads
+    # them only with SYS_ADMIN: off, the exporter neither collects them nor holds that capability.
+    profiling_metrics: bool = False
 
 
 class GpuOperatorSettings(Strict):
     # OLM subscription coordinates (OpenShift); the Helm chart path uses the lock's version.
-    channel: str = "stable"
-    source: str = "certified-operators"
-    source_namespace: str = "openshift-marketplace"
+    channel: Name = "stable"
+    source: DnsSubdomain = "certified-operators"
+    source_namespace: DnsLabel = "openshift-marketplace"
 
 
 class GpuModuleSettings(ModuleToggle):
@@ -256,7 +249,7 @@ class GpuModuleSettings(ModuleToggle):
     dcgm_exporter: DcgmExporterSettings = DcgmExporterSettings()
     operator: GpuOperatorSettings = GpuOperatorSettings()
     # Oldest driver the node preflight (`mlplatform doctor --gpu`) accepts.
-    min_driver_version: str = "550.54.15"
+    min_driver_version: str = Field(default="550.54.15", pattern=r"^\d{1,4}(\.\d{1,4}){1,3}$")
 
 
 def _quantity(value: str | int) -> str | int:
@@ -272,36 +265,38 @@ NonNegativeQuantity = Annotated[str | int, AfterValidator(_quantity)]
 class TeamQuota(Strict):
     cpu: NonNegativeQuantity
     memory: NonNegativeQuantity
-    pods: int = Field(default=100, ge=0)
-    persistent_volume_claims: int = Field(default=20, ge=0)
+    pods: int = Field(default=100, ge=0, le=rules.MAX_PODS_PER_TEAM)
+    persistent_volume_claims: int = Field(default=20, ge=0, le=rules.MAX_CLAIMS_PER_TEAM)
     # Requested storage per storage class (the class must exist in cluster.storage.classes).
-    storage: dict[str, NonNegativeQuantity] = Field(default_factory=dict)
+    storage: dict[DnsSubdomain, NonNegativeQuantity] = Field(default_factory=dict, max_length=64)
     # GPU resources by the names the GPU layer publishes (e.g. nvidia.com/gpu.shared).
-    gpus: dict[str, int] = Field(default_factory=dict)
+    gpus: dict[QualifiedName, Annotated[int, Field(ge=0, le=rules.MAX_GPUS_PER_TEAM)]] = Field(
+        default_factory=dict, max_length=64
+    )
 
 
 class TeamGroups(Strict):
-    admin: list[str] = Field(default_factory=list)
-    edit: list[str] = Field(default_factory=list)
-    view: list[str] = Field(default_factory=list)
+    admin: list[Name] = Field(default_factory=list, max_length=rules.MAX_LIST_ITEMS)
+    edit: list[Name] = Field(default_factory=list, max_length=rules.MAX_LIST_ITEMS)
+    view: list[Name] = Field(default_factory=list, max_length=rules.MAX_LIST_ITEMS)
 
 
 class NotebookGpuProfile(Strict):
     # The GPU resource a team's notebooks may ask for (one the GPU layer publishes) and how many.
-    resource: str
+    resource: QualifiedName
     max_per_notebook: int = Field(default=1, ge=1, le=16)
 
 
 class TeamNotebooks(Strict):
     """A team's own notebook rules; unset fields take modules.notebooks'."""
 
-    allowed_images: list[str] | None = Field(default=None, min_length=1)
+    allowed_images: list[Image] | None = Field(default=None, min_length=1, max_length=rules.MAX_LIST_ITEMS)
     gpu_profile: NotebookGpuProfile | None = None
 
 
 class Team(Strict):
     name: DnsLabel
-    description: str = ""
+    description: str = Field(default="", max_length=1024)
     groups: TeamGroups = TeamGroups()
     quota: TeamQuota
     notebooks: TeamNotebooks | None = None
@@ -333,7 +328,7 @@ class TeamEgress(Strict):
     # pipeline steps that create objects need it; empty: team pods cannot reach the API.
     kube_api_cidrs: list[Cidr] = Field(default_factory=list, max_length=32)
     kube_api_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
-        default_factory=lambda: [443, 6443], min_length=1
+        default_factory=lambda: [443, 6443], min_length=1, max_length=16
     )
     # Anything else team pods may reach, on any port: a package mirror, an object store
     # endpoint outside the cluster, a VPC endpoint range.
@@ -344,21 +339,21 @@ class TeamEgress(Strict):
 
 
 class TenancySettings(ModuleToggle):
-    teams: list[Team] = Field(default_factory=list)
+    teams: list[Team] = Field(default_factory=list, max_length=rules.MAX_TEAMS)
     # How far the sum of team GPU quotas may exceed what the pools offer (1.0: never).
     gpu_oversubscription: float = Field(default=1.0, ge=1.0, le=10.0)
     container_defaults: ContainerDefaults = ContainerDefaults()
     # Namespace name prefix: team `vision` lives in namespace `team-vision`.
-    namespace_prefix: str = "team-"
+    namespace_prefix: Annotated[str, AfterValidator(rules.NAMESPACE_PREFIX.validator)] = "team-"
     queueing: QueueingSettings = QueueingSettings()
     egress: TeamEgress = TeamEgress()
 
 
-_PROMETHEUS_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+_PROMETHEUS_DURATION = re.compile(r"(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?")
 
 
 def _duration(value: str) -> str:
-    if not value or not _PROMETHEUS_DURATION.match(value):
+    if not value or len(value) > 32 or not _PROMETHEUS_DURATION.fullmatch(value):
         raise ValueError(f"{value!r} is not a Prometheus duration (allowed: e.g. 30s, 15m, 2h, 15d)")
     return value
 
@@ -391,12 +386,12 @@ class AlertThresholds(Strict):
     # Used / hard of a team's GPU quota.
     quota_saturation_ratio: float = Field(default=0.9, gt=0, le=1)
     pending_gpu_pods_for: Duration = "15m"
-    serving_p95_latency_seconds: float = Field(default=1.0, gt=0)
+    serving_p95_latency_seconds: float = Field(default=1.0, gt=0, le=3600)
     serving_error_ratio: float = Field(default=0.05, gt=0, le=1)
     model_accuracy_min: float = Field(default=0.8, ge=0, le=1)
-    model_drift_max: float = Field(default=0.3, gt=0)
+    model_drift_max: float = Field(default=0.3, gt=0, le=1000)
     # Where each alert's runbook_url points: the README's Monitoring section, as served to on-call.
-    runbook_base_url: str = "README.md"
+    runbook_base_url: Name = "README.md"
 
 
 class MonitoringModuleSettings(ModuleToggle):
@@ -411,16 +406,16 @@ class MonitoringModuleSettings(ModuleToggle):
 
 
 def _https_url(value: str) -> str:
-    if not re.match(r"^https://[^\s/]+\S*$", value):
+    if len(value) > 2048 or not re.fullmatch(r"https://[^\s/]+\S*", value):
         raise ValueError(f"{value!r} is not an https URL (allowed: https://<host>[/path], as the issuer publishes it)")
     return value
 
 
 class MlflowOidcSettings(Strict):
     issuer_url: Annotated[str, AfterValidator(_https_url)]
-    client_id: str = Field(min_length=1)
+    client_id: Name
     # Only members of these groups get in; empty: every user the issuer authenticates.
-    allowed_groups: list[str] = Field(default_factory=list)
+    allowed_groups: list[Name] = Field(default_factory=list, max_length=rules.MAX_LIST_ITEMS)
 
 
 class MlflowModuleSettings(ModuleToggle):
@@ -436,7 +431,7 @@ class MlflowModuleSettings(ModuleToggle):
     # secret: object store keys from secrets.objectStoreAccessKey/SecretKey;
     # workload-identity: the cloud grants the service account access (annotate it below).
     artifact_credentials: Literal["secret", "workload-identity"] = "secret"
-    service_account_annotations: dict[str, str] = Field(default_factory=dict)
+    service_account_annotations: Annotations = Field(default_factory=dict)
     # Key prefix inside platform.objectStore.bucket (cloud stores share the bucket).
     artifact_path: str = Field(default="mlflow", pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$")
     database_name: str = Field(default="mlflow", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -453,19 +448,20 @@ class MlflowModuleSettings(ModuleToggle):
 
 class NotebooksSettings(ModuleToggle):
     # Container images team notebooks may run; enforced on Notebook objects in team namespaces.
-    allowed_images: list[str] = Field(
+    allowed_images: list[Image] = Field(
         default_factory=lambda: [
             "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-scipy:v1.10.0",
             "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-pytorch-cuda-full:v1.10.0",
         ],
         min_length=1,
+        max_length=rules.MAX_LIST_ITEMS,
     )
     gpu_profile: NotebookGpuProfile | None = None
 
 
 class PipelinesSettings(ModuleToggle):
     # Where artifacts go by default (s3://, gs://, minio://); unset: the platform object store.
-    default_pipeline_root: str | None = None
+    default_pipeline_root: Name | None = None
 
 
 class KatibSettings(ModuleToggle):
@@ -503,13 +499,13 @@ class ModulesSettings(Strict):
 
 
 class VersionsSettings(Strict):
-    lock: str = "versions.lock.yaml"
+    lock: Name = "versions.lock.yaml"
     # Upstream component -> version this stack runs (one the lock lists); unpinned components
     # run the lock's default. `mlplatform promote` moves these, and only these, between stacks.
-    pins: dict[str, str] = Field(default_factory=dict)
+    pins: dict[DnsSubdomain, Name] = Field(default_factory=dict, max_length=200)
     # A JSON record of the stack's last e2e/preview run (`mlplatform record`); when set,
     # promotion from this stack requires it to have passed with the stack's current pins.
-    record: str | None = None
+    record: Name | None = None
 
 
 # Credentials the platform hands to its services, under `mlplatform:secrets`. Each is set with
@@ -531,7 +527,7 @@ SECRET_NAMES = (
 
 class MirrorSettings(Strict):
     # A folder laid out like the upstream mirror; unset means online sources.
-    path: str | None = None
+    path: Name | None = None
 
 
 class PlatformConfig(Strict):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+from mlplatform.config.rules import MAX_QUANTITY, MAX_QUANTITY_EXPONENT, QUANTITY_ALLOWED, QUANTITY_RULE, shown
+
 _SUFFIXES: dict[str, Decimal] = {
     "": Decimal(1),
     "m": Decimal("0.001"),
@@ -22,20 +24,36 @@ _SUFFIXES: dict[str, Decimal] = {
     "Ei": Decimal(2) ** 60,
 }
 
-_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?$")
+# Digits before the suffix: more than a 64-bit count can hold is never a real quantity.
+_QUANTITY = re.compile(
+    r"([+-]?(?:\d{1,40}(?:\.\d{0,40})?|\.\d{1,40}))(?:([eE][+-]?\d{1,6})|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?"
+)
+
+
+def _refuse(text: object) -> ValueError:
+    return ValueError(f"{shown(text)} breaks {QUANTITY_RULE} (allowed: {QUANTITY_ALLOWED})")
 
 
 def parse_quantity(text: str | int | float) -> Decimal:
-    """Exact value of a quantity; raises ValueError with the accepted forms."""
-    if isinstance(text, bool):
-        raise ValueError("a boolean is not a quantity")
-    if isinstance(text, (int, float)):
-        return Decimal(str(text))
-    match = _QUANTITY.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 500m, 4, 64Gi, 1e3)")
-    number, exponent, suffix = match.groups()
-    value = Decimal(number)
-    if exponent:
-        return value * (Decimal(10) ** int(exponent[1:]))
-    return value * _SUFFIXES[suffix or ""]
+    """Exact value of a quantity; raises ValueError naming the rule and the accepted forms."""
+    if isinstance(text, (bool, float)):
+        # YAML floats are inexact and may be inf or nan: quantities are written as text.
+        raise _refuse(text)
+    if isinstance(text, int):
+        value = Decimal(text)
+    else:
+        match = _QUANTITY.fullmatch(text)
+        if not match:
+            raise _refuse(text)
+        number, exponent, suffix = match.groups()
+        value = Decimal(number)
+        if exponent:
+            power = int(exponent[1:])
+            if abs(power) > MAX_QUANTITY_EXPONENT:
+                raise _refuse(text)
+            value = value.scaleb(power)
+        else:
+            value = value * _SUFFIXES[suffix or ""]
+    if abs(value) > MAX_QUANTITY:
+        raise _refuse(text)
+    return value

@@ -62,6 +62,13 @@ class Profile:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
+# The self-signed ClusterIssuer the platform creates where it installs cert-manager (KServe's,
+# modules.kserve.certManager: install): lab Ingress certificates come from it, trusted by no
+# browser but encrypting. A lab with its own cert-manager must serve a ClusterIssuer of this
+# name, or the stack names its own in cluster.ingress.tls.issuer.
+SELF_SIGNED_ISSUER = "mlplatform-selfsigned"
+
+
 def _pod_security(level: PodSecurityLevel) -> dict[str, str]:
     return {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")}
 
@@ -79,7 +86,12 @@ LAB = Profile(
     defaults={
         "cluster": {
             "storage": {"defaultClass": "standard", "classes": ["standard"]},
-            "ingress": {"style": "ingress", "className": "nginx", "domain": "mlplatform.localhost"},
+            "ingress": {
+                "style": "ingress",
+                "className": "nginx",
+                "domain": "mlplatform.localhost",
+                "tls": {"issuer": SELF_SIGNED_ISSUER},
+            },
         },
         "platform": {
             "objectStore": {"kind": "in-cluster"},
@@ -115,6 +127,7 @@ OPENSHIFT = Profile(
     defaults={
         "cluster": {
             "storage": {"defaultClass": "gp3-csi", "classes": ["gp3-csi"]},
+            # Routes terminate TLS at the router with its default (wildcard) certificate.
             "ingress": {"style": "route"},
         },
         "platform": {
@@ -166,6 +179,8 @@ def cloud_profile(provider: str) -> Profile:
         node_pool_label=_CLOUD_NODE_POOL_LABELS[provider],
         **_CLOUD_BASE,
         defaults={
+            # No issuer: the stack names its own ClusterIssuer (cluster.ingress.tls.issuer) or
+            # provides the certificate Secret; ALB finds an ACM certificate by the TLS hosts.
             "cluster": {
                 "storage": {"defaultClass": storage_class, "classes": [storage_class]},
                 "ingress": {"style": "ingress", "className": ingress_class},

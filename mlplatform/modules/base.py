@@ -40,8 +40,11 @@ def _forced_metadata(metadata: Any) -> Any:
 def declared_state_wins(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
     """Stack transformation for the engine: every Kubernetes object is applied with force.
 
-    Renders leave it out: the annotation only means something to the Pulumi provider."""
+    Renders leave it out: the annotation only means something to the Pulumi provider. Patches
+    (`...Patch` types) change objects that are not ours: each decides for itself."""
     if not args.type_.startswith("kubernetes:") or args.props.get("metadata") is None:
+        return None
+    if args.type_.endswith("Patch"):
         return None
     props = {**args.props, "metadata": _forced_metadata(args.props["metadata"])}
     return pulumi.ResourceTransformationResult(props, args.opts)

@@ -19,6 +19,7 @@ from mlplatform.gpu.capacity import (
     mig_strategy,
     pool_resources,
 )
+from mlplatform.gpu.dcgm_metrics import DCGM_METRICS_CONFIGMAP, DCGM_METRICS_KEY, dcgm_metrics_csv
 from mlplatform.gpu.plugin_config import (
     DEVICE_PLUGIN_CONFIGMAP,
     MIG_DISABLED_LAYOUT,
@@ -128,6 +129,10 @@ class GpuLayer(pulumi.ComponentResource):
                 self._create(
                     self._configmap(MIG_PARTED_CONFIGMAP, {"config.yaml": yaml.safe_dump(mig, sort_keys=False)})
                 )
+            if settings.dcgm_exporter.enabled:
+                # What the exporter collects (ours, or the operator's through its ClusterPolicy).
+                profiling = settings.dcgm_exporter.profiling_metrics
+                self._create(self._configmap(DCGM_METRICS_CONFIGMAP, {DCGM_METRICS_KEY: dcgm_metrics_csv(profiling)}))
         if settings.install == "device-plugin":
             if settings.feature_discovery:
                 self._node_feature_discovery()
@@ -342,6 +347,15 @@ class GpuLayer(pulumi.ComponentResource):
     def _dcgm_exporter(self) -> None:
         source = self._sources["dcgm-exporter"]
         labels = {"app.kubernetes.io/name": "dcgm-exporter"}
+        metrics_dir = "/etc/dcgm-exporter/mlplatform"
+        profiling = self._ctx.resolved.config.modules.gpu.dcgm_exporter.profiling_metrics
+        # The exporter reads its metric list once, at start: it rolls when the list changes.
+        metrics_hash = hashlib.sha256(dcgm_metrics_csv(profiling).encode()).hexdigest()[:16]
+        security: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        if profiling:
+            # DCGM reads profiling (DCGM_FI_PROF_*) fields only with SYS_ADMIN, which the API
+            # server refuses beside allowPrivilegeEscalation: false.
+            security = {"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}
         self._create(
             {
                 "apiVersion": "apps/v1",
@@ -350,7 +364,10 @@ class GpuLayer(pulumi.ComponentResource):
                 "spec": {
                     "selector": {"matchLabels": labels},
                     "template": {
-                        "metadata": {"labels": {**labels, **self._labels}},
+                        "metadata": {
+                            "labels": {**labels, **self._labels},
+                            "annotations": {CONFIG_HASH_ANNOTATION: metrics_hash},
+                        },
                         "spec": {
                             # Every GPU pool's nodes, by the labels they join with.
                             "affinity": {
@@ -375,9 +392,15 @@ class GpuLayer(pulumi.ComponentResource):
                                     "name": "dcgm-exporter",
                                     "image": f"{source.get('image')}:{source.version}",
                                     "ports": [{"name": "metrics", "containerPort": DCGM_PORT}],
-                                    # Profiling metrics (DCGM_FI_PROF_*) need SYS_ADMIN.
-                                    "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}},
-                                    "env": [{"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"}],
+                                    "securityContext": security,
+                                    "env": [
+                                        {"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"},
+                                        # Our metric list, not the image's built-in one.
+                                        {
+                                            "name": "DCGM_EXPORTER_COLLECTORS",
+                                            "value": f"{metrics_dir}/{DCGM_METRICS_KEY}",
+                                        },
+                                    ],
                                     "resources": {
                                         "requests": {"cpu": "100m", "memory": "128Mi"},
                                         "limits": {"cpu": "500m", "memory": "512Mi"},
@@ -387,13 +410,15 @@ class GpuLayer(pulumi.ComponentResource):
                                             "name": "pod-resources",
                                             "mountPath": "/var/lib/kubelet/pod-resources",
                                             "readOnly": True,
-                                        }
+                                        },
+                                        {"name": "metrics", "mountPath": metrics_dir, "readOnly": True},
                                     ],
                                 }
                             ],
-                            # Maps GPUs to the pods that hold them (per-pod/per-team metrics).
                             "volumes": [
-                                {"name": "pod-resources", "hostPath": {"path": "/var/lib/kubelet/pod-resources"}}
+                                # Maps GPUs to the pods that hold them (per-pod/per-team metrics).
+                                {"name": "pod-resources", "hostPath": {"path": "/var/lib/kubelet/pod-resources"}},
+                                {"name": "metrics", "configMap": {"name": DCGM_METRICS_CONFIGMAP}},
                             ],
                         },
                     },
@@ -448,6 +473,8 @@ class GpuLayer(pulumi.ComponentResource):
             "gfd": {"enabled": self._ctx.resolved.config.modules.gpu.feature_discovery},
             "dcgmExporter": {
                 "enabled": self._ctx.resolved.config.modules.gpu.dcgm_exporter.enabled,
+                # Our metric list (no profiling fields unless profilingMetrics is on).
+                "config": {"name": DCGM_METRICS_CONFIGMAP},
                 "serviceMonitor": {
                     "enabled": self._service_monitor,
                     "honorLabels": True,

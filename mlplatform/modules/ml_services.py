@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 
 from mlplatform.config.model import DatabaseSettings
+from mlplatform.environments import SELF_SIGNED_ISSUER
 from mlplatform.gpu.capacity import GPU_VENDOR_PREFIX
 from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
 from mlplatform.modules.mlflow import CLIENT_CONFIG as MLFLOW_CLIENT_CONFIG
@@ -50,18 +51,24 @@ def _managed(database: DatabaseSettings) -> bool:
 
 
 def required_secrets(resolved: Any) -> list[tuple[str, str]]:
-    """(secret, what needs it) for the stack's enabled ML services."""
+    """(secret, what needs it) for every Secret value the stack's enabled services are given:
+    the engine refuses to start until each is set, whatever the backend (in-cluster databases
+    and stores get these credentials too, never upstream's defaults)."""
+    from mlplatform.modules import mlflow
+
     modules = resolved.config.modules
+    where = "managed" if _managed(kubeflow_database(resolved)) else "in-cluster"
     needed = []
-    if modules.pipelines.enabled and _managed(kubeflow_database(resolved)):
-        needed.append(("kubeflowDatabasePassword", "Kubeflow Pipelines on a managed database"))
-    if modules.katib.enabled and _managed(kubeflow_database(resolved)):
-        needed.append(("kubeflowDatabasePassword", "Katib on a managed database"))
-    if modules.pipelines.enabled and resolved.config.platform.object_store.kind != "in-cluster":
+    if modules.pipelines.enabled:
         needed += [
-            ("objectStoreAccessKey", "Kubeflow Pipelines artifacts in the object store"),
-            ("objectStoreSecretKey", "Kubeflow Pipelines artifacts in the object store"),
+            ("kubeflowDatabasePassword", f"Kubeflow Pipelines' {where} MySQL"),
+            ("objectStoreAccessKey", "Kubeflow Pipelines' artifact store"),
+            ("objectStoreSecretKey", "Kubeflow Pipelines' artifact store"),
         ]
+    if modules.katib.enabled:
+        needed.append(("kubeflowDatabasePassword", f"Katib's {where} MySQL"))
+    if modules.mlflow.enabled:
+        needed += mlflow.required_secrets(resolved)
     return needed
 
 
@@ -267,23 +274,32 @@ class Pipelines(_Service):
         if pipeline_root:
             find(manifests, "ConfigMap", "kfp-launcher")["data"]["defaultPipelineRoot"] = pipeline_root
             install_config["data"]["defaultPipelineRoot"] = pipeline_root
-        # Credentials come from Pulumi secrets, never from the stack file in clear.
-        if _managed(database):
-            self._credentials(
-                manifests,
-                "mysql-secret",
-                {"username": database.user, "password": secret_value(ctx, "kubeflowDatabasePassword")},
-            )
-        if store.kind != "in-cluster" or "objectStoreAccessKey" in ctx.resolved.secrets:
-            self._credentials(
-                manifests,
-                "mlpipeline-minio-artifact",
-                {
-                    "accesskey": secret_value(ctx, "objectStoreAccessKey"),
-                    "secretkey": secret_value(ctx, "objectStoreSecretKey"),
-                },
-            )
-        install = ServiceInstall(self, ctx, manifests, module_label="pipelines")
+        # Credentials come from the stack's secrets: never upstream's defaults (root with an empty
+        # password, minio/minio123), never the stack file in clear.
+        credentials: dict[tuple[str, str], dict[str, Any]] = {}
+        self._credentials(
+            manifests,
+            credentials,
+            "mysql-secret",
+            {
+                "username": database.user if _managed(database) else IN_CLUSTER_MYSQL_USER,
+                "password": secret_value(ctx, "kubeflowDatabasePassword"),
+            },
+        )
+        # Also the in-cluster SeaweedFS's S3 identity: it reads this Secret (envFrom) and
+        # configures its admin user with these keys when it starts.
+        self._credentials(
+            manifests,
+            credentials,
+            "mlpipeline-minio-artifact",
+            {
+                "accesskey": secret_value(ctx, "objectStoreAccessKey"),
+                "secretkey": secret_value(ctx, "objectStoreSecretKey"),
+            },
+        )
+        if not _managed(database):
+            with_root_password(find(manifests, "Deployment", "mysql"), "mysql-secret", "password")
+        install = ServiceInstall(self, ctx, manifests, module_label="pipelines", credentials=credentials)
         namespace = list(install.namespaces.values())
         mlflow = ctx.outputs.get("mlflow")
         if mlflow is not None:
@@ -329,10 +345,28 @@ class Pipelines(_Service):
         )
 
     @staticmethod
-    def _credentials(manifests: list[dict[str, Any]], name: str, values: dict[str, Any]) -> None:
+    def _credentials(
+        manifests: list[dict[str, Any]],
+        filled: dict[tuple[str, str], dict[str, Any]],
+        name: str,
+        values: dict[str, Any],
+    ) -> None:
         secret = find(manifests, "Secret", name)
         secret.pop("data", None)
         secret["stringData"] = values
+        filled[(secret["metadata"].get("namespace", KUBEFLOW_NAMESPACE), name)] = values
+
+
+# The account the in-cluster MySQL's clients log in as (upstream's `mysql-secret` username).
+IN_CLUSTER_MYSQL_USER = "root"
+
+
+def with_root_password(deployment: dict[str, Any], secret: str, key: str) -> None:
+    """An in-cluster MySQL (changed in place) initialised with root's password from the Secret
+    rather than upstream's empty one."""
+    mysql = container(deployment)
+    mysql["env"] = [e for e in mysql.get("env", []) if e["name"] != "MYSQL_ALLOW_EMPTY_PASSWORD"]
+    set_env(mysql, {"MYSQL_ROOT_PASSWORD": {"secretKeyRef": {"name": secret, "key": key}}})
 
 
 def _scheme(kind: str) -> str:
@@ -370,21 +404,28 @@ class Katib(_Service):
         super().__init__("mlplatform:katib:Katib", name, None, opts)
         manifests = overlay_manifests(ctx, "katib")
         database = kubeflow_database(ctx.resolved)
+        secret = next(
+            m for m in manifests if m["kind"] == "Secret" and m["metadata"]["name"].startswith("katib-mysql-secrets")
+        )
+        secret.pop("data", None)
+        password = secret_value(ctx, "kubeflowDatabasePassword")
         if _managed(database):
-            secret = next(
-                m
-                for m in manifests
-                if m["kind"] == "Secret" and m["metadata"]["name"].startswith("katib-mysql-secrets")
-            )
-            secret.pop("data", None)
             secret["stringData"] = {
                 "KATIB_MYSQL_DB_DATABASE": "katib",
                 "KATIB_MYSQL_DB_HOST": database.host,
                 "KATIB_MYSQL_DB_PORT": str(database.port or 3306),
                 "DB_USER": database.user,
-                "DB_PASSWORD": secret_value(ctx, "kubeflowDatabasePassword"),
+                "DB_PASSWORD": password,
             }
-        install = ServiceInstall(self, ctx, manifests, module_label="katib")
+        else:
+            # Upstream's root password is `test`, with empty passwords allowed besides.
+            secret["stringData"] = {"MYSQL_ROOT_PASSWORD": password}
+            with_root_password(
+                find(manifests, "Deployment", "katib-mysql"), secret["metadata"]["name"], "MYSQL_ROOT_PASSWORD"
+            )
+        metadata = secret["metadata"]
+        credentials = {(metadata.get("namespace", KUBEFLOW_NAMESPACE), metadata["name"]): secret["stringData"]}
+        install = ServiceInstall(self, ctx, manifests, module_label="katib", credentials=credentials)
         namespace = list(install.namespaces.values())
         kubeflow = network.namespace_peer(KUBEFLOW_NAMESPACE)
         if not _managed(database):
@@ -439,6 +480,20 @@ class Kserve(_Service):
                 self, ctx, overlay_manifests(ctx, "cert-manager"), module_label="kserve-cert-manager"
             )
             cert_manager_ready = cert_manager.ready
+            if ctx.resolved.config.cluster.ingress.tls.issuer == SELF_SIGNED_ISSUER:
+                # The lab's Ingress certificates: issued here, with nothing outside the cluster.
+                create_object(
+                    {
+                        "apiVersion": "cert-manager.io/v1",
+                        "kind": "ClusterIssuer",
+                        "metadata": {
+                            "name": SELF_SIGNED_ISSUER,
+                            "labels": {**ctx.labels, "mlplatform.io/module": "kserve-cert-manager"},
+                        },
+                        "spec": {"selfSigned": {}},
+                    },
+                    ctx.child_opts(self, depends_on=cert_manager_ready),
+                )
         manifests = overlay_manifests(ctx, "kserve")
         inference_config = find(manifests, "ConfigMap", "inferenceservice-config")
         inference_config["data"]["deploy"] = json.dumps({"defaultDeploymentMode": settings.deployment_mode})

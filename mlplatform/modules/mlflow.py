@@ -3,9 +3,9 @@
 The backend store follows platform.database (in-cluster Postgres or the managed one), the
 artifact store follows platform.objectStore (in-cluster SeaweedFS or the cloud bucket), and
 the environment's traits choose Route or Ingress and whether pods may fix their UIDs.
-Credentials come from the stack's encrypted `mlplatform:secrets` (SECRET_SOURCES below): each
-Secret whose values are set there is created here; one whose values are not set must exist
-in the namespace already (made by whoever holds the credentials).
+Credentials come from the stack's encrypted `mlplatform:secrets` (SECRET_SOURCES below): every
+Secret the chart refers to is created here, and the engine refuses to start while one of its
+values is not set (`required_secrets`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mlplatform.charts import chart_metadata, helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import MlflowModuleSettings
 from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
+from mlplatform.modules.services import sha256_marker, with_credentials_checksum
 from mlplatform.tenancy import network
 from mlplatform.toolchain.lock import load_lock
 
@@ -33,6 +34,8 @@ DATABASE_SECRET = "mlflow-db"
 ARTIFACTS_SECRET = "mlflow-artifacts"
 ADMIN_SECRET = "mlflow-admin"
 OIDC_SECRET = "mlflow-oidc"
+# The Ingress host's certificate (cert-manager writes it where cluster.ingress.tls.issuer is set).
+TLS_SECRET = "mlflow-tls"
 # Kubernetes Secret -> {key in the Secret: name under mlplatform:secrets}.
 SECRET_SOURCES: dict[str, dict[str, str]] = {
     DATABASE_SECRET: {"password": "databasePassword"},
@@ -41,6 +44,8 @@ SECRET_SOURCES: dict[str, dict[str, str]] = {
     OIDC_SECRET: {"client-secret": "mlflowOidcClientSecret", "cookie-secret": "mlflowOidcCookieSecret"},
 }
 ADMIN_USERNAME = "admin"
+# The basic-auth app's session key is sha256(FLASK_KEY_PREFIX + admin password).
+FLASK_KEY_PREFIX = "mlflow-session:"
 # In each team namespace: the service account InferenceServices load registered models with,
 # its storage Secret, and the ConfigMap telling clients where MLflow and its store are.
 MODEL_SERVING_ACCOUNT = "mlflow-models"
@@ -174,7 +179,14 @@ def chart_values(resolved: ResolvedConfig, labels: dict[str, str]) -> dict[str, 
     if route:
         values["route"]["host"] = external_host(resolved)
     elif settings.expose:
-        values["ingress"].update(host=external_host(resolved), className=cluster.ingress.class_name or "")
+        # HTTPS only: the certificate's Secret beside the server, issued by the stack's issuer.
+        tls = cluster.ingress.tls
+        values["ingress"].update(
+            host=external_host(resolved),
+            className=cluster.ingress.class_name or "",
+            tlsSecret=tls.secret_name or TLS_SECRET,
+            clusterIssuer=tls.issuer or "",
+        )
     return values
 
 
@@ -193,6 +205,16 @@ def artifact_store_uri(values: dict[str, Any]) -> str:
     if mode == "gcs":
         return f"gs://{bucket}{path}"
     return f"wasbs://{bucket}@{artifacts['azure']['storageAccount']}.blob.core.windows.net{path}"
+
+
+def required_secrets(resolved: ResolvedConfig) -> list[tuple[str, str]]:
+    """(secret, what needs it) for the Secrets this stack's MLflow is given."""
+    values = chart_values(resolved, {})
+    return [
+        (source, f"MLflow's Secret {name}")
+        for name in wanted_secrets(values)
+        for source in SECRET_SOURCES[name].values()
+    ]
 
 
 def wanted_secrets(values: dict[str, Any]) -> list[str]:
@@ -235,18 +257,20 @@ class Mlflow(pulumi.ComponentResource):
             )
 
         values = chart_values(resolved, labels)
+        filled: dict[tuple[str, str], dict[str, Any]] = {}
         for secret_name in wanted_secrets(values):
-            secret = self._secret(ctx, secret_name, namespace, labels, depends)
-            if secret is not None:
-                depends.append(secret)
+            secret, filled[(namespace, secret_name)] = self._secret(ctx, secret_name, namespace, labels, depends)
+            depends.append(secret)
 
         manifests = helm_template(CHART, RELEASE, namespace, values, kube_version=target_kube_version(resolved))
         for manifest in manifests:
+            # Pods roll when a credential they read changes.
+            with_credentials_checksum(manifest, filled, resolved.stack)
             create_object(manifest, ctx.child_opts(self, depends_on=depends))
 
         # The chart names its objects after the release when the release holds the chart name.
         service_name = RELEASE
-        scheme = "https" if values["route"]["enabled"] else "http"
+        # Route and Ingress alike serve HTTPS only.
         exposed = values["route"]["enabled"] or values["ingress"]["enabled"]
         self.outputs = MlflowOutputs(
             namespace=namespace,
@@ -254,7 +278,7 @@ class Mlflow(pulumi.ComponentResource):
             port=SERVICE_PORT,
             tracking_uri=f"http://{service_name}.{namespace}.svc:{SERVICE_PORT}",
             artifact_store_uri=artifact_store_uri(values),
-            external_url=f"{scheme}://{external_host(resolved)}" if exposed else None,
+            external_url=f"https://{external_host(resolved)}" if exposed else None,
             auth=settings.auth,
         )
         self._team_egress(ctx, values, namespace, labels)
@@ -290,16 +314,9 @@ class Mlflow(pulumi.ComponentResource):
             return
         settings = ctx.resolved.config.modules.mlflow
         store = ctx.resolved.config.platform.object_store
-        secrets = ctx.resolved.secrets
         sources = SECRET_SOURCES[ARTIFACTS_SECRET]
+        secrets = {source: ctx.resolved.secrets.get(source) for source in sources.values()}
         keyed = settings.artifact_credentials == "secret" and store.kind in ("in-cluster", "s3")
-        managed = keyed and all(source in secrets for source in sources.values())
-        if keyed and not managed:
-            pulumi.log.info(
-                f"mlflow: Secret {MODEL_SERVING_SECRET} in each team namespace is not managed by this stack "
-                f"(set {', '.join('mlplatform:secrets.' + s for s in sources.values())}); it must exist",
-                self,
-            )
         endpoint = ""
         if store.kind == "in-cluster":
             endpoint = f"{RELEASE}-objectstore.{namespace}.svc:{OBJECT_STORE_PORT}"
@@ -317,7 +334,7 @@ class Mlflow(pulumi.ComponentResource):
             else:
                 account["metadata"]["annotations"] = dict(settings.service_account_annotations)
             create_object(account, opts)
-            if managed:
+            if keyed:
                 annotations = {"serving.kserve.io/s3-usehttps": "0" if store.kind == "in-cluster" else "1"}
                 if endpoint:
                     annotations["serving.kserve.io/s3-endpoint"] = endpoint
@@ -351,33 +368,27 @@ class Mlflow(pulumi.ComponentResource):
         namespace: str,
         labels: dict[str, str],
         depends: list[pulumi.Resource],
-    ) -> pulumi.Resource | None:
-        """The Secret from the stack's secrets, or None where they do not set it (it must then
-        exist). Where the engine has not decrypted a value (render, validate) the Secret holds
-        a placeholder naming it, never ciphertext or clear text."""
+    ) -> tuple[pulumi.Resource, dict[str, Any]]:
+        """The Secret from the stack's secrets, and its values. Where the engine has not decrypted
+        a value (render, validate) the Secret holds a placeholder naming it, never ciphertext or
+        clear text; the engine itself never runs without them (`required_secrets`)."""
         sources = SECRET_SOURCES[secret_name]
-        secrets = ctx.resolved.secrets
-        if any(source not in secrets for source in sources.values()):
-            pulumi.log.info(
-                f"mlflow: Secret {namespace}/{secret_name} is not managed by this stack "
-                f"(set {', '.join('mlplatform:secrets.' + s for s in sources.values())}); it must exist",
-                self,
-            )
-            return None
+        secrets = {source: ctx.resolved.secrets.get(source) for source in sources.values()}
         string_data = secret_string_data(sources, secrets)
         if secret_name == ADMIN_SECRET:
             string_data["username"] = ADMIN_USERNAME
             # One session-signing key for every server worker, derived so there is no extra secret.
             password = secrets[sources["password"]]
             string_data["flask-secret-key"] = pulumi.Output.secret(
-                hashlib.sha256(f"mlflow-session:{password}".encode()).hexdigest()
+                hashlib.sha256(f"{FLASK_KEY_PREFIX}{password}".encode()).hexdigest()
                 if password is not None
-                else f"<derived from mlplatform:secrets.{sources['password']}>"
+                else sha256_marker(FLASK_KEY_PREFIX, sources["password"])
             )
-        return create_object(
+        secret = create_object(
             secret_manifest(secret_name, namespace, labels, sources, string_data),
             ctx.child_opts(self, depends_on=list(depends)),
         )
+        return secret, string_data
 
 
 def secret_string_data(sources: dict[str, str], secrets: dict[str, Any]) -> dict[str, Any]:

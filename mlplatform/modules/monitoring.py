@@ -5,15 +5,23 @@ dashboards (charts/ml-alerts); scrape monitors for the services of the enabled m
 from __future__ import annotations
 
 import copy
+import json
+import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pulumi
+import yaml
 
 from mlplatform.charts import helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import AlertmanagerSettings, PrometheusSettings
-from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.modules.base import FORCE_ANNOTATION, ModuleContext, create_object
+from mlplatform.paths import BIN_DIR
 from mlplatform.tenancy import network
 from mlplatform.toolchain.lock import load_lock
 from mlplatform.upstream import load_documents
@@ -31,6 +39,14 @@ ALERTMANAGER_NAME = "mlplatform"
 # The operator keeps an Endpoints object of every node's kubelet here (--kubelet-service).
 KUBELET_SERVICE = ("kube-system", "kubelet")
 CLUSTER_MONITORING_NAMESPACE = "openshift-monitoring"
+# The cluster's monitoring config (OpenShift's cluster monitoring operator reads the YAML held
+# in its one key); user workload monitoring is on with enableUserWorkload: true there.
+CLUSTER_MONITORING_CONFIG = "cluster-monitoring-config"
+CLUSTER_MONITORING_KEY = "config.yaml"
+USER_WORKLOAD_KEY = "enableUserWorkload"
+# The field manager our patch applies with: data.config.yaml (and our labels) are all it owns.
+CLUSTER_MONITORING_FIELD_MANAGER = "mlplatform-monitoring"
+PATCH_FIELD_MANAGER_ANNOTATION = "pulumi.com/patchFieldManager"
 # Upstream KFP installs into this namespace (kubeflow/manifests).
 PIPELINES_NAMESPACE = "kubeflow"
 
@@ -223,6 +239,97 @@ def alert_values(resolved: ResolvedConfig, labels: dict[str, str]) -> dict[str, 
     }
 
 
+def with_user_workload_enabled(config_yaml: str | None) -> str:
+    """The cluster's config.yaml with enableUserWorkload: true and everything else as it was.
+
+    The text is edited, not re-dumped, so the cluster's other keys, comments and layout stay;
+    text already enabling it comes back unchanged. Layouts a line edit cannot handle (flow
+    style, a quoted key) are rewritten from the parsed mapping: every key kept, comments lost."""
+    text = config_yaml or ""
+    try:
+        current = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{CLUSTER_MONITORING_KEY} of {CLUSTER_MONITORING_CONFIG} is not YAML: {exc}") from None
+    current = {} if current is None else current
+    if not isinstance(current, dict):
+        raise ValueError(f"{CLUSTER_MONITORING_KEY} of {CLUSTER_MONITORING_CONFIG} is not a mapping")
+    if current.get(USER_WORKLOAD_KEY) is True:
+        return text
+    wanted = {**current, USER_WORKLOAD_KEY: True}
+    key_line = re.compile(rf"^{USER_WORKLOAD_KEY}[ \t]*:.*$", re.MULTILINE)
+    if USER_WORKLOAD_KEY in current:
+        edited = key_line.sub(f"{USER_WORKLOAD_KEY}: true", text, count=1)
+    else:
+        separator = "" if not text or text.endswith("\n") else "\n"
+        edited = f"{text}{separator}{USER_WORKLOAD_KEY}: true\n"
+    try:
+        if yaml.safe_load(edited) == wanted:
+            return edited
+    except yaml.YAMLError:
+        pass
+    return yaml.safe_dump(wanted, sort_keys=False)
+
+
+def cluster_monitoring_patch_annotations(live: str | None, text: str) -> dict[str, str]:
+    """What the provider applies our config.yaml with: our field manager, and force only where
+    we add the key to the text just read. Without force, a config.yaml another manager wrote
+    refuses any change; text left as it was is shared with its writer and needs none, and so
+    does a ConfigMap we create (one made in between fails the apply rather than being lost)."""
+    annotations = {PATCH_FIELD_MANAGER_ANNOTATION: CLUSTER_MONITORING_FIELD_MANAGER}
+    if live is not None and text != live:
+        annotations[FORCE_ANNOTATION] = "true"
+    return annotations
+
+
+def _kubeconfig_file(kubeconfig: str | None, folder: str) -> str | None:
+    """A path kubectl can read: the kubeconfig itself, or its content written to `folder`."""
+    if not kubeconfig:
+        return None
+    try:
+        if Path(kubeconfig).expanduser().is_file():
+            return str(Path(kubeconfig).expanduser())
+    except OSError:  # content too long to be a path
+        pass
+    path = Path(folder) / "kubeconfig"
+    path.write_text(kubeconfig)
+    path.chmod(0o600)
+    return str(path)
+
+
+def read_cluster_monitoring_config(resolved: ResolvedConfig) -> str | None:
+    """The config.yaml the cluster's monitoring runs with now: None where there is no ConfigMap
+    (a fresh cluster has none), "" where it holds no config.yaml. Read with kubectl, the stack's
+    kubeconfig and context, as the program starts: Pulumi's ConfigMap.get fails on a missing
+    object. Renders and tests (mock monitor) read nothing. Any failure stops the run: writing
+    config.yaml without knowing what the cluster has would drop its other settings."""
+    from mlplatform.program import target_kubeconfig, under_mocks
+
+    if under_mocks():
+        return None
+    name = f"{CLUSTER_MONITORING_NAMESPACE}/{CLUSTER_MONITORING_CONFIG}"
+    pinned = BIN_DIR / "kubectl"
+    kubectl = str(pinned) if pinned.exists() else shutil.which("kubectl") or shutil.which("oc")
+    if kubectl is None:
+        raise pulumi.RunError(f"monitoring: kubectl (or oc) is needed to read {name} before adding {USER_WORKLOAD_KEY}")
+    context = resolved.config.cluster.context or resolved.provider_settings.get("context")
+    with tempfile.TemporaryDirectory() as folder:
+        command = [kubectl, "get", "configmap", CLUSTER_MONITORING_CONFIG, "--namespace", CLUSTER_MONITORING_NAMESPACE]
+        command += ["--ignore-not-found", "--output=json", "--request-timeout=30s"]
+        kubeconfig = _kubeconfig_file(target_kubeconfig(resolved), folder)
+        if kubeconfig:
+            command.append(f"--kubeconfig={kubeconfig}")
+        if context:
+            command.append(f"--context={context}")
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise pulumi.RunError(
+            f"monitoring: cannot read {name}, whose other settings must be kept: {proc.stderr.strip()}"
+        )
+    if not proc.stdout.strip():
+        return None
+    return (json.loads(proc.stdout).get("data") or {}).get(CLUSTER_MONITORING_KEY, "")
+
+
 def _kube_version(resolved: ResolvedConfig) -> str:
     # The Kubernetes version the pinned cluster tools run (helm's own default is too old).
     return load_lock(resolved.lock_path).tools["kubernetes"].version
@@ -389,20 +496,40 @@ class Monitoring(pulumi.ComponentResource):
     # -- OpenShift: the cluster's monitoring -----------------------------------------------
 
     def _enable_user_workload_monitoring(self) -> None:
-        # The cluster's Prometheus runs platform monitoring; enableUserWorkload adds the second
-        # stack that loads rules and monitors from user namespaces (ours included).
-        create_object(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {
-                    "name": "cluster-monitoring-config",
-                    "namespace": CLUSTER_MONITORING_NAMESPACE,
-                    "labels": self._labels,
-                },
-                "data": {"config.yaml": "enableUserWorkload: true\n"},
-            },
-            self._ctx.child_opts(self),
+        """The cluster's Prometheus runs platform monitoring; enableUserWorkload adds the second
+        stack that loads rules and monitors from user namespaces (ours included).
+
+        The ConfigMap is the cluster's, and config.yaml is one string: a server-side apply patch
+        writes the text the cluster has with our key added (created where there is none), owns
+        that one field, and is left in place on destroy, user workload monitoring still on,
+        since other tenants may rely on it."""
+        import pulumi_kubernetes as k8s
+
+        from mlplatform.program import under_mocks
+
+        live = read_cluster_monitoring_config(self._ctx.resolved)
+        try:
+            text = with_user_workload_enabled(live)
+        except ValueError as exc:
+            raise pulumi.RunError(f"monitoring: {exc}") from None
+        metadata: dict[str, Any] = {"name": CLUSTER_MONITORING_CONFIG, "namespace": CLUSTER_MONITORING_NAMESPACE}
+        if under_mocks():
+            # A render's export is applied and pruned as one set (GitOps): there the object is
+            # one of the stack's, labelled so. The engine labels nothing of the cluster's object.
+            metadata["labels"] = self._labels
+        else:
+            metadata["annotations"] = cluster_monitoring_patch_annotations(live, text)
+        k8s.core.v1.ConfigMapPatch(
+            f"{CLUSTER_MONITORING_NAMESPACE}/{CLUSTER_MONITORING_CONFIG}",
+            metadata=metadata,
+            data={CLUSTER_MONITORING_KEY: text},
+            opts=self._ctx.child_opts(
+                self,
+                retain_on_delete=True,
+                # Stacks written before this held the object as a ConfigMap of ours: the same
+                # object, taken over in place (a new resource would delete the old one's object).
+                aliases=[pulumi.Alias(type_="kubernetes:core/v1:ConfigMap")],
+            ),
         )
 
     # -- lab / cloud: a Prometheus of our own ------------------------------------------------

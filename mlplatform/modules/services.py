@@ -11,7 +11,10 @@ dependencies instead, and Pulumi waits on them (CRDs Established, Deployments Av
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -135,6 +138,78 @@ def secret_value(ctx: ModuleContext, name: str) -> pulumi.Output[str]:
     return pulumi.Output.secret(value if value is not None else secret_marker(name))
 
 
+def sha256_marker(prefix: str, name: str) -> str:
+    """What a value derived as sha256(prefix + secret) reads as where the secret is not
+    decrypted: the export turns it into the secret tool's template of the same derivation."""
+    return f"<mlplatform:sha256({prefix}{secret_marker(name)})>"
+
+
+# A pod-template annotation digesting the values of the Secrets a workload consumes: a changed
+# credential changes the template, so `pulumi up` rolls the pods that read it.
+CREDENTIALS_CHECKSUM_ANNOTATION = "mlplatform.io/credentials-checksum"
+# PBKDF2 rounds: the annotation is readable by whoever reads the workload, so a guessable
+# password must be slow to test against it.
+_CHECKSUM_ROUNDS = 100_000
+# Kinds whose pods are rolled by a template change. A Job's template is immutable and a
+# finished Job holds no credential: it reads the Secret when it next runs.
+_ROLLED_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
+
+
+def consumed_secrets(spec: dict[str, Any]) -> set[str]:
+    """Names of the Secrets a pod spec reads: env secretKeyRef, envFrom, volumes (projected too)."""
+    names: set[str] = set()
+    for each in spec.get("containers", []) + spec.get("initContainers", []):
+        for env in each.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+            if ref and ref.get("name"):
+                names.add(ref["name"])
+        for source in each.get("envFrom") or []:
+            if (source.get("secretRef") or {}).get("name"):
+                names.add(source["secretRef"]["name"])
+    for volume in spec.get("volumes") or []:
+        if (volume.get("secret") or {}).get("secretName"):
+            names.add(volume["secret"]["secretName"])
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get("secret") or {}).get("name"):
+                names.add(source["secret"]["name"])
+    return names
+
+
+@functools.lru_cache(maxsize=256)
+def credentials_digest(salt: str, payload: str) -> str:
+    """A salted, slow digest of a JSON payload of credential values."""
+    return hashlib.pbkdf2_hmac("sha256", payload.encode(), salt.encode(), _CHECKSUM_ROUNDS).hex()
+
+
+def with_credentials_checksum(
+    manifest: dict[str, Any], filled: Mapping[tuple[str, str], Mapping[str, Any]], stack: str
+) -> dict[str, Any]:
+    """The workload (changed in place) with CREDENTIALS_CHECKSUM_ANNOTATION on its pod template
+    when it consumes Secrets we fill (`filled`: (namespace, name) -> {key: value or Output}).
+    The digest is slow and salted, so it is left readable: marked secret it would make the
+    whole pod spec secret, hiding it from previews, diffs and the policy pack."""
+    if manifest["kind"] not in _ROLLED_KINDS:
+        return manifest
+    spec = pod_spec(manifest)
+    if spec is None:
+        return manifest
+    namespace = manifest["metadata"].get("namespace", "")
+    used = sorted(name for name in consumed_secrets(spec) if (namespace, name) in filled)
+    if not used:
+        return manifest
+    values = {f"{name}/{key}": value for name in used for key, value in filled[(namespace, name)].items()}
+    salt = f"{CREDENTIALS_CHECKSUM_ANNOTATION}:{stack}:{namespace}"
+    digest = pulumi.Output.all(**values).apply(
+        lambda resolved: credentials_digest(salt, json.dumps(resolved, sort_keys=True))
+    )
+    template_metadata = manifest["spec"]["template"].setdefault("metadata", {})
+    template_metadata["annotations"] = {
+        **(template_metadata.get("annotations") or {}),
+        CREDENTIALS_CHECKSUM_ANNOTATION: pulumi.Output.unsecret(digest),
+    }
+    return manifest
+
+
 class ServiceInstall:
     """Registers one overlay's objects as children of `owner`, in dependency order."""
 
@@ -147,13 +222,16 @@ class ServiceInstall:
         module_label: str,
         after: Sequence[pulumi.Resource] = (),
         after_for_custom_resources: Sequence[pulumi.Resource] = (),
+        credentials: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
     ) -> None:
+        """`credentials`: the Secrets of these manifests whose values we fill, (namespace, name)
+        -> their values; the workloads reading them roll when they change."""
         labels = {**ctx.labels, "mlplatform.io/module": module_label}
         self.namespaces: dict[str, pulumi.Resource] = {}
         self.crds: list[pulumi.Resource] = []
         self.workloads: list[pulumi.Resource] = []
         self.custom_resources: list[pulumi.Resource] = []
-        prepared = [self._prepare(m, ctx, labels) for m in manifests]
+        prepared = [self._prepare(m, ctx, labels, credentials or {}) for m in manifests]
 
         for manifest in prepared:
             if manifest["kind"] == "Namespace":
@@ -196,7 +274,12 @@ class ServiceInstall:
                 self.custom_resources.append(create_object(manifest, ctx.child_opts(owner, depends_on=custom_deps)))
 
     @staticmethod
-    def _prepare(manifest: dict[str, Any], ctx: ModuleContext, labels: dict[str, str]) -> dict[str, Any]:
+    def _prepare(
+        manifest: dict[str, Any],
+        ctx: ModuleContext,
+        labels: dict[str, str],
+        credentials: Mapping[tuple[str, str], Mapping[str, Any]],
+    ) -> dict[str, Any]:
         # Manifests come fresh from the overlay build and may hold Outputs (secrets): changed in place.
         # Some upstream files carry a status stanza; the API server owns it.
         manifest.pop("status", None)
@@ -210,7 +293,7 @@ class ServiceInstall:
         # them from the selected roles: applying upstream's (empty) list would fight it forever.
         if manifest["kind"] == "ClusterRole" and manifest.get("aggregationRule"):
             manifest.pop("rules", None)
-        return manifest
+        return with_credentials_checksum(manifest, credentials, ctx.resolved.stack)
 
     @property
     def ready(self) -> list[pulumi.Resource]:

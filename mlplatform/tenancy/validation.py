@@ -67,9 +67,6 @@ def tenancy_problems(config: PlatformConfig, add: AddProblem) -> None:
                 allowed = ", ".join(sorted(offered)) or "none: no node pool has GPUs"
                 add(where, f"{resource!r} is not a GPU resource any node pool offers (allowed: {allowed})")
                 continue
-            if count < 0:
-                add(where, f"{count} is negative (allowed: >= 0)")
-                continue
             asked.setdefault(resource, {})[team.name] = count
     if asked and not config.modules.gpu.enabled:
         add(

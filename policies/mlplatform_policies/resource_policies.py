@@ -3,6 +3,8 @@ so objects from any module, chart or upstream manifest are judged alike."""
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -239,12 +241,113 @@ def validate_load_balancers(args: ResourceValidationArgs, report: ReportViolatio
 
 SECRETS = "secrets-not-plaintext"
 
+# Credentials upstream manifests ship as defaults: whoever read those manifests knows them, so an
+# object still carrying one runs with a public password. Value -> where upstream sets it.
+UPSTREAM_DEFAULT_CREDENTIALS: dict[str, str] = {
+    # Kubeflow Pipelines' object store (mlpipeline-minio-artifact; SeaweedFS's admin identity).
+    "minio": "Kubeflow Pipelines' default object store access key",
+    "minio123": "Kubeflow Pipelines' default object store secret key",
+    # MinIO's own root user and password when none is given.
+    "minioadmin": "MinIO's default root credential",
+    # Katib's MySQL root password (katib-mysql-secrets).
+    "test": "Katib's default MySQL root password",
+}
+# Env vars that start a database with no password at all (the MySQL and MariaDB images; upstream
+# KFP and Katib set the first), or that let every client in without one (the Postgres image).
+EMPTY_PASSWORD_SWITCHES: dict[str, str] = {
+    "MYSQL_ALLOW_EMPTY_PASSWORD": "MySQL's root account without a password",
+    "MARIADB_ALLOW_EMPTY_ROOT_PASSWORD": "MariaDB's root account without a password",
+    "POSTGRES_HOST_AUTH_METHOD": "Postgres logins without a password",
+}
+# Names of values that are credentials; a name ending in one of the suffixes names where a
+# credential is (a Secret's name, a file), not the credential.
+_CREDENTIAL_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|ACCESS_?KEY|API_?KEY|PRIVATE_?KEY|CREDENTIAL", re.I)
+_REFERENCE_SUFFIXES = ("_NAME", "_FILE", "_PATH", "_DIR", "_URL", "_URI", "_ENDPOINT", "_NAMESPACE", "_REF")
+# `$(VAR)`: Kubernetes expands another env var of the container, itself judged on its own.
+_ENV_REFERENCE = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)")
+_ALLOWED = "allowed: a value from the stack's secrets, `mlplatform:secrets` (`mlplatform secrets generate`)"
+
+
+def _unwrapped(value: Any) -> Any:
+    while is_secret(value):
+        value = value.value
+    return value
+
+
+def is_credential_name(name: str) -> bool:
+    upper = name.upper()
+    return (
+        bool(_CREDENTIAL_NAME.search(name))
+        and not upper.endswith(_REFERENCE_SUFFIXES)
+        and upper not in EMPTY_PASSWORD_SWITCHES
+    )
+
+
+def _switch_on(name: str, value: Any) -> bool:
+    text = str(value if value is not None else "")
+    if name == "POSTGRES_HOST_AUTH_METHOD":
+        return text.strip().lower() == "trust"
+    return text.strip() != ""  # the images read any non-empty value as yes
+
+
+def default_credential_problems(props: Mapping[str, Any]) -> list[str]:
+    """Upstream default credentials and password-less switches in a Secret's values or in the
+    containers' env, and literal values of env vars named as credentials. Secret values are
+    judged through their secret mark: a default stays a default when it arrives encrypted."""
+    what = describe(props)
+    problems = []
+    if props.get("kind") == "Secret":
+        for field in ("stringData", "data"):
+            values = _unwrapped(props.get(field))
+            if not isinstance(values, Mapping):
+                continue
+            for key in sorted(values):
+                value = _unwrapped(values[key])
+                if field == "data" and isinstance(value, str):
+                    try:
+                        value = base64.b64decode(value, validate=True).decode()
+                    except (ValueError, UnicodeDecodeError):
+                        continue
+                if value in UPSTREAM_DEFAULT_CREDENTIALS:
+                    problems.append(
+                        f"{what}: {field} key {key} holds {UPSTREAM_DEFAULT_CREDENTIALS[value]} "
+                        f"(an upstream default credential; {_ALLOWED})"
+                    )
+                elif value == "" and is_credential_name(key):
+                    problems.append(f"{what}: {field} key {key} is an empty credential ({_ALLOWED})")
+    for pod in pod_specs(props):
+        for _, container in pod.containers():
+            for env in _unwrapped(container.get("env")) or []:
+                env = _unwrapped(env)
+                if not isinstance(env, Mapping) or "value" not in env:
+                    continue
+                name, value = str(env.get("name", "")), _unwrapped(env.get("value"))
+                where = f"{what}: container {container.get('name')} env {name}"
+                if name.upper() in EMPTY_PASSWORD_SWITCHES:
+                    if _switch_on(name.upper(), value):
+                        problems.append(f"{where}={value}: {EMPTY_PASSWORD_SWITCHES[name.upper()]} ({_ALLOWED})")
+                elif value in UPSTREAM_DEFAULT_CREDENTIALS:
+                    problems.append(
+                        f"{where} holds {UPSTREAM_DEFAULT_CREDENTIALS[value]} (an upstream default credential; {_ALLOWED})"
+                    )
+                elif is_credential_name(name) and not _ENV_REFERENCE.fullmatch(str(value)):
+                    problems.append(
+                        f"{where} is a literal value in the stack (allowed: valueFrom.secretKeyRef to a Secret)"
+                    )
+    return problems
+
 
 def validate_secrets(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """Secret values come from secret config. The typed Secret resource marks `data` secret itself;
-    `stringData` (and `data` of untyped objects) must arrive as secret values."""
+    `stringData` (and `data` of untyped objects) must arrive as secret values. Whatever their
+    mark, no Secret or container env carries an upstream default credential, and credentials
+    in env come from Secrets."""
     report = _judged(SECRETS, args, report)
-    if report is None or args.props.get("kind") != "Secret":
+    if report is None:
+        return
+    for problem in default_credential_problems(args.props):
+        report(problem)
+    if args.props.get("kind") != "Secret":
         return
     typed_secret = args.resource_type == "kubernetes:core/v1:Secret"
     for field in ("stringData", "data"):
@@ -319,7 +422,8 @@ RESOURCE_POLICIES: list[ResourceValidationPolicy] = [
     ),
     ResourceValidationPolicy(
         name=SECRETS,
-        description="Secrets carry no plaintext values from config.",
+        description="Secrets carry no plaintext values from config; no Secret or container env carries an "
+        "upstream default credential or a literal credential.",
         validate=validate_secrets,
         enforcement_level=EnforcementLevel.MANDATORY,
         config_schema=_schema(),

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlplatform.render import SECRET_REFERENCES, _apply_order
 from tests.conftest import REPO_ROOT, STACKS
+from tests.e2e.secret_references import secrets_from_references
 
 GKE_FIXTURE = "tests/fixtures/stacks/Pulumi.cloud-gke.yaml"
 
@@ -51,6 +53,8 @@ def render_once(stack: str, out: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     for path in first.glob("*.yaml"):
         shutil.copyfile(path, out / path.name)
+    if (first / SECRET_REFERENCES).is_dir():
+        shutil.copytree(first / SECRET_REFERENCES, out / SECRET_REFERENCES, dirs_exist_ok=True)
     return read_export(out)
 
 
@@ -109,10 +113,13 @@ def apply_stack(plane, stack: str, out: Path) -> list[dict]:
 
     Simulated-plane realities, applied here and nowhere else: aggregated APIServices are left
     out (their servers never run, and an unavailable APIService stalls namespace deletion),
-    webhooks are set to failurePolicy Ignore and CRD conversion webhooks to no conversion.
-    Returns the manifests applied."""
+    webhooks are set to failurePolicy Ignore and CRD conversion webhooks to no conversion, and
+    the Secrets the export references (OUT/secrets) are made here with test values, as a
+    secret tool would make them. Returns the manifests applied."""
     plane.mlplatform("cluster", "up", "--stack", stack, "--simulated")
     manifests = [m for m in render_once(stack, out) if m["kind"] != "APIService"]
+    # In apply order (the export's own): each Secret after its namespace, before its readers.
+    manifests = sorted(manifests + secrets_from_references(out), key=_apply_order)
     brought = {m["spec"]["group"] for m in manifests if m["kind"] == "CustomResourceDefinition"}
     first = [m for m in manifests if _api_group(m) not in brought]
     second = [m for m in manifests if _api_group(m) in brought]
@@ -192,7 +199,8 @@ def test_render_is_deterministic(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     render_once("cloud", first)
     render("cloud", second)
-    names = sorted(p.name for p in first.iterdir())
-    assert names == sorted(p.name for p in second.iterdir())
+    names = sorted(str(p.relative_to(first)) for p in first.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(second)) for p in second.rglob("*") if p.is_file())
+    assert any(name.startswith(f"{SECRET_REFERENCES}/") for name in names)
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name

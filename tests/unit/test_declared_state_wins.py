@@ -47,6 +47,11 @@ def _assert_equal(actual, expected):
     assert actual == expected
 
 
+def test_patches_of_objects_that_are_not_ours_are_left_to_decide():
+    metadata = {"name": "cluster-monitoring-config", "namespace": "openshift-monitoring"}
+    assert declared_state_wins(_args("kubernetes:core/v1:ConfigMapPatch", {"metadata": metadata})) is None
+
+
 def test_what_is_not_a_kubernetes_object_passes_through():
     assert declared_state_wins(_args("mlplatform:core:Platform", {"metadata": {"name": "x"}})) is None
     assert declared_state_wins(_args("pulumi:providers:kubernetes", {"kubeconfig": "k"})) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -10,6 +11,13 @@ import yaml
 from mlplatform.config import ConfigError, load_stack, resolve
 from mlplatform.config.model import NodePool
 from mlplatform.gpu.capacity import extended_resources
+from mlplatform.gpu.dcgm_metrics import (
+    DCGM_METRICS_CONFIGMAP,
+    DCGM_METRICS_KEY,
+    DEVICE_FIELDS,
+    PROFILING_FIELDS,
+    PROFILING_PREFIX,
+)
 from mlplatform.gpu.facts import MIG_GEOMETRY, PCI_DEVICE_IDS, mig_problems
 from mlplatform.gpu.plugin_config import device_plugin_config, mig_parted_config
 from mlplatform.modules.gpu import gpu_outputs
@@ -437,3 +445,67 @@ def test_the_operator_path_needs_mig_pools_to_name_their_layout():
         resolve(raw, source="stacks/Pulumi.openshift.yaml", stack="openshift")
     assert "nodePools[1].labels: the GPU operator's MIG manager partitions a node as its label" in str(error.value)
     assert "{nvidia.com/mig.config: mlplatform-gpu-h100}" in str(error.value)
+
+
+def _dcgm(mocks) -> tuple[list[dict], dict]:
+    """Our DCGM exporter DaemonSets and the metric list they read."""
+    daemonsets = [
+        r.inputs
+        for r in mocks.resources
+        if r.typ == "kubernetes:apps/v1:DaemonSet" and r.inputs["metadata"]["name"].startswith("dcgm-exporter")
+    ]
+    (metrics,) = [
+        r.inputs
+        for r in mocks.resources
+        if r.typ == "kubernetes:core/v1:ConfigMap" and r.inputs["metadata"]["name"] == DCGM_METRICS_CONFIGMAP
+    ]
+    return daemonsets, metrics
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("stack", ["lab", "cloud"])
+def test_the_dcgm_exporter_holds_no_sys_admin_and_collects_no_profiling_fields_by_default(run_stack, stack):
+    mocks, _ = run_stack(stack)
+    daemonsets, metrics = _dcgm(mocks)
+    assert daemonsets
+    assert "SYS_ADMIN" not in json.dumps(daemonsets)
+    assert "DCGM_FI_PROF_" not in metrics["data"][DCGM_METRICS_KEY]
+    (container,) = daemonsets[0]["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    # It reads our list, mounted from the ConfigMap, not the image's own.
+    collectors = next(e["value"] for e in container["env"] if e["name"] == "DCGM_EXPORTER_COLLECTORS")
+    mount = next(m for m in container["volumeMounts"] if collectors.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in daemonsets[0]["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == DCGM_METRICS_CONFIGMAP
+    assert collectors.endswith("/" + DCGM_METRICS_KEY)
+
+
+@pytest.mark.security
+def test_profiling_metrics_bring_sys_admin_and_the_profiling_fields(run_stack):
+    mocks, _ = run_stack("cloud", _with_gpu_module("cloud", dcgmExporter={"profilingMetrics": True}))
+    (daemonset,), metrics = _dcgm(mocks)
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"] == {"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}
+    fields = {line.split(",")[0] for line in metrics["data"][DCGM_METRICS_KEY].splitlines() if line[:1] != "#"}
+    assert {field for field, _, _ in PROFILING_FIELDS} <= fields
+
+
+def test_the_operator_path_reads_our_metric_list(run_stack):
+    mocks, _ = run_stack("openshift")
+    (policy,) = [r for r in mocks.resources if r.typ == "kubernetes:nvidia.com/v1:ClusterPolicy"]
+    assert policy.inputs["spec"]["dcgmExporter"]["config"] == {"name": DCGM_METRICS_CONFIGMAP}
+    _, metrics = _dcgm(mocks)
+    assert metrics["metadata"]["namespace"] == "nvidia-gpu-operator"
+    assert "DCGM_FI_PROF_" not in metrics["data"][DCGM_METRICS_KEY]
+
+
+@pytest.mark.security
+def test_our_rules_and_dashboards_read_only_fields_the_exporter_collects_without_profiling():
+    read = set()
+    for path in (REPO_ROOT / "charts" / "ml-alerts").rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".json", ".tpl") and "tests" not in path.parts:
+            read |= set(re.findall(r"\bDCGM_FI_[A-Z0-9_]+", path.read_text()))
+    assert read, "no DCGM field found in charts/ml-alerts"
+    assert not {field for field in read if field.startswith(PROFILING_PREFIX)}
+    assert read <= {field for field, _, _ in DEVICE_FIELDS}
+    assert all(not field.startswith(PROFILING_PREFIX) for field, _, _ in DEVICE_FIELDS)

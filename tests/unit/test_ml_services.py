@@ -238,6 +238,7 @@ def test_service_settings_are_checked_before_anything_is_registered(key, value, 
     assert "hunter2" not in str(error.value)
 
 
+@pytest.mark.security
 def test_the_engine_refuses_a_stack_without_its_service_credentials():
     from mlplatform.config import resolve
     from mlplatform.modules.ml_services import required_secrets
@@ -248,11 +249,100 @@ def test_the_engine_refuses_a_stack_without_its_service_credentials():
         "kubeflowDatabasePassword",
         "objectStoreAccessKey",
         "objectStoreSecretKey",
+        # MLflow's managed Postgres and its basic-auth admin (its store: workload identity).
+        "databasePassword",
+        "mlflowAdminPassword",
     }
     raw["mlplatform:secrets"] = {"kubeflowDatabasePassword": "s3cret"}
     decrypted = resolve(raw, source="stacks/Pulumi.cloud.yaml", stack="cloud", decrypted=True)
     assert decrypted.secrets == {"kubeflowDatabasePassword": "s3cret"}
     assert "s3cret" not in repr(decrypted)
+
+
+@pytest.mark.security
+def test_every_in_cluster_credential_is_a_stack_secret_the_platform_may_generate():
+    from mlplatform.config import load_stack
+    from mlplatform.stack_secrets import secret_needs
+
+    for stack in ("lab", "openshift"):
+        needs = secret_needs(load_stack(stack))
+        assert [n.name for n in needs] == [
+            "databasePassword",
+            "kubeflowDatabasePassword",
+            "objectStoreAccessKey",
+            "objectStoreSecretKey",
+            "mlflowAdminPassword",
+        ], stack
+        assert all(n.generatable for n in needs), stack
+    cloud = {n.name: n.generatable for n in secret_needs(load_stack("cloud"))}
+    # Managed database passwords and the bucket's keys are issued by the cloud.
+    assert [name for name, generatable in cloud.items() if generatable] == ["mlflowAdminPassword"]
+
+
+def _env_values(manifest: dict) -> list[dict]:
+    spec = manifest.get("spec", {}).get("template", {}).get("spec")
+    if not isinstance(spec, dict):
+        return []
+    return [e for c in spec.get("containers", []) + spec.get("initContainers", []) for e in c.get("env") or []]
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_rendered_object_carries_an_upstream_default_credential(stack, mirror, monkeypatch):
+    import base64
+
+    from mlplatform.policy_check import import_policies
+
+    policies, _ = import_policies()
+    defaults = policies.resource_policies.UPSTREAM_DEFAULT_CREDENTIALS
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    manifests = render_shared(stack)
+    for manifest in manifests:
+        name = f"{manifest['kind']} {manifest['metadata'].get('namespace', '')}/{manifest['metadata']['name']}"
+        for env in _env_values(manifest):
+            assert env["name"] != "MYSQL_ALLOW_EMPTY_PASSWORD", name
+            assert env.get("value") not in defaults, (name, env["name"])
+        if manifest["kind"] == "Secret":
+            values = dict(manifest.get("stringData") or {})
+            values.update({k: base64.b64decode(v).decode() for k, v in (manifest.get("data") or {}).items()})
+            for key, value in values.items():
+                assert value not in defaults and (value or "password" not in key.lower()), (name, key)
+    # The in-cluster MySQLs start with root's password from their Secret.
+    for deployment, secret in (("mysql", "mysql-secret"), ("katib-mysql", "katib-mysql-secrets")):
+        found = [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == deployment]
+        if stack == "cloud":
+            assert not found
+            continue
+        (root,) = [e for e in _env_values(found[0]) if e["name"] == "MYSQL_ROOT_PASSWORD"]
+        assert root["valueFrom"]["secretKeyRef"]["name"] == secret
+
+
+@pytest.mark.security
+def test_workloads_reading_the_credentials_we_fill_roll_with_them(mirror, monkeypatch):
+    from mlplatform.modules.services import CREDENTIALS_CHECKSUM_ANNOTATION, consumed_secrets
+
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    manifests = render_shared("lab")
+    filled = {
+        "mysql-secret",
+        "mlpipeline-minio-artifact",
+        "katib-mysql-secrets",
+        "mlflow-db",
+        "mlflow-artifacts",
+        "mlflow-admin",
+    }
+    readers = {}
+    for m in manifests:
+        if m["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            annotations = m["spec"]["template"].get("metadata", {}).get("annotations") or {}
+            readers[m["metadata"]["name"]] = (
+                consumed_secrets(m["spec"]["template"]["spec"]) & filled,
+                CREDENTIALS_CHECKSUM_ANNOTATION in annotations,
+            )
+    for name in ("mysql", "seaweedfs", "ml-pipeline", "katib-mysql", "katib-db-manager", "mlflow", "mlflow-postgres"):
+        assert readers[name] == (readers[name][0], True) and readers[name][0], name
+    # Nothing else is rolled by a credential change.
+    assert all(annotated == bool(reads) for reads, annotated in readers.values())
 
 
 def crd_schema(mirror: Path, api_version: str, kind: str) -> dict:

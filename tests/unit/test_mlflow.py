@@ -21,6 +21,13 @@ def _objects(mocks, typ):
     return {r.name: r.inputs for r in mocks.resources if r.typ == typ}
 
 
+def _readable(inputs: dict) -> dict:
+    """A workload's inputs with its spec unwrapped: the credentials checksum on its pod template
+    is a secret, which marks the whole spec secret for the engine."""
+    spec = inputs.get("spec")
+    return {**inputs, "spec": spec["value"]} if rpc.is_rpc_secret(spec) else inputs
+
+
 def _mlflow_objects(mocks) -> dict[tuple[str, str], dict]:
     """(kind, name) -> inputs of every Kubernetes object in the mlflow namespace (or the namespace)."""
     found = {}
@@ -29,7 +36,8 @@ def _mlflow_objects(mocks) -> dict[tuple[str, str], dict]:
             continue
         metadata = resource.inputs.get("metadata") or {}
         if metadata.get("namespace") == "mlflow" or (resource.typ.endswith(":Namespace") and resource.name == "mlflow"):
-            found[(resource.inputs.get("kind") or resource.typ.rsplit(":", 1)[-1], metadata["name"])] = resource.inputs
+            kind = resource.inputs.get("kind") or resource.typ.rsplit(":", 1)[-1]
+            found[(kind, metadata["name"])] = _readable(resource.inputs)
     return found
 
 
@@ -76,6 +84,10 @@ def test_lab_runs_postgres_and_seaweedfs_in_cluster_behind_an_ingress(run_stack)
     ingress = objects[("Ingress", "mlflow")]["spec"]
     assert ingress["ingressClassName"] == "nginx"
     assert ingress["rules"][0]["host"] == "mlflow.mlplatform.localhost"
+    # HTTPS only, the certificate issued by the lab profile's self-signed ClusterIssuer.
+    assert ingress["tls"] == [{"hosts": ["mlflow.mlplatform.localhost"], "secretName": "mlflow-tls"}]
+    annotations = objects[("Ingress", "mlflow")]["metadata"]["annotations"]
+    assert annotations["cert-manager.io/cluster-issuer"] == "mlplatform-selfsigned"
     server = objects[("Deployment", "mlflow")]["spec"]["template"]["spec"]
     assert server["securityContext"]["runAsUser"] == 1000
     args = server["containers"][0]["args"]
@@ -84,12 +96,14 @@ def test_lab_runs_postgres_and_seaweedfs_in_cluster_behind_an_ingress(run_stack)
     # MLflow refuses Host headers it does not know: the tracking URI's and the Ingress host.
     (allowed,) = [a.removeprefix("--allowed-hosts=").split(",") for a in args if a.startswith("--allowed-hosts=")]
     assert {"mlflow.mlflow.svc:5000", "mlflow.mlplatform.localhost"} <= set(allowed)
+    # Exact names only: a pattern like 10.* also matches 10.attacker.example.
+    assert not [host for host in allowed if set(host) & set("*?[")]
 
     outputs = components["mlflow"].outputs
     assert outputs.tracking_uri == "http://mlflow.mlflow.svc:5000"
     assert outputs.namespace == "mlflow" and outputs.service_name == "mlflow"
     assert outputs.artifact_store_uri == "s3://mlflow"
-    assert outputs.external_url == "http://mlflow.mlplatform.localhost"
+    assert outputs.external_url == "https://mlflow.mlplatform.localhost"
 
 
 def test_every_object_carries_the_stack_labels_and_restricted_security(run_stack):
@@ -146,14 +160,82 @@ def test_cloud_uses_the_managed_database_and_the_bucket_through_workload_identit
     account = objects[("ServiceAccount", "mlflow")]["metadata"]["annotations"]
     assert account == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mlplatform-mlflow"}
     assert components["mlflow"].outputs.artifact_store_uri == "s3://mlplatform-artifacts/mlflow"
+    # No issuer on the cloud profile: the Ingress serves the stack's Secret (or ALB finds an
+    # ACM certificate by the TLS host).
+    ingress = objects[("Ingress", "mlflow")]
+    assert ingress["spec"]["tls"] == [{"hosts": ["mlflow.ml.example.com"], "secretName": "mlflow-tls"}]
+    assert "cert-manager.io/cluster-issuer" not in (ingress["metadata"].get("annotations") or {})
+    assert components["mlflow"].outputs.external_url == "https://mlflow.ml.example.com"
 
 
-def test_without_stack_secrets_the_chart_refers_to_secrets_it_does_not_create(run_stack):
+@pytest.mark.security
+def test_the_stack_names_the_ingress_issuer_and_secret(run_stack):
+    cluster = _stack_raw("cloud")["mlplatform:cluster"]
+    cluster["ingress"]["tls"] = {"issuer": "letsencrypt", "secretName": "wildcard-ml-example-com"}
+    mocks, _ = run_stack("cloud", _config("cloud", **{"mlplatform:cluster": cluster}))
+    ingress = _mlflow_objects(mocks)[("Ingress", "mlflow")]
+    assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert ingress["spec"]["tls"][0]["secretName"] == "wildcard-ml-example-com"
+
+
+@pytest.mark.security
+def test_every_secret_the_chart_refers_to_is_made_from_the_stack_secrets(run_stack):
+    """Undecrypted (render, tests), each holds placeholders naming its stack secrets: none is
+    left for someone to create by hand."""
     mocks, _ = run_stack("lab", _config("lab"))
-    assert not [name for name in _objects(mocks, "kubernetes:core/v1:Secret") if name.startswith("mlflow/")]
+    made = {n: i for n, i in _objects(mocks, "kubernetes:core/v1:Secret").items() if n.startswith("mlflow/")}
+    assert set(made) == {"mlflow/mlflow-db", "mlflow/mlflow-admin", "mlflow/mlflow-artifacts"}
+    assert made["mlflow/mlflow-artifacts"]["stringData"]["value"] == {
+        "AWS_ACCESS_KEY_ID": secret_placeholder("objectStoreAccessKey"),
+        "AWS_SECRET_ACCESS_KEY": secret_placeholder("objectStoreSecretKey"),
+    }
     server = _mlflow_objects(mocks)[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"][0]
-    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in server["env"] if "valueFrom" in e}
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in server["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     assert refs == {DATABASE_SECRET, ADMIN_SECRET, "mlflow-artifacts"}
+
+
+@pytest.mark.security
+def test_the_engine_refuses_to_start_without_mlflows_secrets(monkeypatch):
+    """Before any resource: each missing name, what it is for, and how to set it."""
+    import pulumi
+
+    from mlplatform import program
+    from mlplatform.config import resolve
+
+    raw = _stack_raw("lab")
+    raw["mlplatform:secrets"] = {"objectStoreAccessKey": "k-1", "objectStoreSecretKey": "k-2"}
+    resolved = resolve(raw, source="stacks/Pulumi.lab.yaml", stack="lab", decrypted=True)
+    monkeypatch.setattr(program, "under_mocks", lambda: False)
+    with pytest.raises(pulumi.RunError) as error:
+        program.require_secrets(resolved)
+    message = str(error.value)
+    assert "  databasePassword (for MLflow's Secret mlflow-db): pulumi config set --secret --path " in message
+    assert "mlplatform:secrets.mlflowAdminPassword <value>" in message
+    assert "objectStoreAccessKey" not in message and "k-1" not in message
+    assert "`mlplatform secrets generate --stack lab` sets new values for databasePassword, mlflowAdminPassword" in (
+        message
+    )
+    raw["mlplatform:secrets"].update(databasePassword="d", mlflowAdminPassword="a")
+    program.require_secrets(resolve(raw, source="stacks/Pulumi.lab.yaml", stack="lab", decrypted=True))
+
+
+def test_oidc_needs_its_client_secret_which_nobody_can_generate():
+    from mlplatform.config import resolve
+    from mlplatform.stack_secrets import secret_needs
+
+    raw = _stack_raw("lab")
+    raw["mlplatform:modules"]["mlflow"].update(
+        auth="oidc", oidc={"issuerUrl": "https://id.example.com", "clientId": "mlflow"}
+    )
+    needs = {n.name: n for n in secret_needs(resolve(raw, source="stacks/Pulumi.lab.yaml", stack="lab"))}
+    assert set(needs) == {
+        "databasePassword",
+        "objectStoreAccessKey",
+        "objectStoreSecretKey",
+        "mlflowOidcClientSecret",
+        "mlflowOidcCookieSecret",
+    }
+    assert not needs["mlflowOidcClientSecret"].generatable and needs["mlflowOidcCookieSecret"].generatable
 
 
 def test_decrypted_secrets_reach_the_secrets_data_and_nothing_else(run_stack):
@@ -201,7 +283,7 @@ def test_render_writes_placeholders_for_encrypted_secrets(mirror, monkeypatch):
     assert secrets["mlflow-admin"]["stringData"] == {
         "username": "admin",
         "password": secret_placeholder("mlflowAdminPassword"),
-        "flask-secret-key": "<derived from mlplatform:secrets.mlflowAdminPassword>",
+        "flask-secret-key": "<mlplatform:sha256(mlflow-session:<mlplatform:secrets.mlflowAdminPassword>)>",
     }
     assert ciphertext not in yaml.safe_dump_all(manifests)
 
@@ -218,7 +300,11 @@ def test_rendered_workloads_take_every_credential_from_a_secret(stack, mirror, m
             for env in container.get("env", []):
                 if any(word in env["name"] for word in ("PASSWORD", "SECRET", "ACCESS_KEY")):
                     assert "secretKeyRef" in env.get("valueFrom", {}), (workload["metadata"]["name"], env)
-    assert not [m for m in manifests if m["kind"] in ("Secret", "ConfigMap")]
+    assert not [m for m in manifests if m["kind"] == "ConfigMap"]
+    # The Secrets hold placeholders of stack secrets (the export turns them into references).
+    for secret in [m for m in manifests if m["kind"] == "Secret"]:
+        for key, value in secret["stringData"].items():
+            assert value.startswith("<mlplatform:") or key == "username", (secret["metadata"]["name"], key)
 
 
 def test_outputs_are_published_for_other_modules(run_stack):
@@ -267,3 +353,41 @@ def test_on_workload_identity_the_team_account_carries_the_cloud_identity(run_st
     }
     assert "secrets" not in account
     assert "team-recsys/mlflow-models-storage" not in _objects(mocks, "kubernetes:core/v1:Secret")
+
+
+def _checksums(mocks) -> dict[str, str]:
+    """The credentials checksum on each MLflow workload's pod template. It is left readable:
+    were it secret, the engine would hold the whole spec as one and previews would hide it."""
+    from mlplatform.modules.services import CREDENTIALS_CHECKSUM_ANNOTATION
+
+    found = {}
+    for resource in mocks.resources:
+        if resource.typ in (DEPLOYMENT, STATEFUL_SET) and resource.name.startswith("mlflow/"):
+            spec = resource.inputs["spec"]
+            assert rpc._special_sig_key not in spec, resource.name
+            annotations = spec["template"]["metadata"]["annotations"]
+            found[resource.name.removeprefix("mlflow/")] = annotations[CREDENTIALS_CHECKSUM_ANNOTATION]
+    return found
+
+
+@pytest.mark.security
+def test_pods_roll_when_a_credential_they_read_changes(run_stack):
+    """The checksum follows the values of the Secrets each workload reads, and nothing else."""
+    first = {
+        "databasePassword": "db-pw-1",
+        "objectStoreAccessKey": "access-1",
+        "objectStoreSecretKey": "secret-1",
+        "mlflowAdminPassword": "admin-pw-1",
+    }
+    rotated = {**first, "databasePassword": "db-pw-2"}
+    before = _checksums(run_stack("lab", _config("lab", **{"mlplatform:secrets": first}), fresh=True)[0])
+    again = _checksums(run_stack("lab", _config("lab", **{"mlplatform:secrets": first}), fresh=True)[0])
+    after = _checksums(run_stack("lab", _config("lab", **{"mlplatform:secrets": rotated}), fresh=True)[0])
+    assert set(before) == {"mlflow", "mlflow-postgres", "mlflow-objectstore"}
+    for checksum in before.values():
+        # A salted digest, never the values.
+        assert len(checksum) == 64 and not [v for v in first.values() if v in checksum]
+    assert again == before
+    # The server and Postgres read mlflow-db; the object store reads only the store's keys.
+    assert after["mlflow"] != before["mlflow"] and after["mlflow-postgres"] != before["mlflow-postgres"]
+    assert after["mlflow-objectstore"] == before["mlflow-objectstore"]

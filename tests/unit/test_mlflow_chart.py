@@ -76,6 +76,7 @@ def test_template_renders_the_server_and_its_migration(case):
         assert ("fsGroup" in context) is not openshift, workload["metadata"]["name"]
 
 
+@pytest.mark.security
 def test_helm_unittest_suites_pass():
     proc = subprocess.run([_tool("helm-unittest"), "--color=false", str(CHART)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -143,6 +144,7 @@ def test_chart_pins_kubernetes_and_the_server_image():
         ("auth.mode", "ldap", "auth/mode"),
         ("artifacts.bucket", "Not_A_Bucket", "artifacts/bucket"),
         ("server.replicas", "2", "server/replicas"),
+        ("ingress.clusterIssuer", "Not An Issuer", "ingress/clusterIssuer"),
     ],
 )
 def test_schema_rejects_bad_values(path, value, message):
@@ -160,6 +162,7 @@ def test_schema_rejects_bad_values(path, value, message):
         ("lab", {"artifacts.existingSecret": ""}, "artifacts.mode in-cluster needs artifacts.existingSecret"),
         ("openshift", {"ingress.enabled": True, "ingress.host": "m.example.com"}, "route.enabled and ingress.enabled"),
         ("lab", {"ingress.enabled": False, "route.enabled": True}, "route.enabled needs global.openshift"),
+        ("lab", {"ingress.tlsSecret": ""}, "ingress.enabled needs ingress.tlsSecret"),
         ("lab", {"auth.basic.adminSecret": ""}, "auth.mode basic needs auth.basic.adminSecret"),
         ("lab", {"auth.mode": "oidc"}, "auth.mode oidc needs auth.oidc.issuerUrl"),
         ("cloud", {"migration.enabled": False}, "server.replicas > 1 needs migration.enabled"),

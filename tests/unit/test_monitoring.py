@@ -13,7 +13,16 @@ import pytest
 import yaml
 
 from mlplatform.config import resolve
-from mlplatform.modules.monitoring import SELECTOR_LABELS, monitor_manifests, scrape_targets
+from mlplatform.modules.base import FORCE_ANNOTATION
+from mlplatform.modules.monitoring import (
+    CLUSTER_MONITORING_FIELD_MANAGER,
+    PATCH_FIELD_MANAGER_ANNOTATION,
+    SELECTOR_LABELS,
+    cluster_monitoring_patch_annotations,
+    monitor_manifests,
+    scrape_targets,
+    with_user_workload_enabled,
+)
 from mlplatform.modules.registry import composition_order
 from mlplatform.upstream import upstream_sources
 from tests.conftest import REPO_ROOT, STACKS, render_shared
@@ -246,3 +255,131 @@ def test_model_quality_gauges_have_a_gateway_scraped_with_the_pushers_labels(ren
         p["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"] == guard["podSelector"]["matchLabels"]
         for p in egress
     )
+
+
+# What an OpenShift cluster's config.yaml may already hold (its admins' settings).
+CLUSTER_CONFIG = """\
+# Platform monitoring, as the cluster's admins set it.
+prometheusK8s:
+  retention: 24h
+  volumeClaimTemplate:
+    spec:
+      storageClassName: gp3-csi
+alertmanagerMain:
+  enableUserAlertmanagerConfig: true
+"""
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [
+        (None, {"enableUserWorkload": True}),
+        ("", {"enableUserWorkload": True}),
+        (CLUSTER_CONFIG, {**yaml.safe_load(CLUSTER_CONFIG), "enableUserWorkload": True}),
+        (
+            "enableUserWorkload: false  # off for now\nprometheusK8s: {retention: 24h}",
+            {"enableUserWorkload": True, "prometheusK8s": {"retention": "24h"}},
+        ),
+        ("{prometheusK8s: {retention: 24h}}", {"enableUserWorkload": True, "prometheusK8s": {"retention": "24h"}}),
+        ('"enableUserWorkload": false\n', {"enableUserWorkload": True}),
+    ],
+)
+def test_user_workload_monitoring_is_added_to_the_clusters_config(current, expected):
+    merged = with_user_workload_enabled(current)
+    assert yaml.safe_load(merged) == expected
+
+
+@pytest.mark.security
+def test_the_clusters_config_text_is_kept_as_written():
+    merged = with_user_workload_enabled(CLUSTER_CONFIG)
+    # Comments and layout stay: the key is added, nothing rewritten.
+    assert merged == CLUSTER_CONFIG + "enableUserWorkload: true\n"
+    # Already on: the very same text, so nothing changes on the cluster.
+    assert with_user_workload_enabled(merged) == merged
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("broken", ["prometheusK8s: [unclosed", "- a list\n- of things\n"])
+def test_a_config_that_is_not_a_yaml_mapping_is_not_overwritten(broken):
+    with pytest.raises(ValueError, match=r"config\.yaml of cluster-monitoring-config"):
+        with_user_workload_enabled(broken)
+
+
+def test_only_a_change_to_text_another_manager_wrote_is_forced():
+    manager = {PATCH_FIELD_MANAGER_ANNOTATION: CLUSTER_MONITORING_FIELD_MANAGER}
+    merged = with_user_workload_enabled(CLUSTER_CONFIG)
+    assert cluster_monitoring_patch_annotations(CLUSTER_CONFIG, merged) == {**manager, FORCE_ANNOTATION: "true"}
+    assert cluster_monitoring_patch_annotations(merged, merged) == manager
+    # A ConfigMap we create is not forced: one made meanwhile fails the apply, not lost.
+    assert cluster_monitoring_patch_annotations(None, with_user_workload_enabled(None)) == manager
+
+
+@pytest.mark.security
+def test_openshift_patches_the_clusters_monitoring_config_and_leaves_it_on_destroy(run_stack, monkeypatch):
+    import pulumi_kubernetes as k8s
+
+    from mlplatform.modules import monitoring
+
+    options = {}
+
+    class Spy(k8s.core.v1.ConfigMapPatch):
+        def __init__(self, name, *args, opts=None, **kwargs):
+            options[name] = opts
+            super().__init__(name, *args, opts=opts, **kwargs)
+
+    monkeypatch.setattr(k8s.core.v1, "ConfigMapPatch", Spy)
+    monkeypatch.setattr(monitoring, "read_cluster_monitoring_config", lambda resolved: CLUSTER_CONFIG)
+    config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in stack_raw("openshift").items()}
+    config["mlplatform:modules"] = json.dumps({"monitoring": {"enabled": True}})
+    mocks, _ = run_stack("openshift", config, fresh=True)
+
+    name = "openshift-monitoring/cluster-monitoring-config"
+    (patch,) = [r for r in mocks.resources if r.name == name]
+    assert patch.typ == "kubernetes:core/v1:ConfigMapPatch"
+    # Only our key is added; every setting the cluster had stays.
+    config_yaml = patch.inputs["data"]["config.yaml"]
+    assert yaml.safe_load(config_yaml) == {**yaml.safe_load(CLUSTER_CONFIG), "enableUserWorkload": True}
+    assert config_yaml.startswith(CLUSTER_CONFIG)
+    # Destroy leaves the cluster's object where it is; state holding it as a ConfigMap is taken over.
+    assert options[name].retain_on_delete is True
+    assert [alias.type_ for alias in options[name].aliases] == ["kubernetes:core/v1:ConfigMap"]
+    # Renders carry no provider annotation (force, field manager).
+    assert not patch.inputs["metadata"].get("annotations")
+
+
+def test_the_live_config_is_read_with_the_stacks_kubeconfig(mirror, monkeypatch, tmp_path):
+    import pulumi
+
+    from mlplatform import program
+    from mlplatform.modules import monitoring
+
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    resolved = _resolved("openshift")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setattr(program, "under_mocks", lambda: False)
+    monkeypatch.setattr(program, "target_kubeconfig", lambda resolved: str(kubeconfig))
+    monkeypatch.setattr(monitoring, "BIN_DIR", tmp_path)
+    calls = tmp_path / "calls"
+
+    def fake_kubectl(script: str) -> None:
+        path = tmp_path / "kubectl"
+        path.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n{script}\n')
+        path.chmod(0o755)
+
+    fake_kubectl("exit 0")  # --ignore-not-found prints nothing for a missing ConfigMap
+    assert monitoring.read_cluster_monitoring_config(resolved) is None
+    assert f"--kubeconfig={kubeconfig}" in calls.read_text()
+    assert "get configmap cluster-monitoring-config --namespace openshift-monitoring" in calls.read_text()
+
+    found = {"data": {"config.yaml": CLUSTER_CONFIG}}
+    fake_kubectl(f"cat <<'EOF'\n{json.dumps(found)}\nEOF")
+    assert monitoring.read_cluster_monitoring_config(resolved) == CLUSTER_CONFIG
+    fake_kubectl("echo '{\"data\": {}}'")
+    assert monitoring.read_cluster_monitoring_config(resolved) == ""
+
+    # What the cluster holds cannot be read: stop, rather than write over it.
+    fake_kubectl("echo 'Forbidden' >&2; exit 1")
+    with pytest.raises(pulumi.RunError, match="cannot read openshift-monitoring/cluster-monitoring-config"):
+        monitoring.read_cluster_monitoring_config(resolved)

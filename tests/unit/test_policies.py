@@ -43,6 +43,7 @@ from mlplatform.toolchain.lock import load_lock
 from tests.conftest import REPO_ROOT, STACKS
 
 policies, objects = import_policies()
+
 BY_NAME = {p.name: p for p in policies.POLICIES}
 VIOLATIONS = REPO_ROOT / "tests" / "fixtures" / "policy-violations"
 ENVIRONMENTS = ("lab", "openshift", "cloud")
@@ -278,6 +279,104 @@ def test_secrets_not_plaintext():
     assert check("secrets-not-plaintext", {**secret, "data": {"k": "eA=="}}) == []
     untyped = check("secrets-not-plaintext", {**secret, "data": {"k": "eA=="}}, typ="kubernetes:v1:Secret")
     assert untyped and "data key(s) k are plaintext" in untyped[0]
+
+
+@pytest.mark.security
+def test_secrets_not_plaintext_catches_upstream_defaults_through_the_secret_mark():
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "kubeflow"}}
+    # Marked secret, as the typed Secret marks its fields: still upstream's default.
+    assert check("secrets-not-plaintext", {**secret, "stringData": Secret({"secretkey": Secret("minio123")})}) == [
+        "Secret kubeflow/s: stringData key secretkey holds Kubeflow Pipelines' default object store secret key "
+        "(an upstream default credential; allowed: a value from the stack's secrets, `mlplatform:secrets` "
+        "(`mlplatform secrets generate`))"
+    ]
+    encoded = check("secrets-not-plaintext", {**secret, "data": Secret({"MYSQL_ROOT_PASSWORD": "dGVzdA=="})})
+    assert len(encoded) == 1 and "data key MYSQL_ROOT_PASSWORD holds Katib's default MySQL root password" in encoded[0]
+    empty = check("secrets-not-plaintext", {**secret, "stringData": Secret({"username": "root", "password": ""})})
+    assert len(empty) == 1 and "stringData key password is an empty credential" in empty[0]
+    assert check("secrets-not-plaintext", {**secret, "stringData": Secret({"password": "Zq8-generated"})}) == []
+    # Every default lives in one list, each with where upstream sets it.
+    defaults = policies.resource_policies.UPSTREAM_DEFAULT_CREDENTIALS
+    assert {"minio", "minio123", "test"} <= set(defaults) and all(defaults.values())
+
+
+@pytest.mark.security
+def test_secrets_not_plaintext_judges_container_env():
+    def env(*entries):
+        return check("secrets-not-plaintext", deployment(env=list(entries)))
+
+    assert env({"name": "MYSQL_ALLOW_EMPTY_PASSWORD", "value": "true"}) == [
+        "Deployment apps/web: container app env MYSQL_ALLOW_EMPTY_PASSWORD=true: MySQL's root account without a "
+        "password (allowed: a value from the stack's secrets, `mlplatform:secrets` (`mlplatform secrets generate`))"
+    ]
+    assert env({"name": "POSTGRES_HOST_AUTH_METHOD", "value": "scram-sha-256"}) == []
+    assert "Postgres logins without a password" in env({"name": "POSTGRES_HOST_AUTH_METHOD", "value": "trust"})[0]
+    # A default anywhere in env, wrapped or not.
+    assert "holds Kubeflow Pipelines' default object store access key" in env({"name": "S3_USER", "value": "minio"})[0]
+    assert "holds Katib's default MySQL root password" in env(Secret({"name": "DB_PW", "value": Secret("test")}))[0]
+    # A literal value of a credential's name, not from a Secret.
+    assert env({"name": "AWS_SECRET_ACCESS_KEY", "value": "AKIAxyz"}) == [
+        "Deployment apps/web: container app env AWS_SECRET_ACCESS_KEY is a literal value in the stack "
+        "(allowed: valueFrom.secretKeyRef to a Secret)"
+    ]
+    assert env({"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}) == []
+    # Names of where a credential is, and $(VAR) expansions of one taken from a Secret, are not credentials.
+    assert env({"name": "SECRET_NAME", "value": "webhook-cert"}, {"name": "TOKEN_PATH", "value": "/var/run/t"}) == []
+    assert env({"name": "MLFLOW_TRACKING_PASSWORD", "value": "$(PASSWORD_FROM_SECRET)"}) == []
+
+
+def _policy_props(record) -> dict[str, Any]:
+    """A recorded resource's inputs as the offline runner hands them to a policy."""
+    from mlplatform.policy_check import _with_secret_markers
+
+    return _with_secret_markers(record.inputs)
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("stack", STACKS)
+def test_secrets_policy_passes_the_output_of_each_shipped_stack(run_stack, stack):
+    mocks, _ = run_stack(stack)
+    secrets = [r for r in mocks.resources if r.typ == "kubernetes:core/v1:Secret"]
+    assert any(r.name == "kubeflow/mysql-secret" for r in secrets)
+    found = {
+        r.name: problems
+        for r in mocks.resources
+        if r.custom and r.typ.startswith("kubernetes:")
+        for problems in [check("secrets-not-plaintext", _policy_props(r), typ=r.typ)]
+        if problems
+    }
+    assert found == {}
+
+
+@pytest.mark.security
+def test_secrets_policy_reports_a_default_credential_put_back(run_stack, monkeypatch):
+    """The program's own output, with upstream's object store keys filled back in where the
+    stack's secrets go: the policy names the Secret and the key."""
+    import yaml
+
+    from mlplatform.modules import ml_services
+    from tests.conftest import stack_config_strings
+
+    upstream = {"objectStoreAccessKey": "minio", "objectStoreSecretKey": "minio123"}
+    filled = ml_services.secret_value
+
+    def upstream_defaults(ctx, name):
+        return pulumi.Output.secret(upstream[name]) if name in upstream else filled(ctx, name)
+
+    monkeypatch.setattr(ml_services, "secret_value", upstream_defaults)
+    config = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())["config"]
+    config["mlplatform:modules"] = {"pipelines": {"enabled": True}}
+    mocks, _ = run_stack("lab", stack_config_strings(config), fresh=True)
+    (record,) = [r for r in mocks.resources if r.name == "kubeflow/mlpipeline-minio-artifact"]
+    # The typed Secret marked stringData secret before any policy sees it.
+    assert isinstance(_policy_props(record)["stringData"], Secret)
+    problems = check("secrets-not-plaintext", _policy_props(record), typ=record.typ)
+    assert [p.split(" (an upstream")[0] for p in problems] == [
+        "Secret kubeflow/mlpipeline-minio-artifact: stringData key accesskey holds Kubeflow Pipelines' default "
+        "object store access key",
+        "Secret kubeflow/mlpipeline-minio-artifact: stringData key secretkey holds Kubeflow Pipelines' default "
+        "object store secret key",
+    ]
 
 
 # -- stack policies ----------------------------------------------------------------------------

@@ -31,6 +31,8 @@ GPU_INVENTORY = {
         ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/nvidia-mig-manager-gpu-a100"),
         ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/dcgm-exporter"),
         ("kubernetes:core/v1:Service", "nvidia-device-plugin/dcgm-exporter"),
+        # The exporter's metric list: device fields, profiling ones only when switched on.
+        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin/dcgm-exporter-metrics"),
     },
     # OpenShift: the certified GPU operator through OLM, configured by a ClusterPolicy.
     "openshift": {
@@ -41,6 +43,7 @@ GPU_INVENTORY = {
         ("kubernetes:operators.coreos.com/v1:OperatorGroup", "nvidia-gpu-operator/nvidia-gpu-operator-group"),
         ("kubernetes:operators.coreos.com/v1alpha1:Subscription", "nvidia-gpu-operator/gpu-operator-certified"),
         ("kubernetes:nvidia.com/v1:ClusterPolicy", "gpu-cluster-policy"),
+        ("kubernetes:core/v1:ConfigMap", "nvidia-gpu-operator/dcgm-exporter-metrics"),
     },
     # Cloud (EKS): the device plugin path without MIG.
     "cloud": {
@@ -53,6 +56,8 @@ GPU_INVENTORY = {
         ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/gpu-feature-discovery-gpu-h100"),
         ("kubernetes:apps/v1:DaemonSet", "nvidia-device-plugin/dcgm-exporter"),
         ("kubernetes:core/v1:Service", "nvidia-device-plugin/dcgm-exporter"),
+        # The exporter's metric list: device fields, profiling ones only when switched on.
+        ("kubernetes:core/v1:ConfigMap", "nvidia-device-plugin/dcgm-exporter-metrics"),
     },
 }
 

@@ -134,8 +134,11 @@ value or a ConfigMap.
 
 {{/*
 Host headers the server answers (MLflow's DNS-rebinding guard replaces its defaults, localhost
-and private IPs, with this list): the Service's in-cluster names, the Route/Ingress host,
-localhost (the probes send it) and the private ranges pod IPs come from (scrapes).
+and private IP patterns, with this list), every entry exact: a pattern such as 10.* also
+matches 10.attacker.example. The Service's in-cluster names, with and without its port; the
+Route/Ingress host; localhost with and without the server port (the probes send localhost);
+the pod's own IP with the server port, which Prometheus scrapes by ($(POD_IP), set by the
+kubelet from the downward API).
 */}}
 {{- define "mlflow.allowedHosts" -}}
 {{- if .Values.server.allowedHosts -}}
@@ -148,7 +151,7 @@ localhost (the probes send it) and the private ranges pod IPs come from (scrapes
 {{- end -}}
 {{- with .Values.route.host }}{{ if $.Values.route.enabled }}{{ $hosts = append $hosts . }}{{ end }}{{ end -}}
 {{- with .Values.ingress.host }}{{ if $.Values.ingress.enabled }}{{ $hosts = append $hosts . }}{{ end }}{{ end -}}
-{{- $hosts = concat $hosts (list "localhost" "localhost:*" "10.*" "172.*" "192.168.*") -}}
+{{- $hosts = concat $hosts (list "localhost" (printf "localhost:%v" .Values.server.port) (printf "$(POD_IP):%v" .Values.server.port)) -}}
 {{- join "," $hosts -}}
 {{- end -}}
 {{- end -}}
