@@ -68,7 +68,7 @@ policy-preview: setup
 # cache, one per pinned version, so a fresh clone does not install checkov again.
 USER_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mlplatform
 checkov: tools-test
-	@version=$$($(BIN)/python -c 'from mlplatform.toolchain.lock import load_lock; print(load_lock().python["checkov"])'); \
+	@version=$$($(BIN)/python -c 'from mlplatform.lock import load_lock; print(load_lock().python["checkov"])'); \
 	venv="$(USER_CACHE)/venvs/checkov-$$version"; \
 	if [ "$$($$venv/bin/checkov --version 2>/dev/null)" != "$$version" ]; then \
 	  rm -rf "$$venv" && $(PYTHON) -m venv "$$venv" && "$$venv/bin/pip" install --quiet "checkov==$$version"; \
@@ -87,7 +87,7 @@ $(EXAMPLES_VENV)/.installed: examples/requirements.txt
 # promtool (alert rule checks and rule unit tests) from the Debian package the lock names;
 # fails unless it reports the version the lock records.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-LOCKED = $(BIN)/python -c 'import sys; from mlplatform.toolchain.lock import load_lock; print(load_lock().raw["packages"]["promtool"][sys.argv[1]])'
+LOCKED = $(BIN)/python -c 'import sys; from mlplatform.lock import load_lock; print(load_lock().raw["packages"]["promtool"][sys.argv[1]])'
 promtool: setup
 	@version=$$($(LOCKED) version); \
 	if ! command -v promtool >/dev/null; then \
@@ -154,7 +154,7 @@ down: setup
 	$(MLP) cluster down
 
 up: setup
-	$(MLP) up $(STACK)
+	$(MLP) up --stack $(STACK)
 
 # Every section, even past a failed one; the summary at the end says which held.
 # `make bench BENCH_ARGS=--quick` for a smoke run of every section.

@@ -17,10 +17,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from mlplatform.config import load_stack  # noqa: E402
 from mlplatform.config.load import read_stack_file, stack_location  # noqa: E402
 from mlplatform.policy_check import load_pack_config, pack_config_path, record_stack, run_policies  # noqa: E402
 from mlplatform.render import render_manifests  # noqa: E402
+from mlplatform.validation import load_stack  # noqa: E402
 
 
 def best(repeat: int, run) -> tuple[float, object]:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from plane_support import PLANE_START_PORT_BASE  # noqa: E402
 
+from mlplatform.lock import load_lock  # noqa: E402
 from mlplatform.toolchain.build import cached_dir, ensure_tool  # noqa: E402
-from mlplatform.toolchain.lock import load_lock  # noqa: E402
 
 
 def mlplatform(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from mlplatform import file_backend, progress
-from mlplatform.config import ConfigError, ResolvedConfig, load_stack
+from mlplatform.config import ConfigError
 from mlplatform.config.load import display_path
 from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
+from mlplatform.validation import EXIT_INVALID, load_or_report, load_stack
 
-EXIT_INVALID = 2
 EXIT_MISSING_TOOL = 3
 # The passphrase of the lab/ci stacks' local secrets (documented in the README). Real
 # environments set PULUMI_CONFIG_PASSPHRASE (or a KMS secrets provider) themselves.
@@ -27,21 +27,12 @@ LAB_PASSPHRASE = "mlplatform-lab"
 GO_RUNTIME_DEFAULTS = {"GOGC": "400", "GOMEMLIMIT": "2GiB"}
 
 
-def load_or_report(stack: str) -> ResolvedConfig | None:
-    """The validated stack, or None after printing its problems (callers exit EXIT_INVALID)."""
-    try:
-        return load_stack(stack)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return None
-
-
 def shipped_stacks() -> list[str]:
     return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in STACKS_DIR.glob("Pulumi.*.yaml"))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    targets = args.stacks or shipped_stacks()
+    targets = [*args.stacks, *args.stack_options] or shipped_stacks()
     failed = False
     for target in targets:
         try:
@@ -61,8 +52,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
+    from mlplatform.lock import load_lock
     from mlplatform.toolchain.build import ToolBuildError, bin_dir, ensure_tool, select_tools
-    from mlplatform.toolchain.lock import load_lock
 
     try:
         tools = select_tools(load_lock(), args.only)
@@ -115,8 +106,8 @@ def engine_env(stack: str) -> dict[str, str]:
 
 def require_engine() -> str | None:
     """The reason `pulumi up` cannot run here, or None when the engine is complete."""
+    from mlplatform.lock import load_lock
     from mlplatform.toolchain.build import GROUPS, bin_dir
-    from mlplatform.toolchain.lock import load_lock
 
     missing = [
         name
@@ -286,6 +277,10 @@ def cmd_record(args: argparse.Namespace) -> int:
     from mlplatform.promote import write_record
     from mlplatform.safe_write import FileLockedError
 
+    args.stack = stack_argument(args, "record", default=None)
+    if args.stack is None:
+        print("mlplatform record: name the stack (--stack NAME)", file=sys.stderr)
+        return EXIT_INVALID
     if load_or_report(args.stack) is None:
         return EXIT_INVALID
     try:
@@ -297,24 +292,67 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def stack_argument(args: argparse.Namespace, command: str, default: str | None = "lab") -> str | None:
+    """`--stack NAME`, or the older positional STACK (still accepted, with a notice)."""
+    positional = getattr(args, "stack_positional", None)
+    if positional is None:
+        return args.stack or default
+    if args.stack and args.stack != positional:
+        print(f"mlplatform {command}: two stacks named ({positional}, --stack {args.stack}): name one", file=sys.stderr)
+        return None
+    print(f"mlplatform {command}: the positional stack is deprecated: use --stack {positional}", file=sys.stderr)
+    return positional
+
+
+def up_tools(lock, local_plane: bool) -> list:
+    """The tools `up` needs: the engine and the renderers; the local plane's only where it starts one."""
+    from mlplatform.toolchain.build import select_tools
+
+    return select_tools(lock, ["engine", "render", *(["cluster"] if local_plane else [])])
+
+
+def confirm(question: str) -> bool:
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Tools, then the local control plane (unless the stack names its own cluster), then the engine."""
     from mlplatform.cluster import plane
+    from mlplatform.lock import load_lock
+    from mlplatform.stack_secrets import targets_local_plane
     from mlplatform.toolchain.build import ensure_tool
-    from mlplatform.toolchain.lock import load_lock
 
+    stack = stack_argument(args, "up")
+    if stack is None:
+        return EXIT_INVALID
+    args.stack = stack
     resolved = load_or_report(args.stack)
     if resolved is None:
         return EXIT_INVALID
+    local_plane = targets_local_plane(resolved)
+    cluster = resolved.config.cluster
+    target = f"kubeconfig {cluster.kubeconfig}" + (f", context {cluster.context}" if cluster.context else "")
+    # A cluster of the user's: its changes are shown and agreed to before they are applied.
+    if not local_plane and not args.yes and not sys.stdin.isatty():
+        print(
+            f"mlplatform up: stack {args.stack} targets {target}; without a terminal to confirm the preview "
+            "on, pass --yes to apply it unattended",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     with progress.step("check tools") as checking:
-        for tool in load_lock().tools.values():
+        for tool in up_tools(load_lock(), local_plane):
             checking.phase(tool.name)
             result = ensure_tool(tool)
             # echo: these lines are printed while the step's live line may be on the terminal.
             progress.echo(f"tool {result.tool} {result.version}: {result.source}")
             if result.source == "unavailable":
                 progress.echo(f"  {result.detail.splitlines()[-1].strip()}")
-    if not resolved.config.cluster.kubeconfig:
+    if local_plane:
         try:
             count, _ = plane.bring_up(resolved)
         except plane.ClusterError as exc:
@@ -344,7 +382,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     if missing:
         print("mlplatform up: stack secrets not set:", *missing_lines(missing, store), sep="\n", file=sys.stderr)
         return 1
-    cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview", *store.config_args()]
+    if local_plane:
+        # The embedded plane is disposable: applied without a preview.
+        cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview", *store.config_args()]
+    elif args.yes:
+        # Unattended: `pulumi up` still prints its plan before it applies.
+        cmd = ["pulumi", "up", "--stack", args.stack, "--yes", *store.config_args()]
+    else:
+        preview = ["pulumi", "preview", "--stack", args.stack, *store.config_args()]
+        returncode = subprocess.run(preview, cwd=REPO_ROOT, env=env).returncode
+        if returncode:
+            return returncode
+        if not confirm(f"apply these changes of stack {args.stack} to {target}?"):
+            print("mlplatform up: not applied", file=sys.stderr)
+            return 1
+        cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview", *store.config_args()]
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode
 
 
@@ -373,7 +425,7 @@ def cmd_secrets(args: argparse.Namespace) -> int:
             rotated = store.rotate(args.names)
             print(f"new values for {', '.join(rotated)} in {display_path(store.config_file())}")
             print(
-                f"`pulumi up` (or `mlplatform up {args.stack}`) rolls the pods that read them; see docs/credentials.md"
+                f"`pulumi up` (or `mlplatform up --stack {args.stack}`) rolls the pods that read them; see docs/credentials.md"
             )
             return 0
         generated, missing = store.generate()
@@ -413,12 +465,42 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def version_line() -> str:
+    """This package's version and the Pulumi the lock pins (CLI built from Go modules, Python SDK)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mlplatform import __version__
+    from mlplatform.lock import load_lock
+
+    try:
+        package = version("mlplatform")
+    except PackageNotFoundError:
+        package = __version__
+    lock = load_lock()
+    return f"mlplatform {package} (Pulumi CLI {lock.tools['pulumi'].version}, Python SDK {lock.python['pulumi']})"
+
+
+class VersionAction(argparse.Action):
+    """`--version`, read when asked for: the lock is not read on every command."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
+    parser.add_argument("--version", action=VersionAction, help="the package version and the pinned Pulumi")
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser("validate", help="validate stack configs (all shipped stacks by default)")
     validate.add_argument("stacks", nargs="*", metavar="STACK_NAME|PATH")
+    validate.add_argument(
+        "--stack", action="append", default=[], dest="stack_options", metavar="STACK_NAME|PATH", help="(repeatable)"
+    )
     validate.set_defaults(func=cmd_validate)
 
     tools = sub.add_parser("tools", help="build (or reuse) the pinned tools from Go modules")
@@ -474,13 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
     promote.set_defaults(func=cmd_promote)
 
     record = sub.add_parser("record", help="record the outcome of a stack's e2e/preview run (promotion reads it)")
-    record.add_argument("stack")
+    record.add_argument("--stack", metavar="STACK_NAME|PATH")
+    record.add_argument("stack_positional", nargs="?", metavar="STACK", help=argparse.SUPPRESS)
     record.add_argument("--result", choices=("passed", "failed"), required=True)
     record.add_argument("--out", help="record file (default: versions.record of the stack, else .mlplatform/records/)")
     record.set_defaults(func=cmd_record)
 
     up = sub.add_parser("up", help="build tools, start the local plane, apply a stack with the Pulumi engine")
-    up.add_argument("stack", nargs="?", default="lab")
+    up.add_argument("--stack", help="the stack (default lab)")
+    # `mlplatform up NAME`, the older spelling: still accepted, not shown.
+    up.add_argument("stack_positional", nargs="?", metavar="STACK", help=argparse.SUPPRESS)
+    up.add_argument(
+        "--yes", action="store_true", help="a cluster of your own: apply without the preview and confirmation"
+    )
     up.set_defaults(func=cmd_up)
 
     secrets = sub.add_parser("secrets", help="a stack's credentials: list them, generate the missing ones, rotate")

@@ -82,7 +82,7 @@ def _references(tree: Path, overlay: str) -> set[tuple[str, str]]:
 
 def go_module_dir(source: UpstreamSource) -> Path:
     """The source tree of a pinned Go module, from the module cache or the module proxy."""
-    from mlplatform.toolchain.build import go_env
+    from mlplatform.go import go_env
 
     if not shutil.which("go"):
         raise UpstreamError(

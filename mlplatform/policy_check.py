@@ -277,8 +277,8 @@ def print_report(report: Report, title: str) -> None:
 
 def check_stack(stack: str, config_path: Path | None = None) -> tuple[Report, float, float]:
     """(report, seconds to run the program under mocks, seconds the policies took)."""
-    from mlplatform.config import load_stack
     from mlplatform.config.load import read_stack_file, stack_location
+    from mlplatform.validation import load_stack
 
     resolved = load_stack(stack)
     path, name = stack_location(stack)

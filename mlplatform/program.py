@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from mlplatform.cluster import simulated
-from mlplatform.config import ConfigError, ResolvedConfig, resolve
+from mlplatform import simulated_target as simulated
+from mlplatform.config import ConfigError, ResolvedConfig
 from mlplatform.config.load import config_from_pulumi_env, display_path, stack_file
-from mlplatform.modules.base import ModuleContext, crds_without_descriptions, declared_state_wins
+from mlplatform.modules.base import (
+    ModuleContext,
+    crds_without_descriptions,
+    declared_state_wins,
+    target_kubeconfig,
+    under_mocks,
+)
 from mlplatform.modules.core import Core
 from mlplatform.modules.registry import MODULES, composition_order
-from mlplatform.paths import STATE_ROOT
 from mlplatform.stack_traces import keep_project_frames_only
+from mlplatform.validation import resolve
 
 
 def stack_config() -> dict[str, Any]:
@@ -34,14 +39,6 @@ def load_running_stack() -> ResolvedConfig:
     except ConfigError as exc:
         # RunError stops the update with our message alone, before any resource is registered.
         raise pulumi.RunError(f"invalid stack config ({len(exc.problems)} problem(s)):\n{exc}") from None
-
-
-def under_mocks() -> bool:
-    """Running under the mock monitor (render, policy check, tests), not the engine."""
-    from pulumi.runtime.mocks import MockMonitor
-    from pulumi.runtime.settings import get_monitor
-
-    return isinstance(get_monitor(), MockMonitor)
 
 
 def require_secrets(resolved: ResolvedConfig) -> None:
@@ -63,19 +60,6 @@ def require_secrets(resolved: ResolvedConfig) -> None:
                 + " (`mlplatform up` does so itself)"
             )
         raise pulumi.RunError("stack secrets not set:\n" + "\n".join(lines))
-
-
-def default_kubeconfig() -> Path:
-    return STATE_ROOT / "cluster" / "kubeconfig"
-
-
-def target_kubeconfig(resolved: ResolvedConfig) -> str | None:
-    """The stack's kubeconfig, else the local plane's where one is up."""
-    cluster = resolved.config.cluster
-    kubeconfig = cluster.kubeconfig or resolved.provider_settings.get("kubeconfig")
-    if kubeconfig is None and default_kubeconfig().exists():
-        kubeconfig = str(default_kubeconfig())
-    return kubeconfig
 
 
 def build_provider(resolved: ResolvedConfig) -> k8s.Provider:
@@ -116,4 +100,31 @@ def main() -> dict[str, pulumi.ComponentResource]:
     pulumi.export("environment", resolved.config.environment)
     pulumi.export("platformNamespace", core.outputs.namespace)
     pulumi.export("modules", ["core", *resolved.config.modules.enabled_names()])
+    for key, value in stack_outputs(ctx.outputs).items():
+        pulumi.export(key, value)
     return components
+
+
+def stack_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    """What a user of the stack reads with `pulumi stack output`: service endpoints, the GPU
+    resource names each pool advertises, the teams' namespaces. Taken from the modules' typed
+    outputs only, and present only for the modules the stack enables."""
+    from mlplatform.modules.gpu import GpuOutputs
+    from mlplatform.modules.ml_services import ServiceOutputs
+    from mlplatform.modules.mlflow import MlflowOutputs
+    from mlplatform.modules.tenancy import TenancyOutputs
+
+    endpoints: dict[str, dict[str, str]] = {}
+    exported: dict[str, Any] = {}
+    for name, module in outputs.items():
+        if isinstance(module, MlflowOutputs):
+            endpoints[name] = {"trackingUri": module.tracking_uri}
+            if module.external_url:
+                endpoints[name]["externalUrl"] = module.external_url
+        elif isinstance(module, ServiceOutputs) and module.endpoints:
+            endpoints[name] = dict(module.endpoints)
+        elif isinstance(module, GpuOutputs):
+            exported["gpuResources"] = {pool: sorted(res.per_node) for pool, res in module.pools.items()}
+        elif isinstance(module, TenancyOutputs):
+            exported["teamNamespaces"] = dict(module.namespaces)
+    return {"endpoints": endpoints, **exported}

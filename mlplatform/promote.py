@@ -25,10 +25,11 @@ from ruamel.yaml.events import AliasEvent, ScalarEvent
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 
-from mlplatform.config import ConfigError, ResolvedConfig, resolve
+from mlplatform.config import ConfigError, ResolvedConfig
 from mlplatform.config.load import display_path, read_stack_file, stack_location
 from mlplatform.config.model import ENVIRONMENTS
 from mlplatform.safe_write import FileLockedError, atomic_write, write_lock
+from mlplatform.validation import resolve
 
 VERSIONS_KEY = "mlplatform:versions"
 # Seconds `record` waits for another command writing the same record.
@@ -266,7 +267,7 @@ def _lines_outside_pins(loader: YAML, text: str, *, added: bool) -> list[str]:
 
 
 def read_record(resolved: ResolvedConfig) -> dict[str, Any] | None:
-    from mlplatform.config.load import _repo_path
+    from mlplatform.config.load import repo_path as _repo_path
 
     if not resolved.config.versions.record:
         return None
@@ -278,7 +279,7 @@ def read_record(resolved: ResolvedConfig) -> dict[str, Any] | None:
 
 def write_record(stack: str, result: str, path: Path | None = None) -> Path:
     """Record the outcome of a stack's e2e/preview run with the pins it ran."""
-    from mlplatform.config.load import _repo_path
+    from mlplatform.config.load import repo_path as _repo_path
 
     _, _, resolved = _load(stack)
     target = path or (

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
+from mlplatform.lock import LOCK_FILE, LockError, read_lock_document
 from mlplatform.plain_data import plain_copy
-from mlplatform.toolchain.lock import LOCK_FILE, LockError, read_lock_document
 
 
 class UpstreamError(RuntimeError):

@@ -7,6 +7,7 @@ import shutil
 import sys
 
 from mlplatform.cluster import plane
+from mlplatform.validation import EXIT_INVALID, load_or_report
 
 
 def _docker_available() -> bool:
@@ -14,8 +15,6 @@ def _docker_available() -> bool:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from mlplatform.cli import EXIT_INVALID, load_or_report
-
     resolved = load_or_report(args.stack)
     if resolved is None:
         return EXIT_INVALID

@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from mlplatform import progress
-from mlplatform.cluster import pki, simulated
+from mlplatform import simulated_target as simulated
+from mlplatform.cluster import pki
 from mlplatform.cluster.provider_nodes import SIMULATED_LABEL, simulated_nodes
 from mlplatform.config import ResolvedConfig
 from mlplatform.paths import SHARE_DIR, STATE_ROOT
@@ -341,7 +342,7 @@ def start_control_plane(ports: Ports | None = None) -> Credentials:
         ],
         ports=(ports.kwok,),
     )
-    # Programs that target this plane adapt to it (mlplatform.cluster.simulated).
+    # Programs that target this plane adapt to it (mlplatform.simulated_target).
     simulated.mark(cluster_dir())
     # No cloud, CSI driver or ingress controller here: volumes and addresses are simulated.
     _start(

@@ -1,7 +1,8 @@
-"""Typed platform config: parsed and validated once, before any resource exists."""
+"""Typed platform config: parsed and typed once, before any resource exists. The rules between
+fields sit above this package (mlplatform.validation: load_stack, resolve)."""
 
-from mlplatform.config.load import ResolvedConfig, load_stack, resolve
+from mlplatform.config.load import ResolvedConfig
 from mlplatform.config.model import PlatformConfig
 from mlplatform.config.problems import ConfigError, Problem
 
-__all__ = ["ConfigError", "PlatformConfig", "Problem", "ResolvedConfig", "load_stack", "resolve"]
+__all__ = ["ConfigError", "PlatformConfig", "Problem", "ResolvedConfig"]

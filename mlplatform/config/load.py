@@ -22,7 +22,6 @@ from mlplatform.config.problems import ConfigError, Problem
 from mlplatform.config.rules import shown
 from mlplatform.environments import Profile, profile_for
 from mlplatform.paths import REPO_ROOT, STACKS_DIR
-from mlplatform.toolchain.lock import LockError, load_lock
 
 PROJECT = "mlplatform"
 # Config namespaces a stack may use besides our own: the Kubernetes provider's settings.
@@ -44,11 +43,11 @@ class ResolvedConfig:
 
     @property
     def mirror_path(self) -> Path | None:
-        return _repo_path(self.config.mirror.path) if self.config.mirror.path else None
+        return repo_path(self.config.mirror.path) if self.config.mirror.path else None
 
     @property
     def lock_path(self) -> Path:
-        return _repo_path(self.config.versions.lock)
+        return repo_path(self.config.versions.lock)
 
     def upstream(self, name: str):
         """A pinned upstream source at the version this stack runs."""
@@ -238,20 +237,16 @@ def stack_location(stack_or_path: str) -> tuple[Path, str]:
     return stack_file(stack_or_path), stack_or_path
 
 
-def load_stack(stack_or_path: str, mirror_override: str | None = None) -> ResolvedConfig:
-    """Resolve a stack by name (stacks/Pulumi.<name>.yaml) or by a path to a stack file."""
-    path, stack = stack_location(stack_or_path)
-    raw = read_stack_file(path)
-    return resolve(raw, source=display_path(path), stack=stack, mirror_override=mirror_override)
-
-
-def resolve(
+def parse(
     raw: Mapping[str, Any],
     source: str,
     stack: str,
     mirror_override: str | None = None,
     decrypted: bool = False,
-) -> ResolvedConfig:
+) -> tuple[ResolvedConfig | None, list[Problem]]:
+    """The typed config (profile defaults under the stack's values) and every problem of form
+    found on the way; None where the config could not be typed. The rules between fields sit
+    above this package (mlplatform.validation)."""
     problems: list[Problem] = []
     ours: dict[str, Any] = {}
     provider_settings: dict[str, Any] = {}
@@ -292,12 +287,9 @@ def resolve(
                 continue
             problems.append(_problem_from_error(source, error))
 
-    if config is not None and profile is not None:
-        problems.extend(cross_field_problems(config, profile, source))
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None and profile is not None
-    return ResolvedConfig(
+    if config is None or profile is None:
+        return None, problems
+    resolved = ResolvedConfig(
         stack=stack,
         source=source,
         config=config,
@@ -305,6 +297,7 @@ def resolve(
         provider_settings=provider_settings,
         secrets=secrets,
     )
+    return resolved, problems
 
 
 def _secrets(raw: Any, decrypted: bool, source: str, problems: list[Problem]) -> dict[str, str | None]:
@@ -470,239 +463,6 @@ def _problem_from_error(source: str, error: Mapping[str, Any]) -> Problem:
     return Problem(source, key_path(loc), message)
 
 
-# Modules, their dependencies, and which are built: see mlplatform.modules.registry.
-def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) -> list[Problem]:
-    from mlplatform.gpu.validation import gpu_problems
-    from mlplatform.modules.registry import MODULE_DEPENDENCIES, available_modules
-    from mlplatform.monitoring.validation import monitoring_problems
-    from mlplatform.services.validation import ml_services_problems
-    from mlplatform.tenancy.validation import tenancy_problems
-
-    problems: list[Problem] = []
-
-    def add(loc: tuple[Any, ...], message: str) -> None:
-        problems.append(Problem(source, key_path(loc), message))
-
-    if config.environment == "cloud" and config.cloud is None:
-        add(
-            ("cloud",),
-            "required when environment is cloud (allowed: a mapping with provider: " + ", ".join(CLOUD_PROVIDERS) + ")",
-        )
-    if config.environment != "cloud" and config.cloud is not None:
-        add(("cloud",), f"only allowed when environment is cloud (environment is {config.environment!r})")
-
-    cluster = config.cluster
-    seen: dict[str, int] = {}
-    for index, pool in enumerate(cluster.node_pools):
-        if pool.name in seen:
-            add(
-                ("cluster", "nodePools", index, "name"),
-                f"duplicate node pool name {pool.name!r} (also at nodePools[{seen[pool.name]}]; allowed: unique names)",
-            )
-        seen.setdefault(pool.name, index)
-    if cluster.storage.default_class not in cluster.storage.classes:
-        add(
-            ("cluster", "storage", "defaultClass"),
-            f"{cluster.storage.default_class!r} is not among the storage classes (allowed: {', '.join(cluster.storage.classes)})",
-        )
-    if len(set(cluster.storage.classes)) != len(cluster.storage.classes):
-        add(("cluster", "storage", "classes"), "lists a storage class twice (allowed: unique names)")
-    if cluster.ingress.style == "route" and not profile.route_api:
-        add(
-            ("cluster", "ingress", "style"),
-            f"'route' needs the OpenShift Route API, which the {profile.name} environment does not serve (allowed: ingress)",
-        )
-
-    store = config.platform.object_store
-    if store.kind != "in-cluster" and not store.bucket:
-        add(
-            ("platform", "objectStore", "bucket"),
-            f"required when objectStore.kind is {store.kind!r} (allowed: an existing bucket name)",
-        )
-    if store.kind == "in-cluster" and (store.bucket or store.endpoint):
-        add(
-            ("platform", "objectStore", "kind"),
-            "'in-cluster' runs its own store: bucket and endpoint are not allowed with it (allowed: s3, gcs, azure-blob to use an external bucket)",
-        )
-    ml_services_problems(config, add)
-    database = config.platform.database
-    if database.kind == "managed" and not database.host:
-        add(
-            ("platform", "database", "host"),
-            "required when database.kind is 'managed' (allowed: the managed database's host name)",
-        )
-    if database.kind == "in-cluster" and database.host:
-        add(
-            ("platform", "database", "host"),
-            "not allowed when database.kind is 'in-cluster' (allowed: set kind: managed to use an external database)",
-        )
-    namespace_problems(config, profile, add)
-
-    gpu_problems(config, config.cloud.provider if config.cloud else None, profile.node_pool_label, add)
-    tenancy_problems(config, add)
-    _mlflow_problems(config, add)
-    monitoring_problems(config, profile, add)
-
-    available = available_modules()
-    enabled = set(config.modules.enabled_names())
-    for name in config.modules.enabled_names():
-        if name not in available:
-            built = ", ".join(sorted(available)) or "none yet"
-            add(
-                ("modules", name, "enabled"),
-                f"module {name!r} is not part of this release yet (allowed: true only for built modules: {built})",
-            )
-        for dependency in MODULE_DEPENDENCIES.get(name, ()):
-            if dependency not in enabled:
-                add(
-                    ("modules", name, "enabled"),
-                    f"module {name!r} needs module {dependency!r}, which is disabled (allowed: enable {dependency} too, or disable {name})",
-                )
-
-    lock_path = _repo_path(config.versions.lock)
-    try:
-        load_lock(lock_path)
-    except LockError as exc:
-        add(("versions", "lock"), f"{config.versions.lock!r} is not a usable lock file: {exc}")
-    else:
-        _pin_problems(config, lock_path, add)
-    if config.mirror.path is not None:
-        mirror = _repo_path(config.mirror.path)
-        if not mirror.is_dir():
-            add(
-                ("mirror", "path"),
-                f"{config.mirror.path!r} is not a folder (allowed: a folder laid out like the upstream mirror, relative to the project root or absolute)",
-            )
-    return problems
-
-
-# Namespaces the upstream components we install live in, whether or not their module is on:
-# a namespace of ours there would share their network policies and RBAC.
-UPSTREAM_NAMESPACES = {
-    "kubeflow": "Kubeflow Pipelines, Katib and the training operator",
-    "kubeflow-system": "the Kubeflow trainer",
-    "jobset-system": "JobSet",
-    "notebook-controller-system": "the notebook controller",
-    "kserve": "KServe",
-    "cert-manager": "cert-manager",
-    "kueue-system": "Kueue",
-    "node-feature-discovery": "Node Feature Discovery",
-}
-
-
-def namespace_problems(config: PlatformConfig, profile: Profile, add) -> None:
-    """Every namespace the stack names is one of its own: not Kubernetes' or OpenShift's, not
-    the environment's ingress or DNS, not an upstream component's, and used by one owner only."""
-    from mlplatform.modules.gpu import DEFAULT_NAMESPACES
-
-    modules = config.modules
-    owners: list[tuple[tuple[Any, ...], str, str]] = [
-        (("platform", "namespace"), config.platform.namespace, "the platform (platform.namespace)")
-    ]
-    if modules.gpu.enabled:
-        gpu_namespace = modules.gpu.namespace or DEFAULT_NAMESPACES[modules.gpu.install]
-        owners.append((("modules", "gpu", "namespace"), gpu_namespace, "the gpu module"))
-    if modules.mlflow.enabled:
-        owners.append((("modules", "mlflow", "namespace"), modules.mlflow.namespace, "the mlflow module"))
-    if modules.monitoring.enabled:
-        owners.append((("modules", "monitoring", "namespace"), modules.monitoring.namespace, "the monitoring module"))
-    if modules.tenancy.enabled:
-        for index, team in enumerate(modules.tenancy.teams):
-            owners.append(
-                (
-                    ("modules", "tenancy", "teams", index, "name"),
-                    modules.tenancy.namespace_prefix + team.name,
-                    f"team {team.name!r}",
-                )
-            )
-    ours = {namespace for _, namespace, _ in owners}
-    environment = {n: "the environment's ingress" for n in profile.ingress_namespaces}
-    environment[profile.dns.namespace] = "the cluster DNS"
-    environment.update({n: "the environment's monitoring" for n in profile.monitoring_namespaces if n not in ours})
-    first: dict[str, str] = {}
-    for loc, namespace, owner in owners:
-        if rules.reserved_namespace(namespace):
-            add(
-                loc,
-                f"namespace {shown(namespace)} is reserved by Kubernetes or OpenShift (allowed: a namespace of our "
-                "own, not default, kube-* or openshift*)",
-            )
-        elif namespace in UPSTREAM_NAMESPACES:
-            add(
-                loc,
-                f"namespace {shown(namespace)} belongs to {UPSTREAM_NAMESPACES[namespace]} (allowed: a namespace "
-                f"of our own, not {', '.join(sorted(UPSTREAM_NAMESPACES))})",
-            )
-        elif namespace in environment:
-            add(
-                loc,
-                f"namespace {shown(namespace)} belongs to {environment[namespace]} (allowed: a namespace of our own)",
-            )
-        elif namespace in first:
-            add(
-                loc,
-                f"namespace {shown(namespace)} is also {first[namespace]}'s (allowed: a namespace no other module "
-                "or team uses)",
-            )
-        first.setdefault(namespace, owner)
-
-
-def _mlflow_problems(config: PlatformConfig, add) -> None:
-    from mlplatform.modules.mlflow import azure_storage_account
-
-    settings = config.modules.mlflow
-    if settings.auth == "oidc" and settings.oidc is None:
-        add(
-            ("modules", "mlflow", "oidc"),
-            "required when auth is 'oidc' (allowed: a mapping with issuerUrl and clientId)",
-        )
-    if settings.auth != "oidc" and settings.oidc is not None:
-        add(
-            ("modules", "mlflow", "oidc"),
-            f"only used when auth is 'oidc' (auth is {settings.auth!r}; allowed: remove it, or set auth: oidc)",
-        )
-    store = config.platform.object_store
-    if settings.artifact_credentials == "workload-identity" and store.kind == "in-cluster":
-        add(
-            ("modules", "mlflow", "artifactCredentials"),
-            "'workload-identity' needs a cloud object store; the in-cluster store takes keys (allowed: secret, or objectStore.kind s3, gcs, azure-blob)",
-        )
-    if settings.host and not settings.expose:
-        add(
-            ("modules", "mlflow", "host"),
-            "only used when expose is true (allowed: remove host, or set expose: true)",
-        )
-    if not settings.enabled:
-        return
-    if config.platform.database.engine != "postgres":
-        add(
-            ("platform", "database", "engine"),
-            f"{config.platform.database.engine!r} is not supported by the mlflow module, whose backend store is Postgres (allowed: postgres)",
-        )
-    if store.kind == "azure-blob" and not azure_storage_account(store.endpoint):
-        add(
-            ("platform", "objectStore", "endpoint"),
-            f"{store.endpoint!r} does not name the storage account the mlflow module writes to (allowed: https://<account>.blob.core.windows.net)",
-        )
-
-
-def _pin_problems(config: PlatformConfig, lock_path: Path, add) -> None:
-    from mlplatform.upstream import upstream_sources
-
-    sources = upstream_sources(lock_path)
-    for component, version in config.versions.pins.items():
-        if component not in sources:
-            add(
-                ("versions", "pins", component),
-                f"{component!r} is not an upstream component of the lock (allowed: {', '.join(sources)})",
-            )
-        elif version not in sources[component].versions:
-            add(
-                ("versions", "pins", component),
-                f"{version!r} is not a version of {component} in the lock (allowed: {', '.join(sources[component].versions)})",
-            )
-
-
-def _repo_path(value: str) -> Path:
+def repo_path(value: str) -> Path:
     path = Path(value)
     return path if path.is_absolute() else (REPO_ROOT / path).resolve()

@@ -373,6 +373,13 @@ class AlertmanagerSettings(Strict):
     replicas: int = Field(default=1, ge=1, le=5)
 
 
+def _runbook_base_url(value: str) -> str:
+    # Alertmanager and Grafana resolve a relative link against their own host; `#<alert>` is appended.
+    if len(value) > 2048 or not re.fullmatch(r"https://[^\s/?#]+[^\s#]*", value):
+        raise ValueError(f"{value!r} is not an absolute https URL without a fragment (https://<host>/<path>)")
+    return value
+
+
 class AlertThresholds(Strict):
     """What the alert rules (charts/ml-alerts) compare against; profiles set per-environment defaults."""
 
@@ -390,8 +397,9 @@ class AlertThresholds(Strict):
     serving_error_ratio: float = Field(default=0.05, gt=0, le=1)
     model_accuracy_min: float = Field(default=0.8, ge=0, le=1)
     model_drift_max: float = Field(default=0.3, gt=0, le=1000)
-    # Where each alert's runbook_url points: the README's Monitoring section, as served to on-call.
-    runbook_base_url: Name = "README.md"
+    # The runbooks document (docs/runbooks.md) where on-call reads it; each alert links to its
+    # section. The default's host is reserved (.example): set it where the document is served.
+    runbook_base_url: Annotated[str, AfterValidator(_runbook_base_url)] = "https://mlplatform.example/docs/runbooks.md"
 
 
 class MonitoringModuleSettings(ModuleToggle):

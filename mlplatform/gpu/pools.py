@@ -12,6 +12,13 @@ from __future__ import annotations
 
 from mlplatform.config.model import NodePool
 
+# The GPU layer's namespace per install path, where modules.gpu.namespace does not name one.
+DEFAULT_NAMESPACES = {
+    "device-plugin": "nvidia-device-plugin",
+    "operator": "nvidia-gpu-operator",
+    "managed": "gpu-system",
+}
+
 
 def pool_selector(pool: NodePool, node_pool_label: str | None) -> dict[str, str]:
     """The labels that select exactly the pool's nodes (empty: nothing identifies them)."""

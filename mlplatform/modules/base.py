@@ -6,12 +6,14 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from mlplatform.config import ResolvedConfig
+from mlplatform.paths import STATE_ROOT
 from mlplatform.plain_data import plain_copy
 
 MANAGED_BY = "mlplatform"
@@ -220,3 +222,24 @@ def add_team_egress(
             network.allow_egress_to(name, namespace, labels, rules),
             ctx.child_opts(owner, depends_on=[tenancy.namespace_resources[team]]),
         )
+
+
+def under_mocks() -> bool:
+    """Running under the mock monitor (render, policy check, tests), not the engine."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    return isinstance(get_monitor(), MockMonitor)
+
+
+def default_kubeconfig() -> Path:
+    return STATE_ROOT / "cluster" / "kubeconfig"
+
+
+def target_kubeconfig(resolved: ResolvedConfig) -> str | None:
+    """The stack's kubeconfig, else the local plane's where one is up."""
+    cluster = resolved.config.cluster
+    kubeconfig = cluster.kubeconfig or resolved.provider_settings.get("kubeconfig")
+    if kubeconfig is None and default_kubeconfig().exists():
+        kubeconfig = str(default_kubeconfig())
+    return kubeconfig

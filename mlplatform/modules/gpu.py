@@ -28,15 +28,10 @@ from mlplatform.gpu.plugin_config import (
     mig_layout,
     mig_parted_config,
 )
-from mlplatform.gpu.pools import pool_selector
+from mlplatform.gpu.pools import DEFAULT_NAMESPACES, pool_selector
 from mlplatform.modules.base import ModuleContext, create_object
 from mlplatform.upstream import kustomize_build, load_documents
 
-DEFAULT_NAMESPACES = {
-    "device-plugin": "nvidia-device-plugin",
-    "operator": "nvidia-gpu-operator",
-    "managed": "gpu-system",
-}
 DCGM_PORT = 9400
 # Pod template annotation: a pool's DaemonSets roll when its config or MIG layout changes,
 # since neither the device plugin nor mig-parted rereads a file it has started with.

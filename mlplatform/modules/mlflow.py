@@ -19,10 +19,11 @@ import pulumi
 from mlplatform.charts import chart_metadata, helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import MlflowModuleSettings
+from mlplatform.lock import load_lock
+from mlplatform.mlflow.validation import azure_storage_account
 from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
 from mlplatform.modules.services import sha256_marker, with_credentials_checksum
 from mlplatform.tenancy import network
-from mlplatform.toolchain.lock import load_lock
 
 CHART = "mlflow"
 RELEASE = "mlflow"
@@ -83,15 +84,6 @@ class MlflowOutputs:
         """What a client pod is told (ConfigMap CLIENT_CONFIG beside it): where the server is,
         and the store behind `mlflow-artifacts:/` that a model server reads directly."""
         return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_ARTIFACT_STORE": self.artifact_store_uri}
-
-
-def azure_storage_account(endpoint: str | None) -> str | None:
-    """The account of an endpoint like https://<account>.blob.core.windows.net."""
-    if not endpoint:
-        return None
-    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
-    account, _, rest = host.partition(".")
-    return account if rest.startswith("blob.") and account else None
 
 
 def external_host(resolved: ResolvedConfig) -> str:

@@ -20,10 +20,11 @@ import yaml
 from mlplatform.charts import helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import AlertmanagerSettings, PrometheusSettings
+from mlplatform.lock import load_lock
+from mlplatform.modules import base
 from mlplatform.modules.base import FORCE_ANNOTATION, ModuleContext, create_object
 from mlplatform.paths import BIN_DIR
 from mlplatform.tenancy import network
-from mlplatform.toolchain.lock import load_lock
 from mlplatform.upstream import load_documents
 
 # Our Prometheus selects rules and monitors by this label, never by a chart release's labels.
@@ -302,9 +303,7 @@ def read_cluster_monitoring_config(resolved: ResolvedConfig) -> str | None:
     kubeconfig and context, as the program starts: Pulumi's ConfigMap.get fails on a missing
     object. Renders and tests (mock monitor) read nothing. Any failure stops the run: writing
     config.yaml without knowing what the cluster has would drop its other settings."""
-    from mlplatform.program import target_kubeconfig, under_mocks
-
-    if under_mocks():
+    if base.under_mocks():
         return None
     name = f"{CLUSTER_MONITORING_NAMESPACE}/{CLUSTER_MONITORING_CONFIG}"
     pinned = BIN_DIR / "kubectl"
@@ -315,7 +314,7 @@ def read_cluster_monitoring_config(resolved: ResolvedConfig) -> str | None:
     with tempfile.TemporaryDirectory() as folder:
         command = [kubectl, "get", "configmap", CLUSTER_MONITORING_CONFIG, "--namespace", CLUSTER_MONITORING_NAMESPACE]
         command += ["--ignore-not-found", "--output=json", "--request-timeout=30s"]
-        kubeconfig = _kubeconfig_file(target_kubeconfig(resolved), folder)
+        kubeconfig = _kubeconfig_file(base.target_kubeconfig(resolved), folder)
         if kubeconfig:
             command.append(f"--kubeconfig={kubeconfig}")
         if context:
@@ -505,15 +504,13 @@ class Monitoring(pulumi.ComponentResource):
         since other tenants may rely on it."""
         import pulumi_kubernetes as k8s
 
-        from mlplatform.program import under_mocks
-
         live = read_cluster_monitoring_config(self._ctx.resolved)
         try:
             text = with_user_workload_enabled(live)
         except ValueError as exc:
             raise pulumi.RunError(f"monitoring: {exc}") from None
         metadata: dict[str, Any] = {"name": CLUSTER_MONITORING_CONFIG, "namespace": CLUSTER_MONITORING_NAMESPACE}
-        if under_mocks():
+        if base.under_mocks():
             # A render's export is applied and pruned as one set (GitOps): there the object is
             # one of the stack's, labelled so. The engine labels nothing of the cluster's object.
             metadata["labels"] = self._labels

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlplatform import progress
+from mlplatform.go import go_env
+from mlplatform.lock import Lock, Tool
 from mlplatform.paths import BIN_DIR, SHARE_DIR, tool_cache_root
-from mlplatform.toolchain.lock import Lock, Tool
 
 # Which tools each purpose needs; `mlplatform tools --only` takes these names too.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -62,17 +63,6 @@ class ToolResult:
 def bin_dir() -> Path:
     """The one folder put on PATH: links to the cached (or PATH-found) binaries."""
     return BIN_DIR
-
-
-def go_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("GOTOOLCHAIN", "local")
-    env["GOFLAGS"] = "-mod=mod -buildvcs=false"
-    env.setdefault("CGO_ENABLED", "0")
-    # The checksum database is not reachable from every build host; the lock pins exact
-    # versions and the proxy serves them over TLS. Set GOSUMDB to verify where it is reachable.
-    env.setdefault("GOSUMDB", "off")
-    return env
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from mlplatform.cluster.plane import process_alive
-from mlplatform.toolchain.lock import load_lock
+from mlplatform.lock import load_lock
 from tests.e2e.conftest import start_plane
 
 

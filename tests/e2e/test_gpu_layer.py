@@ -180,7 +180,7 @@ def test_resource_no_node_offers_stays_pending_with_the_schedulers_reason(lab_gp
 def _provider_node(pool: str, index: int, stack: str = "lab") -> dict:
     """A node the pool's provider adds after the install (the simulated plane's provider)."""
     from mlplatform.cluster.provider_nodes import provider_node
-    from mlplatform.config import load_stack
+    from mlplatform.validation import load_stack
 
     resolved = load_stack(stack)
     (wanted,) = [p for p in resolved.config.cluster.node_pools if p.name == pool]

@@ -17,10 +17,11 @@ from decimal import Decimal
 import pytest
 from pydantic import BaseModel
 
-from mlplatform.config import ConfigError, load_stack, rules
+from mlplatform.config import ConfigError, rules
 from mlplatform.config.model import PlatformConfig
 from mlplatform.config.problems import MAX_PROBLEMS_SHOWN
 from mlplatform.config.quantity import parse_quantity
+from mlplatform.validation import load_stack
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.security

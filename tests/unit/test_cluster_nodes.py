@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlplatform.cluster.provider_nodes import HARDWARE_ANNOTATION, SIMULATED_LABEL, simulated_nodes
-from mlplatform.config import load_stack
+from mlplatform.validation import load_stack
 from tests.conftest import REPO_ROOT
 
 GKE = str(REPO_ROOT / "tests" / "fixtures" / "stacks" / "Pulumi.cloud-gke.yaml")

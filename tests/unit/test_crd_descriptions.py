@@ -86,7 +86,8 @@ def test_stacks_install_crds_without_descriptions_by_default(mirror, monkeypatch
 
 
 def test_an_unknown_crd_descriptions_value_is_refused_with_the_allowed_ones():
-    from mlplatform.config import ConfigError, resolve
+    from mlplatform.config import ConfigError
+    from mlplatform.validation import resolve
 
     raw = read_stack_file(REPO_ROOT / "stacks" / "Pulumi.lab.yaml")
     raw.setdefault("mlplatform:platform", {})["crdDescriptions"] = "strip"

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mlplatform.config import load_stack
 from mlplatform.gpu.doctor import QUERY, run_checks
+from mlplatform.validation import load_stack
 from tests.conftest import REPO_ROOT
 
 RECORDED = REPO_ROOT / "tests" / "fixtures" / "nvidia-smi"

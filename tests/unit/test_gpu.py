@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from mlplatform.config import ConfigError, load_stack, resolve
+from mlplatform.config import ConfigError
 from mlplatform.config.model import NodePool
 from mlplatform.gpu.capacity import extended_resources
 from mlplatform.gpu.dcgm_metrics import (
@@ -21,6 +21,7 @@ from mlplatform.gpu.dcgm_metrics import (
 from mlplatform.gpu.facts import MIG_GEOMETRY, PCI_DEVICE_IDS, mig_problems
 from mlplatform.gpu.plugin_config import device_plugin_config, mig_parted_config
 from mlplatform.modules.gpu import gpu_outputs
+from mlplatform.validation import load_stack, resolve
 from tests.conftest import REPO_ROOT, pulumi_config_of, render_shared, validate_against
 
 

@@ -10,8 +10,8 @@ import pytest
 from google.protobuf import struct_pb2
 from pulumi.runtime.proto import language_pb2
 
+from mlplatform.lock import load_lock
 from mlplatform.toolchain.language_host import USER_ACTIONABLE_EXIT, PythonLanguageHost, main
-from mlplatform.toolchain.lock import load_lock
 from tests.conftest import REPO_ROOT
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mlplatform.charts import ChartError, chart_path, helm_template
-from mlplatform.toolchain.lock import load_lock
+from mlplatform.lock import load_lock
 from tests.conftest import REPO_ROOT
 
 CHART = "ml-alerts"
@@ -111,21 +111,58 @@ def test_every_alert_has_a_firing_and_a_silent_case():
         assert cases[name]["silent"] >= 1, f"{name}: no case where it stays silent"
 
 
-def _readme_anchors() -> set[str]:
-    headings = re.findall(r"^#+ (.+)$", (REPO_ROOT / "README.md").read_text(), flags=re.M)
+# The document runbookBaseUrl serves: one section per alert.
+RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
+
+
+def _runbook_anchors() -> set[str]:
+    headings = re.findall(r"^#+ (.+)$", RUNBOOKS.read_text(), flags=re.M)
     return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
 def test_every_alert_has_severity_summary_description_and_a_runbook_section():
-    anchors = _readme_anchors()
+    anchors = _runbook_anchors()
+    base_url = yaml.safe_load((chart_path(CHART) / "values.yaml").read_text())["runbookBaseUrl"]
+    assert re.fullmatch(r"https://[^/#]+/\S*", base_url), base_url
     for rule in alerts_of(render()):
         name = rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES, name
         assert rule["annotations"]["summary"].strip(), name
         assert rule["annotations"]["description"].strip(), name
         base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
-        assert base == "README.md" and anchor == name.lower(), rule["annotations"]["runbook_url"]
-        assert anchor in anchors, f"README.md has no section {name} for the runbook of {name}"
+        assert base == base_url and anchor == name.lower(), rule["annotations"]["runbook_url"]
+        assert anchor in anchors, f"{RUNBOOKS.name} has no section {name} for the runbook of {name}"
+
+
+@pytest.mark.parametrize(
+    "base",
+    ["README.md", "/docs/runbooks.md", "docs.example.com/runbooks.md", "https://docs.example.com/r.md#top", ""],
+)
+def test_a_runbook_base_that_is_not_an_absolute_url_is_refused(base):
+    with pytest.raises(ChartError, match="runbookBaseUrl"):
+        render({"runbookBaseUrl": base})
+
+
+def test_the_chart_refuses_a_relative_runbook_base_even_without_its_schema():
+    from mlplatform.paths import BIN_DIR
+
+    command = [str(BIN_DIR / "helm"), "template", CHART, str(chart_path(CHART)), "--skip-schema-validation"]
+    proc = subprocess.run(
+        [*command, "--kube-version", kube_version(), "--set", "runbookBaseUrl=README.md"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert 'runbookBaseUrl "README.md" must be an absolute http(s) URL' in proc.stderr
+
+
+def test_the_monitoring_config_defaults_to_the_charts_runbook_base():
+    from mlplatform.config.model import AlertThresholds
+
+    chart_default = yaml.safe_load((chart_path(CHART) / "values.yaml").read_text())["runbookBaseUrl"]
+    assert AlertThresholds().runbook_base_url == chart_default
+    with pytest.raises(ValueError, match="absolute https URL"):
+        AlertThresholds(runbookBaseUrl="README.md")
 
 
 def test_model_alerts_carry_the_retraining_labels():
@@ -374,8 +411,8 @@ def test_a_metric_extractor_that_misses_names_fails():
 @pytest.mark.parametrize("stack", ["lab", "openshift", "cloud"])
 def test_every_metric_a_shipped_rule_reads_has_a_publisher(stack):
     """The rules as each shipped stack deploys them (the monitoring module's values)."""
-    from mlplatform.config import load_stack
     from mlplatform.modules.monitoring import alert_values
+    from mlplatform.validation import load_stack
 
     manifests = render(alert_values(load_stack(stack), {}))
     published = published_metrics()

@@ -228,7 +228,8 @@ def test_notebook_rules_follow_the_allow_list_and_gpu_profile(mirror, monkeypatc
     ],
 )
 def test_service_settings_are_checked_before_anything_is_registered(key, value, expected):
-    from mlplatform.config import ConfigError, resolve
+    from mlplatform.config import ConfigError
+    from mlplatform.validation import resolve
 
     raw = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())["config"]
     raw[key] = value
@@ -240,8 +241,8 @@ def test_service_settings_are_checked_before_anything_is_registered(key, value, 
 
 @pytest.mark.security
 def test_the_engine_refuses_a_stack_without_its_service_credentials():
-    from mlplatform.config import resolve
     from mlplatform.modules.ml_services import required_secrets
+    from mlplatform.validation import resolve
 
     raw = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.cloud.yaml").read_text())["config"]
     resolved = resolve(raw, source="stacks/Pulumi.cloud.yaml", stack="cloud")
@@ -261,8 +262,8 @@ def test_the_engine_refuses_a_stack_without_its_service_credentials():
 
 @pytest.mark.security
 def test_every_in_cluster_credential_is_a_stack_secret_the_platform_may_generate():
-    from mlplatform.config import load_stack
     from mlplatform.stack_secrets import secret_needs
+    from mlplatform.validation import load_stack
 
     for stack in ("lab", "openshift"):
         needs = secret_needs(load_stack(stack))

@@ -200,7 +200,7 @@ def test_the_engine_refuses_to_start_without_mlflows_secrets(monkeypatch):
     import pulumi
 
     from mlplatform import program
-    from mlplatform.config import resolve
+    from mlplatform.validation import resolve
 
     raw = _stack_raw("lab")
     raw["mlplatform:secrets"] = {"objectStoreAccessKey": "k-1", "objectStoreSecretKey": "k-2"}
@@ -220,8 +220,8 @@ def test_the_engine_refuses_to_start_without_mlflows_secrets(monkeypatch):
 
 
 def test_oidc_needs_its_client_secret_which_nobody_can_generate():
-    from mlplatform.config import resolve
     from mlplatform.stack_secrets import secret_needs
+    from mlplatform.validation import resolve
 
     raw = _stack_raw("lab")
     raw["mlplatform:modules"]["mlflow"].update(

@@ -12,7 +12,6 @@ import jsonschema
 import pytest
 import yaml
 
-from mlplatform.config import resolve
 from mlplatform.modules.base import FORCE_ANNOTATION
 from mlplatform.modules.monitoring import (
     CLUSTER_MONITORING_FIELD_MANAGER,
@@ -25,6 +24,7 @@ from mlplatform.modules.monitoring import (
 )
 from mlplatform.modules.registry import composition_order
 from mlplatform.upstream import upstream_sources
+from mlplatform.validation import resolve
 from tests.conftest import REPO_ROOT, STACKS, render_shared
 
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "Prometheus", "Alertmanager"}
@@ -351,15 +351,14 @@ def test_openshift_patches_the_clusters_monitoring_config_and_leaves_it_on_destr
 def test_the_live_config_is_read_with_the_stacks_kubeconfig(mirror, monkeypatch, tmp_path):
     import pulumi
 
-    from mlplatform import program
-    from mlplatform.modules import monitoring
+    from mlplatform.modules import base, monitoring
 
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     resolved = _resolved("openshift")
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
-    monkeypatch.setattr(program, "under_mocks", lambda: False)
-    monkeypatch.setattr(program, "target_kubeconfig", lambda resolved: str(kubeconfig))
+    monkeypatch.setattr(base, "under_mocks", lambda: False)
+    monkeypatch.setattr(base, "target_kubeconfig", lambda resolved: str(kubeconfig))
     monkeypatch.setattr(monitoring, "BIN_DIR", tmp_path)
     calls = tmp_path / "calls"
 

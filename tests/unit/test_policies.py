@@ -26,7 +26,7 @@ from pulumi_policy import (
 
 from mlplatform.checkov_scan import Skip, failed_checks, load_skips
 from mlplatform.cli import main as cli_main
-from mlplatform.config import load_stack
+from mlplatform.lock import load_lock
 from mlplatform.modules.gpu import gpu_outputs
 from mlplatform.policy_check import (
     PACK_DIR,
@@ -39,7 +39,7 @@ from mlplatform.policy_check import (
     run_policies,
 )
 from mlplatform.render import RecordingMocks
-from mlplatform.toolchain.lock import load_lock
+from mlplatform.validation import load_stack
 from tests.conftest import REPO_ROOT, STACKS
 
 policies, objects = import_policies()

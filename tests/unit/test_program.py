@@ -7,7 +7,7 @@ import json
 import pulumi
 import pytest
 
-from mlplatform.config import load_stack
+from mlplatform.validation import load_stack
 from tests.conftest import REPO_ROOT, STACKS, pulumi_config_of
 
 CORE_INVENTORY = {
@@ -275,3 +275,58 @@ def test_invalid_stack_registers_zero_resources(stack, key, value, expected):
     assert expected in str(info.value)
     # Not even the provider: validation runs before the first registration.
     assert recorder.resources == []
+
+
+def _stack_outputs() -> dict:
+    """The outputs the last program run exported on its root stack resource, resolved."""
+    from pulumi.runtime.settings import get_root_resource
+
+    resolved: dict = {}
+
+    @pulumi.runtime.test
+    def read():
+        return pulumi.Output.from_input(get_root_resource().outputs).apply(resolved.update)
+
+    read()
+    return resolved
+
+
+def test_lab_stack_outputs_name_endpoints_gpu_resources_and_team_namespaces(run_stack):
+    import yaml
+
+    run_stack("lab", fresh=True)
+    outputs = _stack_outputs()
+    config = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())["config"]
+    assert outputs["environment"] == "lab"
+    assert outputs["platformNamespace"] == "mlplatform-system"
+    endpoints = outputs["endpoints"]
+    assert endpoints["mlflow"]["trackingUri"].startswith("http://")
+    assert endpoints["mlflow"]["externalUrl"].startswith("https://")
+    assert endpoints["pipelines"] == {
+        "api": "http://ml-pipeline.kubeflow.svc.cluster.local:8888",
+        "ui": "http://ml-pipeline-ui.kubeflow.svc.cluster.local:80",
+    }
+    gpu_pools = [p["name"] for p in config["mlplatform:cluster"]["nodePools"] if "gpu" in p]
+    assert set(outputs["gpuResources"]) == set(gpu_pools)
+    assert all(names and all("/" in n for n in names) for names in outputs["gpuResources"].values())
+    teams = config["mlplatform:modules"]["tenancy"]["teams"]
+    assert outputs["teamNamespaces"] == {t["name"]: f"team-{t['name']}" for t in teams}
+
+
+def test_requirements_txt_installs_the_runtime_dependencies():
+    """`pulumi install` (Pulumi.yaml: toolchain pip) fills the program's virtualenv from the root
+    requirements.txt: it must bring every runtime dependency of pyproject.toml at its pin."""
+    import tomllib
+
+    import yaml
+
+    runtime = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())["runtime"]
+    assert runtime["name"] == "python"
+    assert runtime["options"]["toolchain"] == "pip"
+    assert runtime["options"]["virtualenv"]
+    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = [line.split("#", 1)[0].strip() for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()]
+    lines = [line for line in lines if line]
+    # The project itself (its own dependencies are pyproject's list) or each pin spelled the same.
+    if not ({"-e .", "--editable .", "."} & set(lines)):
+        assert set(pins) <= set(lines), f"requirements.txt lacks {sorted(set(pins) - set(lines))}"

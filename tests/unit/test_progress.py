@@ -14,8 +14,8 @@ import time
 import pytest
 
 from mlplatform import progress
+from mlplatform.lock import Lock, Tool
 from mlplatform.toolchain import build
-from mlplatform.toolchain.lock import Lock, Tool
 
 # A step's closing line: label, outcome, elapsed, start time.
 SUMMARY = re.compile(r"^(?P<label>.+): (?P<outcome>done|failed.*) in \d+\.\ds \(started \d\d:\d\d:\d\d\)$")
@@ -204,7 +204,7 @@ def fake_tool(tmp_path, monkeypatch):
         binaries={"fake-tool": "example.com/fake/cmd/fake-tool"},
     )
     monkeypatch.setattr(
-        "mlplatform.toolchain.lock.load_lock", lambda: Lock(go_minimum="", python={}, tools={tool.name: tool}, raw={})
+        "mlplatform.lock.load_lock", lambda: Lock(go_minimum="", python={}, tools={tool.name: tool}, raw={})
     )
     return tool
 
@@ -272,9 +272,7 @@ def test_two_tools_build_at_once_and_each_row_comes_when_its_tool_is_done(tmp_pa
         name: Tool(name=name, module=f"example.com/{name}", version="v1.0.0", binaries={name: f"example.com/{name}"})
         for name in ("slow-tool", "quick-tool")
     }
-    monkeypatch.setattr(
-        "mlplatform.toolchain.lock.load_lock", lambda: Lock(go_minimum="", python={}, tools=tools, raw={})
-    )
+    monkeypatch.setattr("mlplatform.lock.load_lock", lambda: Lock(go_minimum="", python={}, tools=tools, raw={}))
     both_started = threading.Barrier(2, timeout=5)
     quick_row_printed = threading.Event()
 

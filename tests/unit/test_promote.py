@@ -19,9 +19,10 @@ from ruamel.yaml import YAML
 import mlplatform.promote
 from mlplatform import safe_write
 from mlplatform.cli import main
-from mlplatform.config import ConfigError, load_stack
+from mlplatform.config import ConfigError
 from mlplatform.promote import PromotionError, apply_promotion, plan_promotion, with_pins, write_record
 from mlplatform.safe_write import FileLockedError, atomic_write, write_lock
+from mlplatform.validation import load_stack
 from tests.conftest import REPO_ROOT
 
 NEXT_KSERVE = "v0.17.0"

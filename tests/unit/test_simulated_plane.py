@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
-from mlplatform.cluster.simulated import mark, targets_simulated_plane, without_webhook_servers
+from mlplatform.simulated_target import mark, targets_simulated_plane, without_webhook_servers
 
 
 def _args(type_: str, props: dict) -> pulumi.ResourceTransformationArgs:

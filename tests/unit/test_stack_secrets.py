@@ -14,8 +14,8 @@ import yaml
 
 from mlplatform import stack_secrets
 from mlplatform.cli import main as cli_main
-from mlplatform.config import load_stack
 from mlplatform.stack_secrets import SecretsError, StackSecrets
+from mlplatform.validation import load_stack
 from tests.conftest import REPO_ROOT
 
 # Emulates what these commands of the Pulumi CLI do to stack files: `stack init` writes the

@@ -295,9 +295,9 @@ def test_no_gpu_resource_name_is_written_outside_the_gpu_layer(path):
 
 
 def test_kueue_groups_pools_that_share_a_resource():
-    from mlplatform.config import load_stack
     from mlplatform.gpu.capacity import pool_resources
     from mlplatform.tenancy.kueue import gpu_groups
+    from mlplatform.validation import load_stack
 
     pools = list(load_stack("lab").config.cluster.node_pools)
     extra = pools[2].model_copy(update={"name": "gpu-t4b"})  # a second pool offering gpu.shared
@@ -310,9 +310,9 @@ def test_kueue_groups_pools_that_share_a_resource():
 
 
 def test_team_share_fills_the_pools_offering_it_in_order():
-    from mlplatform.config import load_stack
     from mlplatform.gpu.capacity import pool_resources
     from mlplatform.tenancy.kueue import cluster_queue, gpu_groups
+    from mlplatform.validation import load_stack
 
     config = load_stack("lab").config
     pools = list(config.cluster.node_pools)

@@ -6,8 +6,8 @@ import tomllib
 
 import pytest
 
+from mlplatform.lock import load_lock
 from mlplatform.toolchain.build import GROUPS, ToolBuildError, select_tools, upstream_replaces
-from mlplatform.toolchain.lock import load_lock
 from tests.conftest import REPO_ROOT
 
 KUBERNETES_GOMOD = """module k8s.io/kubernetes

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mlplatform.config import ConfigError, load_stack
+from mlplatform.config import ConfigError
+from mlplatform.validation import load_stack
 from tests.conftest import REPO_ROOT, STACKS
 
 FIXTURES = sorted((REPO_ROOT / "tests" / "fixtures" / "invalid").glob("*.yaml"))

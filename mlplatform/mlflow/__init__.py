@@ -1,0 +1,1 @@
+"""MLflow: the rules of its settings (its ComponentResource is mlplatform.modules.mlflow)."""

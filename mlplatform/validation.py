@@ -1,0 +1,255 @@
+"""The rules a stack's config must follow beyond its form: between fields, across modules, and
+against the lock and the mirror. mlplatform.config parses and types; this layer judges what it
+typed, with each capability's own rules beside that capability (gpu/, tenancy/, services/,
+monitoring/, mlflow/ `validation.py`). `load_stack` and `resolve` are the one way in: parse,
+then judge, every problem reported at once."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlplatform.config import rules
+from mlplatform.config.load import (
+    ResolvedConfig,
+    display_path,
+    key_path,
+    parse,
+    read_stack_file,
+    repo_path,
+    stack_location,
+)
+from mlplatform.config.model import CLOUD_PROVIDERS, PlatformConfig
+from mlplatform.config.problems import ConfigError, Problem
+from mlplatform.config.rules import shown
+from mlplatform.environments import Profile
+from mlplatform.gpu.pools import DEFAULT_NAMESPACES
+from mlplatform.gpu.validation import gpu_problems
+from mlplatform.lock import LockError, load_lock
+from mlplatform.mlflow.validation import mlflow_problems
+from mlplatform.modules.registry import MODULE_DEPENDENCIES, available_modules
+from mlplatform.monitoring.validation import monitoring_problems
+from mlplatform.services.validation import ml_services_problems
+from mlplatform.tenancy.validation import tenancy_problems
+from mlplatform.upstream import upstream_sources
+
+# What every command exits with when a stack does not validate.
+EXIT_INVALID = 2
+
+
+def load_or_report(stack: str) -> ResolvedConfig | None:
+    """The validated stack, or None after printing its problems (callers exit EXIT_INVALID)."""
+    try:
+        return load_stack(stack)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def load_stack(stack_or_path: str, mirror_override: str | None = None) -> ResolvedConfig:
+    """Resolve a stack by name (stacks/Pulumi.<name>.yaml) or by a path to a stack file."""
+    path, stack = stack_location(stack_or_path)
+    raw = read_stack_file(path)
+    return resolve(raw, source=display_path(path), stack=stack, mirror_override=mirror_override)
+
+
+def resolve(
+    raw: Mapping[str, Any],
+    source: str,
+    stack: str,
+    mirror_override: str | None = None,
+    decrypted: bool = False,
+) -> ResolvedConfig:
+    """The typed, judged config; ConfigError carries every problem of form and of rule."""
+    resolved, problems = parse(raw, source, stack, mirror_override=mirror_override, decrypted=decrypted)
+    if resolved is not None:
+        problems = [*problems, *cross_field_problems(resolved.config, resolved.profile, source)]
+    if problems:
+        raise ConfigError(problems)
+    assert resolved is not None
+    return resolved
+
+
+def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(loc: tuple[Any, ...], message: str) -> None:
+        problems.append(Problem(source, key_path(loc), message))
+
+    if config.environment == "cloud" and config.cloud is None:
+        add(
+            ("cloud",),
+            "required when environment is cloud (allowed: a mapping with provider: " + ", ".join(CLOUD_PROVIDERS) + ")",
+        )
+    if config.environment != "cloud" and config.cloud is not None:
+        add(("cloud",), f"only allowed when environment is cloud (environment is {config.environment!r})")
+
+    cluster = config.cluster
+    seen: dict[str, int] = {}
+    for index, pool in enumerate(cluster.node_pools):
+        if pool.name in seen:
+            add(
+                ("cluster", "nodePools", index, "name"),
+                f"duplicate node pool name {pool.name!r} (also at nodePools[{seen[pool.name]}]; allowed: unique names)",
+            )
+        seen.setdefault(pool.name, index)
+    if cluster.storage.default_class not in cluster.storage.classes:
+        add(
+            ("cluster", "storage", "defaultClass"),
+            f"{cluster.storage.default_class!r} is not among the storage classes (allowed: {', '.join(cluster.storage.classes)})",
+        )
+    if len(set(cluster.storage.classes)) != len(cluster.storage.classes):
+        add(("cluster", "storage", "classes"), "lists a storage class twice (allowed: unique names)")
+    if cluster.ingress.style == "route" and not profile.route_api:
+        add(
+            ("cluster", "ingress", "style"),
+            f"'route' needs the OpenShift Route API, which the {profile.name} environment does not serve (allowed: ingress)",
+        )
+
+    store = config.platform.object_store
+    if store.kind != "in-cluster" and not store.bucket:
+        add(
+            ("platform", "objectStore", "bucket"),
+            f"required when objectStore.kind is {store.kind!r} (allowed: an existing bucket name)",
+        )
+    if store.kind == "in-cluster" and (store.bucket or store.endpoint):
+        add(
+            ("platform", "objectStore", "kind"),
+            "'in-cluster' runs its own store: bucket and endpoint are not allowed with it (allowed: s3, gcs, azure-blob to use an external bucket)",
+        )
+    ml_services_problems(config, add)
+    database = config.platform.database
+    if database.kind == "managed" and not database.host:
+        add(
+            ("platform", "database", "host"),
+            "required when database.kind is 'managed' (allowed: the managed database's host name)",
+        )
+    if database.kind == "in-cluster" and database.host:
+        add(
+            ("platform", "database", "host"),
+            "not allowed when database.kind is 'in-cluster' (allowed: set kind: managed to use an external database)",
+        )
+    namespace_problems(config, profile, add)
+
+    gpu_problems(config, config.cloud.provider if config.cloud else None, profile.node_pool_label, add)
+    tenancy_problems(config, add)
+    mlflow_problems(config, add)
+    monitoring_problems(config, profile, add)
+
+    available = available_modules()
+    enabled = set(config.modules.enabled_names())
+    for name in config.modules.enabled_names():
+        if name not in available:
+            built = ", ".join(sorted(available)) or "none yet"
+            add(
+                ("modules", name, "enabled"),
+                f"module {name!r} is not part of this release yet (allowed: true only for built modules: {built})",
+            )
+        for dependency in MODULE_DEPENDENCIES.get(name, ()):
+            if dependency not in enabled:
+                add(
+                    ("modules", name, "enabled"),
+                    f"module {name!r} needs module {dependency!r}, which is disabled (allowed: enable {dependency} too, or disable {name})",
+                )
+
+    lock_path = repo_path(config.versions.lock)
+    try:
+        load_lock(lock_path)
+    except LockError as exc:
+        add(("versions", "lock"), f"{config.versions.lock!r} is not a usable lock file: {exc}")
+    else:
+        _pin_problems(config, lock_path, add)
+    if config.mirror.path is not None:
+        mirror = repo_path(config.mirror.path)
+        if not mirror.is_dir():
+            add(
+                ("mirror", "path"),
+                f"{config.mirror.path!r} is not a folder (allowed: a folder laid out like the upstream mirror, relative to the project root or absolute)",
+            )
+    return problems
+
+
+# Namespaces the upstream components we install live in, whether or not their module is on:
+# a namespace of ours there would share their network policies and RBAC.
+UPSTREAM_NAMESPACES = {
+    "kubeflow": "Kubeflow Pipelines, Katib and the training operator",
+    "kubeflow-system": "the Kubeflow trainer",
+    "jobset-system": "JobSet",
+    "notebook-controller-system": "the notebook controller",
+    "kserve": "KServe",
+    "cert-manager": "cert-manager",
+    "kueue-system": "Kueue",
+    "node-feature-discovery": "Node Feature Discovery",
+}
+
+
+def namespace_problems(config: PlatformConfig, profile: Profile, add) -> None:
+    """Every namespace the stack names is one of its own: not Kubernetes' or OpenShift's, not
+    the environment's ingress or DNS, not an upstream component's, and used by one owner only."""
+    modules = config.modules
+    owners: list[tuple[tuple[Any, ...], str, str]] = [
+        (("platform", "namespace"), config.platform.namespace, "the platform (platform.namespace)")
+    ]
+    if modules.gpu.enabled:
+        gpu_namespace = modules.gpu.namespace or DEFAULT_NAMESPACES[modules.gpu.install]
+        owners.append((("modules", "gpu", "namespace"), gpu_namespace, "the gpu module"))
+    if modules.mlflow.enabled:
+        owners.append((("modules", "mlflow", "namespace"), modules.mlflow.namespace, "the mlflow module"))
+    if modules.monitoring.enabled:
+        owners.append((("modules", "monitoring", "namespace"), modules.monitoring.namespace, "the monitoring module"))
+    if modules.tenancy.enabled:
+        for index, team in enumerate(modules.tenancy.teams):
+            owners.append(
+                (
+                    ("modules", "tenancy", "teams", index, "name"),
+                    modules.tenancy.namespace_prefix + team.name,
+                    f"team {team.name!r}",
+                )
+            )
+    ours = {namespace for _, namespace, _ in owners}
+    environment = {n: "the environment's ingress" for n in profile.ingress_namespaces}
+    environment[profile.dns.namespace] = "the cluster DNS"
+    environment.update({n: "the environment's monitoring" for n in profile.monitoring_namespaces if n not in ours})
+    first: dict[str, str] = {}
+    for loc, namespace, owner in owners:
+        if rules.reserved_namespace(namespace):
+            add(
+                loc,
+                f"namespace {shown(namespace)} is reserved by Kubernetes or OpenShift (allowed: a namespace of our "
+                "own, not default, kube-* or openshift*)",
+            )
+        elif namespace in UPSTREAM_NAMESPACES:
+            add(
+                loc,
+                f"namespace {shown(namespace)} belongs to {UPSTREAM_NAMESPACES[namespace]} (allowed: a namespace "
+                f"of our own, not {', '.join(sorted(UPSTREAM_NAMESPACES))})",
+            )
+        elif namespace in environment:
+            add(
+                loc,
+                f"namespace {shown(namespace)} belongs to {environment[namespace]} (allowed: a namespace of our own)",
+            )
+        elif namespace in first:
+            add(
+                loc,
+                f"namespace {shown(namespace)} is also {first[namespace]}'s (allowed: a namespace no other module "
+                "or team uses)",
+            )
+        first.setdefault(namespace, owner)
+
+
+def _pin_problems(config: PlatformConfig, lock_path: Path, add) -> None:
+    sources = upstream_sources(lock_path)
+    for component, version in config.versions.pins.items():
+        if component not in sources:
+            add(
+                ("versions", "pins", component),
+                f"{component!r} is not an upstream component of the lock (allowed: {', '.join(sources)})",
+            )
+        elif version not in sources[component].versions:
+            add(
+                ("versions", "pins", component),
+                f"{version!r} is not a version of {component} in the lock (allowed: {', '.join(sources[component].versions)})",
+            )
