@@ -52,15 +52,16 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: Path | str, text: str | bytes) -> None:
+def atomic_write(path: Path | str, text: str | bytes, new_file_mode: int | None = None) -> None:
     """Replace `path` with `text`: a temp file in the same folder (the original's mode where it
-    exists), written, flushed and fsynced, renamed over the file, then the folder fsynced."""
+    exists, else `new_file_mode` or the umask's), written, flushed and fsynced, renamed over the
+    file, then the folder fsynced."""
     target = _real(path)
     data = text.encode() if isinstance(text, str) else text
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
-        mode = _new_file_mode()
+        mode = _new_file_mode() if new_file_mode is None else new_file_mode
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

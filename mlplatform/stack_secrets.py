@@ -14,7 +14,6 @@ Where they are stored depends on who shares the stack:
 from __future__ import annotations
 
 import copy
-import os
 import secrets
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import yaml
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import SECRET_NAMES
 from mlplatform.paths import REPO_ROOT, STATE_ROOT
+from mlplatform.safe_write import atomic_write
 
 PROJECT = "mlplatform"
 SECRETS_KEY = f"{PROJECT}:secrets"
@@ -103,14 +103,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _write_yaml(path: Path, document: dict[str, Any]) -> None:
     """Whole or not at all; readable by the owner only (it holds ciphertext and the salt)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            yaml.safe_dump(document, handle, sort_keys=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, yaml.safe_dump(document, sort_keys=False), new_file_mode=0o600)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from mlplatform.config.model import MlflowModuleSettings
 from mlplatform.lock import load_lock
 from mlplatform.mlflow.validation import azure_storage_account
 from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
-from mlplatform.modules.services import sha256_marker, with_credentials_checksum
+from mlplatform.modules.services import secret_marker, sha256_marker, with_credentials_checksum
 from mlplatform.tenancy import network
 
 CHART = "mlflow"
@@ -387,7 +387,7 @@ def secret_string_data(sources: dict[str, str], secrets: dict[str, Any]) -> dict
     """A Secret's keys from the stack's secrets, each marked secret for the engine; where the
     engine has not decrypted a value (render, validate), a placeholder naming it."""
     return {
-        key: pulumi.Output.secret(secret_placeholder_or_value(secrets[source], source))
+        key: pulumi.Output.secret(secret_marker(source) if secrets[source] is None else secrets[source])
         for key, source in sources.items()
     }
 
@@ -423,12 +423,3 @@ def chart_selector(component: str) -> dict[str, str]:
         "app.kubernetes.io/instance": RELEASE,
         "app.kubernetes.io/component": component,
     }
-
-
-def secret_placeholder(name: str) -> str:
-    """What a secret reads as where the engine has not decrypted it (render, validate)."""
-    return f"<mlplatform:secrets.{name}>"
-
-
-def secret_placeholder_or_value(value: str | None, name: str) -> str:
-    return value if value is not None else secret_placeholder(name)

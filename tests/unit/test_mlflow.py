@@ -9,7 +9,8 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 
-from mlplatform.modules.mlflow import ADMIN_SECRET, DATABASE_SECRET, SECRET_SOURCE_ANNOTATION, secret_placeholder
+from mlplatform.modules.mlflow import ADMIN_SECRET, DATABASE_SECRET, SECRET_SOURCE_ANNOTATION
+from mlplatform.modules.services import secret_marker
 from tests.conftest import REPO_ROOT, render_shared
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -186,8 +187,8 @@ def test_every_secret_the_chart_refers_to_is_made_from_the_stack_secrets(run_sta
     made = {n: i for n, i in _objects(mocks, "kubernetes:core/v1:Secret").items() if n.startswith("mlflow/")}
     assert set(made) == {"mlflow/mlflow-db", "mlflow/mlflow-admin", "mlflow/mlflow-artifacts"}
     assert made["mlflow/mlflow-artifacts"]["stringData"]["value"] == {
-        "AWS_ACCESS_KEY_ID": secret_placeholder("objectStoreAccessKey"),
-        "AWS_SECRET_ACCESS_KEY": secret_placeholder("objectStoreSecretKey"),
+        "AWS_ACCESS_KEY_ID": secret_marker("objectStoreAccessKey"),
+        "AWS_SECRET_ACCESS_KEY": secret_marker("objectStoreSecretKey"),
     }
     server = _mlflow_objects(mocks)[("Deployment", "mlflow")]["spec"]["template"]["spec"]["containers"][0]
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in server["env"] if "secretKeyRef" in e.get("valueFrom", {})}
@@ -279,10 +280,10 @@ def test_render_writes_placeholders_for_encrypted_secrets(mirror, monkeypatch):
     secrets = {
         m["metadata"]["name"]: m for m in manifests if m["kind"] == "Secret" and m["metadata"]["namespace"] == "mlflow"
     }
-    assert secrets["mlflow-db"]["stringData"] == {"password": secret_placeholder("databasePassword")}
+    assert secrets["mlflow-db"]["stringData"] == {"password": secret_marker("databasePassword")}
     assert secrets["mlflow-admin"]["stringData"] == {
         "username": "admin",
-        "password": secret_placeholder("mlflowAdminPassword"),
+        "password": secret_marker("mlflowAdminPassword"),
         "flask-secret-key": "<mlplatform:sha256(mlflow-session:<mlplatform:secrets.mlflowAdminPassword>)>",
     }
     assert ciphertext not in yaml.safe_dump_all(manifests)
