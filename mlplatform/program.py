@@ -17,8 +17,9 @@ from mlplatform.modules.base import (
     target_kubeconfig,
     under_mocks,
 )
-from mlplatform.modules.core import Core
-from mlplatform.modules.registry import MODULES, composition_order
+from mlplatform.modules.contracts import CoreOutputs, GpuOutputs, MlflowOutputs, ServiceOutputs, TenancyOutputs
+from mlplatform.modules.core import Core, SharedNamespaces
+from mlplatform.modules.registry import MODULES, composition_order, declared_inputs, provider_of, scrape_targets
 from mlplatform.stack_traces import keep_project_frames_only
 from mlplatform.validation import resolve
 
@@ -89,14 +90,25 @@ def main() -> dict[str, pulumi.ComponentResource]:
             pulumi.log.info("target is the local simulated plane: webhooks fail open, CRDs convert without webhooks")
             pulumi.runtime.register_stack_transformation(simulated.without_webhook_servers)
     provider = build_provider(resolved)
-    ctx = ModuleContext(resolved=resolved, provider=provider)
-    core = Core("platform", ctx)
+    base_ctx = ModuleContext(resolved=resolved, provider=provider)
+    core = Core("platform", base_ctx)
+    # Namespaces several modules install into belong to neither: their own owner, present
+    # whichever modules are on, so toggling one never moves another's objects.
+    shared = SharedNamespaces("shared-namespaces", pulumi.ResourceOptions(depends_on=[core]))
+    ctx = ModuleContext(
+        resolved=resolved,
+        provider=provider,
+        shared_owner=shared,
+        scrape_targets=tuple(scrape_targets(resolved)),
+    )
     components: dict[str, pulumi.ComponentResource] = {"core": core}
-    ctx.outputs["core"] = core.outputs
+    ctx.outputs[CoreOutputs] = core.outputs
     for name in composition_order(resolved.config.modules.enabled_names()):
-        component = MODULES[name](name, ctx, pulumi.ResourceOptions(depends_on=[core]))
+        module = MODULES[name]
+        component = module(name, ctx.for_module(name, declared_inputs(name)), pulumi.ResourceOptions(depends_on=[core]))
         components[name] = component
-        ctx.outputs[name] = component.outputs
+        ctx.outputs[module.provides] = component.outputs
+    shared.register_outputs({"namespaces": sorted(ctx.namespaces)})
     pulumi.export("environment", resolved.config.environment)
     pulumi.export("platformNamespace", core.outputs.namespace)
     pulumi.export("modules", ["core", *resolved.config.modules.enabled_names()])
@@ -109,14 +121,12 @@ def stack_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
     """What a user of the stack reads with `pulumi stack output`: service endpoints, the GPU
     resource names each pool advertises, the teams' namespaces. Taken from the modules' typed
     outputs only, and present only for the modules the stack enables."""
-    from mlplatform.modules.gpu import GpuOutputs
-    from mlplatform.modules.ml_services import ServiceOutputs
-    from mlplatform.modules.mlflow import MlflowOutputs
-    from mlplatform.modules.tenancy import TenancyOutputs
-
     endpoints: dict[str, dict[str, str]] = {}
     exported: dict[str, Any] = {}
-    for name, module in outputs.items():
+    for contract, module in outputs.items():
+        if contract is CoreOutputs:
+            continue
+        name = provider_of(contract)
         if isinstance(module, MlflowOutputs):
             endpoints[name] = {"trackingUri": module.tracking_uri}
             if module.external_url:

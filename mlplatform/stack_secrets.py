@@ -72,7 +72,7 @@ def generatable(resolved: ResolvedConfig, name: str) -> bool:
 
 def secret_needs(resolved: ResolvedConfig) -> list[SecretNeed]:
     """Every secret the stack's enabled services need, in SECRET_NAMES order."""
-    from mlplatform.modules.ml_services import required_secrets
+    from mlplatform.modules.registry import required_secrets
 
     uses: dict[str, list[str]] = {}
     for name, why in required_secrets(resolved):

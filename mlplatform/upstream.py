@@ -13,6 +13,21 @@ import yaml
 from mlplatform.lock import LOCK_FILE, LockError, read_lock_document
 from mlplatform.plain_data import plain_copy
 
+# The namespace Kubeflow's components (Pipelines, Katib, the training operator) install into.
+KUBEFLOW_NAMESPACE = "kubeflow"
+# Namespaces the upstream components we install live in, whether or not their module is on:
+# a namespace of ours there would share their network policies and RBAC.
+UPSTREAM_NAMESPACES = {
+    KUBEFLOW_NAMESPACE: "Kubeflow Pipelines, Katib and the training operator",
+    "kubeflow-system": "the Kubeflow trainer",
+    "jobset-system": "JobSet",
+    "notebook-controller-system": "the notebook controller",
+    "kserve": "KServe",
+    "cert-manager": "cert-manager",
+    "kueue-system": "Kueue",
+    "node-feature-discovery": "Node Feature Discovery",
+}
+
 
 class UpstreamError(RuntimeError):
     pass

@@ -29,11 +29,11 @@ from mlplatform.gpu.pools import DEFAULT_NAMESPACES
 from mlplatform.gpu.validation import gpu_problems
 from mlplatform.lock import LockError, load_lock
 from mlplatform.mlflow.validation import mlflow_problems
-from mlplatform.modules.registry import MODULE_DEPENDENCIES, available_modules
+from mlplatform.modules.registry import available_modules, module_needs
 from mlplatform.monitoring.validation import monitoring_problems
 from mlplatform.services.validation import ml_services_problems
 from mlplatform.tenancy.validation import tenancy_problems
-from mlplatform.upstream import upstream_sources
+from mlplatform.upstream import UPSTREAM_NAMESPACES, upstream_sources
 
 # What every command exits with when a stack does not validate.
 EXIT_INVALID = 2
@@ -140,6 +140,7 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
 
     available = available_modules()
     enabled = set(config.modules.enabled_names())
+    needs = module_needs()
     for name in config.modules.enabled_names():
         if name not in available:
             built = ", ".join(sorted(available)) or "none yet"
@@ -147,7 +148,7 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
                 ("modules", name, "enabled"),
                 f"module {name!r} is not part of this release yet (allowed: true only for built modules: {built})",
             )
-        for dependency in MODULE_DEPENDENCIES.get(name, ()):
+        for dependency in needs.get(name, ()):
             if dependency not in enabled:
                 add(
                     ("modules", name, "enabled"),
@@ -171,20 +172,6 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
     return problems
 
 
-# Namespaces the upstream components we install live in, whether or not their module is on:
-# a namespace of ours there would share their network policies and RBAC.
-UPSTREAM_NAMESPACES = {
-    "kubeflow": "Kubeflow Pipelines, Katib and the training operator",
-    "kubeflow-system": "the Kubeflow trainer",
-    "jobset-system": "JobSet",
-    "notebook-controller-system": "the notebook controller",
-    "kserve": "KServe",
-    "cert-manager": "cert-manager",
-    "kueue-system": "Kueue",
-    "node-feature-discovery": "Node Feature Discovery",
-}
-
-
 def namespace_problems(config: PlatformConfig, profile: Profile, add) -> None:
     """Every namespace the stack names is one of its own: not Kubernetes' or OpenShift's, not
     the environment's ingress or DNS, not an upstream component's, and used by one owner only."""
@@ -204,7 +191,7 @@ def namespace_problems(config: PlatformConfig, profile: Profile, add) -> None:
             owners.append(
                 (
                     ("modules", "tenancy", "teams", index, "name"),
-                    modules.tenancy.namespace_prefix + team.name,
+                    modules.tenancy.team_namespace(team.name),
                     f"team {team.name!r}",
                 )
             )

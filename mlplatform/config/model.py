@@ -348,6 +348,14 @@ class TenancySettings(ModuleToggle):
     queueing: QueueingSettings = QueueingSettings()
     egress: TeamEgress = TeamEgress()
 
+    def team_namespace(self, team: str) -> str:
+        """The one place a team's namespace is named."""
+        return self.namespace_prefix + team
+
+    def team_namespaces(self) -> dict[str, str]:
+        """Team name -> its namespace, in the order the stack lists the teams."""
+        return {team.name: self.team_namespace(team.name) for team in self.teams}
+
 
 _PROMETHEUS_DURATION = re.compile(r"(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?")
 

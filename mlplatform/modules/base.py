@@ -4,10 +4,11 @@ the typed outputs of the modules it depends on."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -17,6 +18,26 @@ from mlplatform.paths import STATE_ROOT
 from mlplatform.plain_data import plain_copy
 
 MANAGED_BY = "mlplatform"
+T = TypeVar("T")
+# Component types that created shared namespaces before they had an owner of their own (the
+# first service module that installed into one): aliases keep a stack's existing namespace.
+_FORMER_NAMESPACE_OWNERS = (
+    "mlplatform:notebooks:Notebooks",
+    "mlplatform:pipelines:Pipelines",
+    "mlplatform:katib:Katib",
+    "mlplatform:kserve:Kserve",
+    "mlplatform:training:Training",
+)
+
+
+def _former_namespace_urns(name: str) -> list[str]:
+    stack, project = pulumi.get_stack(), pulumi.get_project()
+    return [
+        f"urn:pulumi:{stack}::{project}::{owner}$kubernetes:core/v1:Namespace::{name}"
+        for owner in _FORMER_NAMESPACE_OWNERS
+    ]
+
+
 # The provider applies server-side; without force, a field another manager changed out of band
 # (`kubectl label`, `kubectl scale`) stops `preview` and `up` with a field conflict instead of
 # being planned back. On objects of ours the declared state wins.
@@ -52,21 +73,54 @@ def declared_state_wins(args: pulumi.ResourceTransformationArgs) -> pulumi.Resou
     return pulumi.ResourceTransformationResult(props, args.opts)
 
 
+class UndeclaredInput(RuntimeError):
+    """A module read outputs its registry entry does not declare: the composition order
+    would not know to build their module first."""
+
+
 @dataclass(frozen=True)
 class ModuleContext:
     resolved: ResolvedConfig
     provider: k8s.Provider
-    # Typed outputs of the modules already built, by module name.
-    outputs: dict[str, Any] = field(default_factory=dict)
-    # Namespaces several modules install into (Kubeflow's `kubeflow`): created once, by the
-    # first module that needs one, and shared by name.
+    # Typed outputs of the modules already built, by their type (contracts.py).
+    outputs: dict[type, Any] = field(default_factory=dict)
+    # The owner of namespaces several modules install into (Kubeflow's `kubeflow`): one
+    # component of the program, so that which modules are on never moves their URNs.
+    shared_owner: pulumi.Resource | None = None
     namespaces: dict[str, Any] = field(default_factory=dict)
+    # Monitors the enabled modules declare, for the monitoring module to create.
+    scrape_targets: tuple[Any, ...] = ()
+    # The module being built and the output types it declared; None for the program itself.
+    module: str | None = None
+    declared: frozenset[type] | None = None
 
-    def shared_namespace(self, name: str, upstream_labels: dict[str, str], owner: pulumi.Resource) -> Any:
+    def for_module(self, module: str, declared: frozenset[type]) -> ModuleContext:
+        """The context one module is built with: the same shared state, its declared inputs."""
+        return dataclasses.replace(self, module=module, declared=declared)
+
+    def input(self, contract: type[T]) -> T | None:
+        """The outputs of type `contract`, None when the module providing them is off."""
+        if self.declared is not None and contract not in self.declared:
+            raise UndeclaredInput(
+                f"module {self.module!r} reads {contract.__name__} without declaring it (registry needs/uses)"
+            )
+        return self.outputs.get(contract)
+
+    def require(self, contract: type[T]) -> T:
+        found = self.input(contract)
+        if found is None:
+            raise UndeclaredInput(f"module {self.module!r} needs {contract.__name__}, whose module is off")
+        return found
+
+    def shared_namespace(self, name: str, upstream_labels: dict[str, str]) -> Any:
         if name not in self.namespaces:
+            if self.shared_owner is None:
+                raise RuntimeError("the program sets ModuleContext.shared_owner before building modules")
             labels = {**upstream_labels, **self.resolved.profile.namespace_labels, **self.labels}
             self.namespaces[name] = k8s.core.v1.Namespace(
-                name, metadata={"name": name, "labels": labels}, opts=self.child_opts(owner)
+                name,
+                metadata={"name": name, "labels": labels},
+                opts=self.child_opts(self.shared_owner, aliases=_former_namespace_urns(name)),
             )
         return self.namespaces[name]
 
@@ -82,6 +136,27 @@ class ModuleContext:
 
     def child_opts(self, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=parent, provider=self.provider, **kwargs)
+
+
+class Module(pulumi.ComponentResource):
+    """One capability. Its class declares the contract (contracts.py) the registry orders by:
+    the outputs type it provides, those it cannot be built without (`needs`: config must
+    enable their module too) and those it adapts to where their module is on (`uses`)."""
+
+    provides: ClassVar[type]
+    needs: ClassVar[tuple[type, ...]] = ()
+    uses: ClassVar[tuple[type, ...]] = ()
+    outputs: Any
+
+    @staticmethod
+    def scrape_targets(resolved: ResolvedConfig) -> list[Any]:
+        """The monitors (contracts.ScrapeTarget) for this module's services."""
+        return []
+
+    @staticmethod
+    def required_secrets(resolved: ResolvedConfig) -> list[tuple[str, str]]:
+        """(stack secret, what needs it) for the values this module's services are given."""
+        return []
 
 
 CRD_TYPE = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
@@ -212,9 +287,10 @@ def add_team_egress(
     """The policy `name` in every team namespace, opening the way out to a module's service
     (`rules`: (peers, ports) pairs); nothing where tenancy is off. Created after the namespace
     it lives in."""
+    from mlplatform.modules.contracts import TenancyOutputs
     from mlplatform.tenancy import network
 
-    tenancy = ctx.outputs.get("tenancy")
+    tenancy = ctx.input(TenancyOutputs)
     if tenancy is None:
         return
     for team, namespace in tenancy.namespaces.items():
@@ -230,6 +306,14 @@ def under_mocks() -> bool:
     from pulumi.runtime.settings import get_monitor
 
     return isinstance(get_monitor(), MockMonitor)
+
+
+def target_kube_version(resolved: ResolvedConfig) -> str:
+    """The Kubernetes version charts render for: the one the pinned cluster tools run (helm
+    would otherwise assume its own old default and refuse a chart's kubeVersion)."""
+    from mlplatform.lock import load_lock
+
+    return load_lock(resolved.lock_path).tools["kubernetes"].version
 
 
 def default_kubeconfig() -> Path:

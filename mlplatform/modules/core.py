@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from mlplatform import __version__
 from mlplatform.modules.base import ModuleContext
+from mlplatform.modules.contracts import CoreOutputs
 from mlplatform.paths import REPO_ROOT
-
-
-@dataclass(frozen=True)
-class CoreOutputs:
-    namespace: pulumi.Output[str]
-    labels: dict[str, str]
 
 
 class Core(pulumi.ComponentResource):
@@ -61,3 +55,13 @@ class Core(pulumi.ComponentResource):
         )
         self.outputs = CoreOutputs(namespace=self.namespace.metadata.name, labels=labels)
         self.register_outputs({"namespace": self.outputs.namespace})
+
+
+class SharedNamespaces(pulumi.ComponentResource):
+    """The owner of the namespaces several modules install into (Kubeflow's `kubeflow`):
+    each is created by the first module that installs into it (ModuleContext.shared_namespace)
+    but belongs here, so its URN does not depend on which modules are on. The program
+    registers the outputs once every module is built."""
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlplatform:core:SharedNamespaces", name, None, opts)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -14,7 +13,6 @@ import yaml
 
 from mlplatform.config.model import NodePool
 from mlplatform.gpu.capacity import (
-    PoolGpuResources,
     mig_layout_name,
     mig_strategy,
     pool_resources,
@@ -29,7 +27,8 @@ from mlplatform.gpu.plugin_config import (
     mig_parted_config,
 )
 from mlplatform.gpu.pools import DEFAULT_NAMESPACES, pool_selector
-from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.modules.base import Module, ModuleContext, create_object
+from mlplatform.modules.contracts import GpuOutputs, MonitoringOutputs
 from mlplatform.upstream import kustomize_build, load_documents
 
 DCGM_PORT = 9400
@@ -38,22 +37,6 @@ DCGM_PORT = 9400
 CONFIG_HASH_ANNOTATION = "mlplatform.io/gpu-config-hash"
 MIG_CONFIG_MOUNT = "/etc/nvidia/mig"
 NFD_NAMESPACE = "node-feature-discovery"
-
-
-@dataclass(frozen=True)
-class GpuOutputs:
-    """What other modules may know of the GPU layer."""
-
-    pools: dict[str, PoolGpuResources]
-    # Every extended resource name some pool advertises: the only GPU names quotas may use.
-    resource_names: tuple[str, ...]
-    # Labels that select each GPU pool's nodes (provider node-pool label or declared labels):
-    # what the pool's DaemonSets run on and what a scheduler pins a pool's workloads with.
-    node_selectors: dict[str, dict[str, str]]
-    namespace: str
-
-    def total(self, resource: str) -> int:
-        return sum(p.total.get(resource, 0) for p in self.pools.values())
 
 
 def gpu_outputs(pools: list[NodePool], namespace: str, node_pool_label: str | None) -> GpuOutputs:
@@ -80,8 +63,10 @@ def _tolerations(pools: list[NodePool]) -> list[dict[str, Any]]:
     return tolerations
 
 
-class GpuLayer(pulumi.ComponentResource):
+class GpuLayer(Module):
     outputs: GpuOutputs
+    provides = GpuOutputs
+    uses = (MonitoringOutputs,)
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplatform:gpu:GpuLayer", name, None, opts)
@@ -91,7 +76,7 @@ class GpuLayer(pulumi.ComponentResource):
         self._labels = {**ctx.labels, "mlplatform.io/module": "gpu"}
         # With the monitoring module, the exporter's ServiceMonitor carries the label its
         # Prometheus selects by and waits for the CRDs it installs.
-        self._monitoring = ctx.outputs.get("monitoring")
+        self._monitoring = ctx.input(MonitoringOutputs)
         self._service_monitor = settings.dcgm_exporter.service_monitor or self._monitoring is not None
         self._pools = [p for p in config.cluster.node_pools if p.gpu]
         self._tolerations = _tolerations(self._pools)

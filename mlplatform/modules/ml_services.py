@@ -10,16 +10,25 @@ environments structurally lives in the overlays; behaviour that follows a profil
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pulumi
 
 from mlplatform.config.model import DatabaseSettings
 from mlplatform.environments import SELF_SIGNED_ISSUER
 from mlplatform.gpu.capacity import GPU_VENDOR_PREFIX
-from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
-from mlplatform.modules.mlflow import CLIENT_CONFIG as MLFLOW_CLIENT_CONFIG
+from mlplatform.modules.base import Module, ModuleContext, add_team_egress, create_object
+from mlplatform.modules.contracts import (
+    KatibOutputs,
+    KserveOutputs,
+    MlflowOutputs,
+    NotebooksOutputs,
+    PipelinesOutputs,
+    ScrapeTarget,
+    ServiceOutputs,
+    TenancyOutputs,
+    TrainingOutputs,
+)
 from mlplatform.modules.services import (
     ServiceInstall,
     container,
@@ -29,47 +38,16 @@ from mlplatform.modules.services import (
     set_env,
 )
 from mlplatform.tenancy import network, rbac
+from mlplatform.upstream import KUBEFLOW_NAMESPACE
 
-KUBEFLOW_NAMESPACE = "kubeflow"
 # ml-pipeline's HTTP and gRPC ports (upstream's apiserver Deployment).
 KFP_API_PORTS = (8888, 8887)
 # Katib's DB manager, where trials' metrics collectors report (upstream's db-manager).
 KATIB_DB_MANAGER_PORT = 6789
 
 
-@dataclass(frozen=True)
-class ServiceOutputs:
-    # Namespaces the service runs in, and its in-cluster endpoints by role.
-    namespaces: tuple[str, ...]
-    endpoints: dict[str, str]
-    # CRDs Established and workloads Available: what dependents wait on.
-    ready: tuple[pulumi.Resource, ...] = ()
-
-
 def _managed(database: DatabaseSettings) -> bool:
     return database.kind == "managed"
-
-
-def required_secrets(resolved: Any) -> list[tuple[str, str]]:
-    """(secret, what needs it) for every Secret value the stack's enabled services are given:
-    the engine refuses to start until each is set, whatever the backend (in-cluster databases
-    and stores get these credentials too, never upstream's defaults)."""
-    from mlplatform.modules import mlflow
-
-    modules = resolved.config.modules
-    where = "managed" if _managed(kubeflow_database(resolved)) else "in-cluster"
-    needed = []
-    if modules.pipelines.enabled:
-        needed += [
-            ("kubeflowDatabasePassword", f"Kubeflow Pipelines' {where} MySQL"),
-            ("objectStoreAccessKey", "Kubeflow Pipelines' artifact store"),
-            ("objectStoreSecretKey", "Kubeflow Pipelines' artifact store"),
-        ]
-    if modules.katib.enabled:
-        needed.append(("kubeflowDatabasePassword", f"Katib's {where} MySQL"))
-    if modules.mlflow.enabled:
-        needed += mlflow.required_secrets(resolved)
-    return needed
 
 
 def kubeflow_database(resolved: Any) -> DatabaseSettings:
@@ -77,8 +55,9 @@ def kubeflow_database(resolved: Any) -> DatabaseSettings:
     return resolved.config.platform.kubeflow_database or resolved.config.platform.database
 
 
-class _Service(pulumi.ComponentResource):
+class _Service(Module):
     outputs: ServiceOutputs
+    provides: ClassVar[type[ServiceOutputs]]
 
     def _team_rights(
         self,
@@ -111,13 +90,17 @@ class _Service(pulumi.ComponentResource):
         )
 
     def _finish(self, namespaces: tuple[str, ...], endpoints: dict[str, str], ready: list[pulumi.Resource]) -> None:
-        self.outputs = ServiceOutputs(namespaces=namespaces, endpoints=endpoints, ready=tuple(ready))
+        self.outputs = self.provides(namespaces=namespaces, endpoints=endpoints, ready=tuple(ready))
         self.register_outputs({"namespaces": list(namespaces), "endpoints": endpoints})
 
 
 class Notebooks(_Service):
     """Kubeflow notebook controller, plus per-team rules on Notebook objects: images from the
     team's allow-list only, GPUs only of its notebook GPU profile and at most its count."""
+
+    provides = NotebooksOutputs
+    needs = (TenancyOutputs,)
+    uses = (MlflowOutputs,)
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:notebooks:Notebooks", name, None, opts)
@@ -128,8 +111,9 @@ class Notebooks(_Service):
         after = ctx.child_opts(self, depends_on=install.ready)
         create_object(notebook_policy(labels), after)
         create_object(notebook_policy_binding(labels), after)
-        tracking_uri = ctx.outputs["mlflow"].tracking_uri if "mlflow" in ctx.outputs else None
-        tenancy = ctx.outputs["tenancy"]
+        mlflow = ctx.input(MlflowOutputs)
+        tracking_uri = mlflow.tracking_uri if mlflow else None
+        tenancy = ctx.require(TenancyOutputs)
         namespaces = tenancy.namespaces
         for team in ctx.resolved.config.modules.tenancy.teams:
             create_object(
@@ -243,6 +227,31 @@ class Pipelines(_Service):
     """Kubeflow Pipelines 2.16 (with its Argo Workflows controller). Single-user: teams use
     it through its API and runs execute in `kubeflow`, so it adds no team rights."""
 
+    provides = PipelinesOutputs
+    uses = (MlflowOutputs, TenancyOutputs)
+
+    @staticmethod
+    def scrape_targets(resolved: Any) -> list[ScrapeTarget]:
+        return [
+            ScrapeTarget(
+                module="pipelines",
+                kind="ServiceMonitor",
+                name="kfp-api-server",
+                selector={"matchLabels": {"app": "ml-pipeline"}},
+                endpoint={"port": "http", "path": "/metrics", "interval": "30s"},
+                namespaces=(KUBEFLOW_NAMESPACE,),
+            )
+        ]
+
+    @staticmethod
+    def required_secrets(resolved: Any) -> list[tuple[str, str]]:
+        where = "managed" if _managed(kubeflow_database(resolved)) else "in-cluster"
+        return [
+            ("kubeflowDatabasePassword", f"Kubeflow Pipelines' {where} MySQL"),
+            ("objectStoreAccessKey", "Kubeflow Pipelines' artifact store"),
+            ("objectStoreSecretKey", "Kubeflow Pipelines' artifact store"),
+        ]
+
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:pipelines:Pipelines", name, None, opts)
         manifests = overlay_manifests(ctx, "pipelines")
@@ -301,7 +310,7 @@ class Pipelines(_Service):
             with_root_password(find(manifests, "Deployment", "mysql"), "mysql-secret", "password")
         install = ServiceInstall(self, ctx, manifests, module_label="pipelines", credentials=credentials)
         namespace = list(install.namespaces.values())
-        mlflow = ctx.outputs.get("mlflow")
+        mlflow = ctx.input(MlflowOutputs)
         if mlflow is not None:
             # Runs execute here: their steps take MLflow's address from this ConfigMap
             # (kfp-kubernetes use_config_map_as_env), as team pods take it from theirs.
@@ -310,7 +319,7 @@ class Pipelines(_Service):
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
                     "metadata": {
-                        "name": MLFLOW_CLIENT_CONFIG,
+                        "name": mlflow.client_config_name,
                         "namespace": KUBEFLOW_NAMESPACE,
                         "labels": {**ctx.labels, "mlplatform.io/module": "pipelines"},
                     },
@@ -400,6 +409,14 @@ def _argo_artifact_repository(endpoint: str, store: Any) -> str:
 class Katib(_Service):
     """Katib hyperparameter tuning (standalone, OpenShift variant, or on a managed MySQL)."""
 
+    provides = KatibOutputs
+    uses = (TenancyOutputs,)
+
+    @staticmethod
+    def required_secrets(resolved: Any) -> list[tuple[str, str]]:
+        where = "managed" if _managed(kubeflow_database(resolved)) else "in-cluster"
+        return [("kubeflowDatabasePassword", f"Katib's {where} MySQL")]
+
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:katib:Katib", name, None, opts)
         manifests = overlay_manifests(ctx, "katib")
@@ -471,6 +488,52 @@ class Kserve(_Service):
     """KServe (RawDeployment by default) with the pinned cert-manager for its webhook
     certificates, and upstream's ClusterServingRuntimes once its webhook serves."""
 
+    provides = KserveOutputs
+
+    @staticmethod
+    def scrape_targets(resolved: Any) -> list[ScrapeTarget]:
+        tenancy = resolved.config.modules.tenancy
+        team_namespaces = tuple(tenancy.team_namespaces().values()) if tenancy.enabled else ()
+        # Predictor pods announce their metrics port and path (prometheus.io/* annotations that
+        # KServe sets from the serving runtime); the InferenceService name becomes a label.
+        return [
+            ScrapeTarget(
+                module="kserve",
+                kind="PodMonitor",
+                name="kserve-predictors",
+                selector={"matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "Exists"}]},
+                endpoint={
+                    "interval": "30s",
+                    "relabelings": [
+                        {
+                            "action": "keep",
+                            "sourceLabels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                            "regex": "true",
+                        },
+                        {
+                            "sourceLabels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+                            "regex": "(.+)",
+                            "targetLabel": "__metrics_path__",
+                        },
+                        {
+                            "sourceLabels": [
+                                "__meta_kubernetes_pod_ip",
+                                "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                            ],
+                            "regex": "(.+);([0-9]+)",
+                            "replacement": "$1:$2",
+                            "targetLabel": "__address__",
+                        },
+                        {
+                            "sourceLabels": ["__meta_kubernetes_pod_label_serving_kserve_io_inferenceservice"],
+                            "targetLabel": "inferenceservice",
+                        },
+                    ],
+                },
+                namespaces=team_namespaces,
+            )
+        ]
+
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:kserve:Kserve", name, None, opts)
         settings = ctx.resolved.config.modules.kserve
@@ -537,6 +600,8 @@ class Kserve(_Service):
 
 class Training(_Service):
     """Distributed training: the training operator (v1 job kinds) or Trainer v2."""
+
+    provides = TrainingOutputs
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:training:Training", name, None, opts)

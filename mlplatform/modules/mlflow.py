@@ -11,7 +11,6 @@ values is not set (`required_secrets`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -19,9 +18,9 @@ import pulumi
 from mlplatform.charts import chart_metadata, helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import MlflowModuleSettings
-from mlplatform.lock import load_lock
 from mlplatform.mlflow.validation import azure_storage_account
-from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
+from mlplatform.modules.base import Module, ModuleContext, add_team_egress, create_object, target_kube_version
+from mlplatform.modules.contracts import MlflowOutputs, ScrapeTarget, TenancyOutputs
 from mlplatform.modules.services import secret_marker, sha256_marker, with_credentials_checksum
 from mlplatform.tenancy import network
 
@@ -64,26 +63,6 @@ OBJECT_STORE_PORT = 8333
 OIDC_PROXY_PORT = 4180
 
 _OBJECT_STORE_MODES = {"in-cluster": "in-cluster", "s3": "s3", "gcs": "gcs", "azure-blob": "azure-blob"}
-
-
-@dataclass(frozen=True)
-class MlflowOutputs:
-    namespace: str
-    service_name: str
-    port: int
-    # What KServe, notebooks and pipelines set as MLFLOW_TRACKING_URI.
-    tracking_uri: str
-    # Where the server keeps artifacts (clients reach them through the server, mlflow-artifacts:/).
-    artifact_store_uri: str
-    # Route/Ingress URL, None when not exposed.
-    external_url: str | None
-    # none, basic or oidc: basic clients set MLFLOW_TRACKING_USERNAME/PASSWORD.
-    auth: str
-
-    def client_config(self) -> dict[str, str]:
-        """What a client pod is told (ConfigMap CLIENT_CONFIG beside it): where the server is,
-        and the store behind `mlflow-artifacts:/` that a model server reads directly."""
-        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLFLOW_ARTIFACT_STORE": self.artifact_store_uri}
 
 
 def external_host(resolved: ResolvedConfig) -> str:
@@ -182,12 +161,6 @@ def chart_values(resolved: ResolvedConfig, labels: dict[str, str]) -> dict[str, 
     return values
 
 
-def target_kube_version(resolved: ResolvedConfig) -> str:
-    """The Kubernetes version charts render for: the one the pinned cluster tools run (helm
-    would otherwise assume its own old default and refuse the chart's kubeVersion)."""
-    return load_lock(resolved.lock_path).tools["kubernetes"].version
-
-
 def artifact_store_uri(values: dict[str, Any]) -> str:
     artifacts = values["artifacts"]
     path = f"/{artifacts['path']}" if artifacts.get("path") else ""
@@ -221,8 +194,34 @@ def wanted_secrets(values: dict[str, Any]) -> list[str]:
     return names
 
 
-class Mlflow(pulumi.ComponentResource):
+class Mlflow(Module):
     outputs: MlflowOutputs
+    provides = MlflowOutputs
+    uses = (TenancyOutputs,)
+
+    @staticmethod
+    def scrape_targets(resolved: ResolvedConfig) -> list[ScrapeTarget]:
+        return [
+            ScrapeTarget(
+                module="mlflow",
+                kind="ServiceMonitor",
+                name="mlflow",
+                # Our chart's server Service (charts/mlflow), scraped on its /metrics.
+                selector={
+                    "matchLabels": {
+                        "app.kubernetes.io/name": "mlflow",
+                        "app.kubernetes.io/component": "server",
+                        "app.kubernetes.io/part-of": "mlplatform",
+                    }
+                },
+                endpoint={"port": "http", "path": "/metrics", "interval": "30s"},
+                namespaces=(resolved.config.modules.mlflow.namespace,),
+            )
+        ]
+
+    @staticmethod
+    def required_secrets(resolved: ResolvedConfig) -> list[tuple[str, str]]:
+        return required_secrets(resolved)
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplatform:mlflow:Mlflow", name, None, opts)
@@ -272,6 +271,7 @@ class Mlflow(pulumi.ComponentResource):
             artifact_store_uri=artifact_store_uri(values),
             external_url=f"https://{external_host(resolved)}" if exposed else None,
             auth=settings.auth,
+            client_config_name=CLIENT_CONFIG,
         )
         self._team_egress(ctx, values, namespace, labels)
         self._model_serving_access(ctx, values, namespace, labels)
@@ -301,7 +301,7 @@ class Mlflow(pulumi.ComponentResource):
         + the path after `mlflow-artifacts:/`) with the credentials of the InferenceService's
         service account: `mlflow-models` holds the store's keys in a Secret annotated for KServe
         (S3-compatible stores), or the cloud identity MLflow's own account has."""
-        tenancy = ctx.outputs.get("tenancy")
+        tenancy = ctx.input(TenancyOutputs)
         if tenancy is None:
             return
         settings = ctx.resolved.config.modules.mlflow

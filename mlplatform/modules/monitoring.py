@@ -10,9 +10,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pulumi
 import yaml
@@ -20,9 +19,9 @@ import yaml
 from mlplatform.charts import helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import AlertmanagerSettings, PrometheusSettings
-from mlplatform.lock import load_lock
 from mlplatform.modules import base
-from mlplatform.modules.base import FORCE_ANNOTATION, ModuleContext, create_object
+from mlplatform.modules.base import FORCE_ANNOTATION, Module, ModuleContext, create_object, target_kube_version
+from mlplatform.modules.contracts import MonitoringOutputs, ScrapeTarget
 from mlplatform.paths import BIN_DIR
 from mlplatform.tenancy import network
 from mlplatform.upstream import load_documents
@@ -48,123 +47,12 @@ USER_WORKLOAD_KEY = "enableUserWorkload"
 # The field manager our patch applies with: data.config.yaml (and our labels) are all it owns.
 CLUSTER_MONITORING_FIELD_MANAGER = "mlplatform-monitoring"
 PATCH_FIELD_MANAGER_ANNOTATION = "pulumi.com/patchFieldManager"
-# Upstream KFP installs into this namespace (kubeflow/manifests).
-PIPELINES_NAMESPACE = "kubeflow"
 
 _RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
 }
-
-
-@dataclass(frozen=True)
-class MonitoringOutputs:
-    """What other modules may know of monitoring."""
-
-    namespace: str
-    # Labels a ServiceMonitor/PodMonitor/PrometheusRule needs to be picked up.
-    monitor_labels: dict[str, str]
-    # What a monitor must wait for: the CRDs we install (none where the cluster serves them).
-    crds: tuple[pulumi.Resource, ...]
-    # True where we run Prometheus ourselves; False where the cluster's monitoring stack does.
-    own_prometheus: bool
-    # Where jobs push model quality gauges (Prometheus Pushgateway, in `namespace`): its pods
-    # as a network policy selects them and its port (team namespaces need a way out to it).
-    model_metrics_pod_labels: dict[str, str]
-    model_metrics_port: int
-
-
-@dataclass(frozen=True)
-class ScrapeTarget:
-    """A monitor for the service of one module, created only when that module is enabled."""
-
-    module: str
-    kind: Literal["ServiceMonitor", "PodMonitor"]
-    name: str
-    selector: dict[str, Any]
-    endpoint: dict[str, Any]
-    # Where the targets run: monitors go there on environments that ignore namespace selectors.
-    namespaces: tuple[str, ...]
-
-
-def scrape_targets(resolved: ResolvedConfig) -> list[ScrapeTarget]:
-    """Monitors for KServe predictors, MLflow and KFP, by their upstream / our part-of labels."""
-    config = resolved.config
-    modules = config.modules
-    tenancy = modules.tenancy
-    team_namespaces = tuple(tenancy.namespace_prefix + team.name for team in tenancy.teams) if tenancy.enabled else ()
-    targets: list[ScrapeTarget] = []
-    if modules.kserve.enabled:
-        # Predictor pods announce their metrics port and path (prometheus.io/* annotations that
-        # KServe sets from the serving runtime); the InferenceService name becomes a label.
-        targets.append(
-            ScrapeTarget(
-                module="kserve",
-                kind="PodMonitor",
-                name="kserve-predictors",
-                selector={"matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "Exists"}]},
-                endpoint={
-                    "interval": "30s",
-                    "relabelings": [
-                        {
-                            "action": "keep",
-                            "sourceLabels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                            "regex": "true",
-                        },
-                        {
-                            "sourceLabels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
-                            "regex": "(.+)",
-                            "targetLabel": "__metrics_path__",
-                        },
-                        {
-                            "sourceLabels": [
-                                "__meta_kubernetes_pod_ip",
-                                "__meta_kubernetes_pod_annotation_prometheus_io_port",
-                            ],
-                            "regex": "(.+);([0-9]+)",
-                            "replacement": "$1:$2",
-                            "targetLabel": "__address__",
-                        },
-                        {
-                            "sourceLabels": ["__meta_kubernetes_pod_label_serving_kserve_io_inferenceservice"],
-                            "targetLabel": "inferenceservice",
-                        },
-                    ],
-                },
-                namespaces=team_namespaces,
-            )
-        )
-    if modules.mlflow.enabled:
-        targets.append(
-            ScrapeTarget(
-                module="mlflow",
-                kind="ServiceMonitor",
-                name="mlflow",
-                # Our chart's server Service (charts/mlflow), scraped on its /metrics.
-                selector={
-                    "matchLabels": {
-                        "app.kubernetes.io/name": "mlflow",
-                        "app.kubernetes.io/component": "server",
-                        "app.kubernetes.io/part-of": "mlplatform",
-                    }
-                },
-                endpoint={"port": "http", "path": "/metrics", "interval": "30s"},
-                namespaces=(modules.mlflow.namespace,),
-            )
-        )
-    if modules.pipelines.enabled:
-        targets.append(
-            ScrapeTarget(
-                module="pipelines",
-                kind="ServiceMonitor",
-                name="kfp-api-server",
-                selector={"matchLabels": {"app": "ml-pipeline"}},
-                endpoint={"port": "http", "path": "/metrics", "interval": "30s"},
-                namespaces=(PIPELINES_NAMESPACE,),
-            )
-        )
-    return targets
 
 
 def monitor_manifests(
@@ -329,13 +217,9 @@ def read_cluster_monitoring_config(resolved: ResolvedConfig) -> str | None:
     return (json.loads(proc.stdout).get("data") or {}).get(CLUSTER_MONITORING_KEY, "")
 
 
-def _kube_version(resolved: ResolvedConfig) -> str:
-    # The Kubernetes version the pinned cluster tools run (helm's own default is too old).
-    return load_lock(resolved.lock_path).tools["kubernetes"].version
-
-
-class Monitoring(pulumi.ComponentResource):
+class Monitoring(Module):
     outputs: MonitoringOutputs
+    provides = MonitoringOutputs
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplatform:monitoring:Monitoring", name, None, opts)
@@ -377,7 +261,7 @@ class Monitoring(pulumi.ComponentResource):
             model_metrics_port=MODEL_METRICS_PORT,
         )
         for manifest in monitor_manifests(
-            scrape_targets(resolved),
+            list(ctx.scrape_targets),
             self._namespace_name,
             self._labels,
             beside_targets=profile.user_workload_monitoring,
@@ -388,7 +272,7 @@ class Monitoring(pulumi.ComponentResource):
             ALERTS_CHART,
             self._namespace_name,
             alert_values(resolved, self._labels),
-            kube_version=_kube_version(resolved),
+            kube_version=target_kube_version(resolved),
         ):
             create_object(manifest, self._opts(crds))
         self.register_outputs({"namespace": self._namespace_name, "ownPrometheus": self.outputs.own_prometheus})

@@ -239,7 +239,7 @@ class ServiceInstall:
                 namespace_labels = dict(manifest["metadata"].get("labels") or {})
                 if name in NAMESPACE_ROLES:
                     namespace_labels["mlplatform.io/role"] = NAMESPACE_ROLES[name]
-                self.namespaces[name] = ctx.shared_namespace(name, namespace_labels, owner)
+                self.namespaces[name] = ctx.shared_namespace(name, namespace_labels)
         # Namespaces other modules own (e.g. one this overlay only adds objects to).
         for manifest in prepared:
             namespace = manifest["metadata"].get("namespace")

@@ -5,13 +5,13 @@ platform's PriorityClasses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 
 from mlplatform.config.model import Team
-from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.modules.base import Module, ModuleContext, create_object
+from mlplatform.modules.contracts import GpuOutputs, MonitoringOutputs, TenancyOutputs
 from mlplatform.tenancy import kueue, network, rbac
 from mlplatform.upstream import kustomize_build
 
@@ -23,15 +23,6 @@ PRIORITY_CLASSES = {
 }
 # Platform namespaces (by our role label) whose pods may reach team workloads.
 PLATFORM_ROLES = ("system", "gpu-system", "monitoring", "pipelines", "serving")
-
-
-@dataclass(frozen=True)
-class TenancyOutputs:
-    # team name -> namespace
-    namespaces: dict[str, str]
-    priority_classes: tuple[str, ...]
-    # team name -> its Namespace resource: what other modules' objects in it depend on
-    namespace_resources: dict[str, pulumi.Resource] = field(default_factory=dict)
 
 
 def quota_hard(team: Team, gpu_names: tuple[str, ...]) -> dict[str, str]:
@@ -56,14 +47,16 @@ def quota_hard(team: Team, gpu_names: tuple[str, ...]) -> dict[str, str]:
     return hard
 
 
-class Tenancy(pulumi.ComponentResource):
+class Tenancy(Module):
     outputs: TenancyOutputs
+    provides = TenancyOutputs
+    uses = (GpuOutputs, MonitoringOutputs)
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlplatform:tenancy:Tenancy", name, None, opts)
         self._ctx = ctx
         settings = ctx.resolved.config.modules.tenancy
-        gpu = ctx.outputs.get("gpu")
+        gpu = ctx.input(GpuOutputs)
         gpu_names = gpu.resource_names if gpu is not None else ()
         self._labels = {**ctx.labels, "mlplatform.io/module": "tenancy"}
 
@@ -86,7 +79,7 @@ class Tenancy(pulumi.ComponentResource):
         namespaces = {}
         self._team_namespaces: dict[str, pulumi.Resource] = {}
         for team in settings.teams:
-            namespaces[team.name] = self._team(team, settings.namespace_prefix + team.name, gpu_names)
+            namespaces[team.name] = self._team(team, settings.team_namespace(team.name), gpu_names)
         if settings.queueing.backend == "kueue":
             self._kueue(settings, gpu)
         self.outputs = TenancyOutputs(
@@ -209,7 +202,7 @@ class Tenancy(pulumi.ComponentResource):
             create_object(flavor, after_controller)
         groups = kueue.gpu_groups(pools, capacity)
         for team in settings.teams:
-            namespace = settings.namespace_prefix + team.name
+            namespace = settings.team_namespace(team.name)
             create_object(
                 kueue.cluster_queue(team, namespace, groups, capacity, settings.queueing.cohort, self._labels),
                 after_controller,
@@ -229,7 +222,7 @@ class Tenancy(pulumi.ComponentResource):
             dns=profile.dns,
             egress=self._ctx.resolved.config.modules.tenancy.egress,
         )
-        monitoring = self._ctx.outputs.get("monitoring")
+        monitoring = self._ctx.input(MonitoringOutputs)
         if monitoring is not None:
             # Evaluation and drift jobs push their model's quality gauges.
             peer = network.namespace_peer(monitoring.namespace, monitoring.model_metrics_pod_labels)

@@ -49,7 +49,7 @@ def tenancy_problems(config: PlatformConfig, add: AddProblem) -> None:
                 f"duplicate team {team.name!r} (also at teams[{seen[team.name]}]; allowed: unique names)",
             )
         seen.setdefault(team.name, index)
-        namespace = tenancy.namespace_prefix + team.name
+        namespace = tenancy.team_namespace(team.name)
         if len(namespace) > 63:
             add(
                 (*base, index, "name"),

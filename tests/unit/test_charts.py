@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlplatform.lock import load_lock
 from mlplatform.paths import BIN_DIR
 from tests import chart_digest
 from tests.conftest import REPO_ROOT
 
 CHARTS = chart_digest.charts()
-KUBE_VERSION = "v1.35.4"
+# The version the pinned cluster tools run, as the modules render charts for.
+KUBE_VERSION = load_lock().tools["kubernetes"].version
 
 
 def test_the_charts_are_found():

@@ -135,3 +135,16 @@ def test_the_deployed_program_imports_no_dev_tool():
     assert {m for m in reachable(graph, "mlplatform.program") if m.startswith(tools)} == set()
     # The walk does find the program's own parts.
     assert {"mlplatform.validation", "mlplatform.modules.registry"} <= reachable(graph, "mlplatform.program")
+
+
+def test_modules_meet_through_contracts_only():
+    """A module knows another only by its typed outputs (modules/contracts.py): no module file
+    imports another module's file. base, contracts and services are shared helpers; the
+    registry and the program compose."""
+    graph = import_graph()
+    shared = {"mlplatform.modules.base", "mlplatform.modules.contracts", "mlplatform.modules.services"}
+    composers = {"mlplatform.modules.registry", "mlplatform.modules"}
+    modules = {name for name in graph if name.startswith("mlplatform.modules.")} - shared - composers
+    assert {"mlplatform.modules.gpu", "mlplatform.modules.tenancy", "mlplatform.modules.ml_services"} <= modules
+    crossing = {(name, target) for name in modules for target in graph[name] if target in modules}
+    assert crossing == set()

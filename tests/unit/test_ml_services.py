@@ -241,7 +241,7 @@ def test_service_settings_are_checked_before_anything_is_registered(key, value, 
 
 @pytest.mark.security
 def test_the_engine_refuses_a_stack_without_its_service_credentials():
-    from mlplatform.modules.ml_services import required_secrets
+    from mlplatform.modules.registry import required_secrets
     from mlplatform.validation import resolve
 
     raw = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.cloud.yaml").read_text())["config"]

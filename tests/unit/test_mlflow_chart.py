@@ -12,12 +12,14 @@ import pytest
 import yaml
 
 from mlplatform.charts import ChartError, helm_template
+from mlplatform.lock import load_lock
 from mlplatform.paths import BIN_DIR
 from tests.conftest import REPO_ROOT
 
 CHART = REPO_ROOT / "charts" / "mlflow"
 CI_CASES = sorted((CHART / "ci").glob("*-values.yaml"))
-KUBE_VERSION = "v1.35.4"
+# The version the pinned cluster tools run, as the modules render charts for.
+KUBE_VERSION = load_lock().tools["kubernetes"].version
 
 
 def _tool(name: str) -> str:

@@ -19,10 +19,9 @@ from mlplatform.modules.monitoring import (
     SELECTOR_LABELS,
     cluster_monitoring_patch_annotations,
     monitor_manifests,
-    scrape_targets,
     with_user_workload_enabled,
 )
-from mlplatform.modules.registry import composition_order
+from mlplatform.modules.registry import composition_order, scrape_targets
 from mlplatform.upstream import upstream_sources
 from mlplatform.validation import resolve
 from tests.conftest import REPO_ROOT, STACKS, render_shared

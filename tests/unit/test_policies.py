@@ -26,6 +26,7 @@ from pulumi_policy import (
 
 from mlplatform.checkov_scan import Skip, failed_checks, load_skips
 from mlplatform.cli import main as cli_main
+from mlplatform.config.model import ENVIRONMENTS
 from mlplatform.lock import load_lock
 from mlplatform.modules.gpu import gpu_outputs
 from mlplatform.policy_check import (
@@ -46,7 +47,6 @@ policies, objects = import_policies()
 
 BY_NAME = {p.name: p for p in policies.POLICIES}
 VIOLATIONS = REPO_ROOT / "tests" / "fixtures" / "policy-violations"
-ENVIRONMENTS = ("lab", "openshift", "cloud")
 
 
 def _options(parent: str | None = None) -> PolicyResourceOptions:

@@ -13,6 +13,8 @@ from tests.conftest import REPO_ROOT, STACKS, pulumi_config_of
 CORE_INVENTORY = {
     ("pulumi:providers:kubernetes", "kubernetes"),
     ("mlplatform:core:Platform", "platform"),
+    # The owner of namespaces several modules share (none in a stack without ML services).
+    ("mlplatform:core:SharedNamespaces", "shared-namespaces"),
     ("kubernetes:core/v1:Namespace", "mlplatform-system"),
     ("kubernetes:core/v1:ConfigMap", "mlplatform-info"),
 }
