@@ -175,7 +175,7 @@ def cmd_mirror_check(args: argparse.Namespace) -> int:
 
 def cmd_overlays_prepare(args: argparse.Namespace) -> int:
     """Lay the upstream bases down in overlays/upstream/, so each overlay builds with plain kustomize."""
-    from mlplatform.overlays import OVERLAYS_DIR, lay_down
+    from mlplatform.overlays import OVERLAYS_DIR, components, lay_down
     from mlplatform.upstream import upstream_sources
 
     resolved = load_or_report(args.stack)
@@ -191,6 +191,9 @@ def cmd_overlays_prepare(args: argparse.Namespace) -> int:
         print(f"mlplatform overlays prepare: the mirror {mirror} is not a folder", file=sys.stderr)
         return EXIT_INVALID
     root = Path(args.dir).resolve() if args.dir else OVERLAYS_DIR
+    if not components(root):
+        print(f"mlplatform overlays prepare: {root} holds no overlays (<component>/base/)", file=sys.stderr)
+        return EXIT_INVALID
     try:
         sources = upstream_sources(resolved.lock_path, resolved.config.versions.pins)
         with progress.step("lay down the upstream bases"):

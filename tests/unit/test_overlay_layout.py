@@ -136,6 +136,14 @@ def test_a_failed_prepare_leaves_the_tree_an_earlier_one_laid_down(mirror, tmp_p
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []
 
 
+def test_prepare_refuses_a_folder_without_overlays(tmp_path, capsys):
+    from mlplatform.cli import EXIT_INVALID, main
+
+    assert main(["overlays", "prepare", "--online", "--dir", str(tmp_path)]) == EXIT_INVALID
+    assert "holds no overlays" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_base_no_lock_entry_serves_is_named(mirror, tmp_path):
     root = copy_overlays(tmp_path / "overlays")
     extra = root / "notebooks" / "cloud"
