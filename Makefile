@@ -10,7 +10,7 @@ MLP := $(BIN)/mlplatform
 MIRROR_DEFAULT := $(wildcard $(abspath ../shared/upstream))
 export MLPLATFORM_MIRROR ?= $(MIRROR_DEFAULT)
 
-.PHONY: security setup tools tools-test examples-env promtool lint unit test-fast e2e engine test cluster down up validate bench test-engine clean policy-check policy-preview checkov
+.PHONY: overlays security setup tools tools-test examples-env promtool lint unit test-fast e2e engine test cluster down up validate bench test-engine clean policy-check policy-preview checkov
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ tools: setup
 # The tools the test suite needs: the local control plane and the renderers.
 tools-test: setup
 	$(MLP) tools --only cluster --only render
+
+# The pinned upstream bases in overlays/upstream/ (the stack's mirror, else online), so that
+# `kustomize build overlays/<component>/<env>` works as it is.
+overlays: setup
+	$(MLP) overlays prepare --stack $(STACK)
 
 lint: setup
 	$(BIN)/ruff check .

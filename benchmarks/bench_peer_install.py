@@ -50,15 +50,8 @@ from plane_support import (
     without_webhook_servers_in_manifests,
 )
 
-OVERLAYS = (
-    "lab/cert-manager",
-    "lab/notebooks",
-    "lab/pipelines",
-    "lab/katib",
-    "lab/kserve",
-    "lab/kserve-runtimes",
-    "lab/training",
-)
+# The lab's overlays (each app's base: the lab has no variant of its own).
+COMPONENTS = ("cert-manager", "notebooks", "pipelines", "katib", "kserve", "kserve-runtimes", "training")
 
 
 def ours(scratch: Path, port_base: int, timeout: float) -> dict:
@@ -101,7 +94,7 @@ def upstream_way(scratch: Path, port_base: int, sleep: float, give_up: float, ti
     try:
         started = time.monotonic()
         sources = upstream_sources()
-        manifests = [doc for overlay in OVERLAYS for doc in build_overlay(overlay, sources, mirror)]
+        manifests = [doc for component in COMPONENTS for doc in build_overlay(component, "lab", sources, mirror)]
         built = time.monotonic()
         apply = kubectl_cmd(plane, "apply", "--server-side", "--force-conflicts", "-f", "-")
         stream = dump_stream(manifests)

@@ -173,6 +173,44 @@ def cmd_mirror_check(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
+def cmd_overlays_prepare(args: argparse.Namespace) -> int:
+    """Lay the upstream bases down in overlays/upstream/, so each overlay builds with plain kustomize."""
+    from mlplatform.overlays import OVERLAYS_DIR, components, lay_down
+    from mlplatform.upstream import upstream_sources
+
+    resolved = load_or_report(args.stack)
+    if resolved is None:
+        return EXIT_INVALID
+    if args.online:
+        mirror = None
+    elif args.mirror:
+        mirror = Path(args.mirror).resolve()
+    else:
+        mirror = resolved.mirror_path
+    if mirror is not None and not mirror.is_dir():
+        print(f"mlplatform overlays prepare: the mirror {mirror} is not a folder", file=sys.stderr)
+        return EXIT_INVALID
+    root = Path(args.dir).resolve() if args.dir else OVERLAYS_DIR
+    if not components(root):
+        print(f"mlplatform overlays prepare: {root} holds no overlays (<component>/base/)", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        sources = upstream_sources(resolved.lock_path, resolved.config.versions.pins)
+        with progress.step("lay down the upstream bases"):
+            laid = lay_down(sources, mirror, root)
+    except _source_errors() as exc:
+        print(f"mlplatform overlays prepare: {exc}", file=sys.stderr)
+        return 1
+    for name, key in laid:
+        source = sources[name]
+        origin = "go module" if source.kind == "go-module" else ("mirror" if mirror else "online")
+        print(f"{name:<22} {source.version:<10} {key:<28} {origin}")
+    where = f"from the mirror {mirror}" if mirror else "online"
+    print(f"{len(laid)} upstream base(s) of stack {args.stack} ({where}) in {display_path(root / 'upstream')}")
+    print(f"build one: kustomize build {display_path(root)}/<component>/base (or /<environment>)")
+    return 0
+
+
 # What rendering a stack may fail on once its config is valid: an upstream source or chart that
 # cannot be fetched or built. Reported as one line, never a traceback.
 def _source_errors() -> tuple[type[Exception], ...]:
@@ -525,6 +563,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = mirror_verbs.add_parser("check", help="which pinned upstream sources the mirror satisfies")
     check.add_argument("--mirror", help="the mirror folder (default: MLPLATFORM_MIRROR)")
     check.set_defaults(func=cmd_mirror_check)
+
+    overlays = sub.add_parser("overlays", help="the kustomize overlays (overlays/<component>/{base,<environment>})")
+    overlay_verbs = overlays.add_subparsers(dest="verb", required=True)
+    prepare = overlay_verbs.add_parser(
+        "prepare", help="lay the pinned upstream bases down in overlays/upstream/ for plain `kustomize build`"
+    )
+    prepare.add_argument(
+        "--stack", default="lab", metavar="STACK_NAME|PATH", help="whose pins and mirror (default lab)"
+    )
+    origin = prepare.add_mutually_exclusive_group()
+    origin.add_argument("--mirror", help="the mirror folder (default: the stack's mirror.path or MLPLATFORM_MIRROR)")
+    origin.add_argument("--online", action="store_true", help="remote bases at the locked refs, even with a mirror set")
+    prepare.add_argument(
+        "--dir", metavar="DIR", help="an overlays folder elsewhere (default: this checkout's overlays/)"
+    )
+    prepare.set_defaults(func=cmd_overlays_prepare)
 
     doctor = sub.add_parser("doctor", help="read-only preflight of a node against the stack (--gpu)")
     doctor.add_argument(

@@ -1,12 +1,14 @@
-"""Build `overlays/<env>/<component>` over the pinned upstream bases.
+"""Kustomize overlays, app first: `overlays/<component>/base` is what every environment gets,
+`overlays/<component>/<env>` a variant only where that environment differs.
 
-An overlay names its upstream base as `../../upstream/<source>/<key>`: a folder that does not
-exist in the repository. The builder assembles a workspace holding a copy of `overlays/` and,
-for every such reference, a kustomization pointing at the pinned base: the mirror's copy in
-airgap mode, kustomize's remote form online. Upstream trees that themselves name remote bases
-(Kubeflow Pipelines names Argo Workflows by its GitHub URL) are copied into the workspace with
-those references pointed at the same tree fetched as a pinned Go module, so an offline build
-never reaches the network beyond the module proxy (or its local cache).
+An overlay names its upstream base as `../../upstream/<source>/<key>`: `overlays/upstream/` is
+not in the repository. `lay_down` writes it (`mlplatform overlays prepare`), one kustomization
+per pinned base: the mirror's copy in airgap mode, kustomize's remote form online, a Go
+module's tree from the module proxy. Upstream trees that themselves name remote bases (Kubeflow
+Pipelines names Argo Workflows by its GitHub URL) are copied there in airgap mode with those
+references pointed at the same tree fetched as a pinned Go module, so an offline build never
+reaches the network beyond the module proxy (or its local cache). Every overlay then builds
+with a plain `kustomize build`; `build_overlay` runs that same lay-down and build.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,14 @@ from mlplatform.plain_data import plain_copy
 from mlplatform.upstream import UpstreamError, UpstreamSource, mirror_path_of, read_text
 
 OVERLAYS_DIR = REPO_ROOT / "overlays"
+# The laid-down upstream bases, inside overlays/ so the overlays name them by relative path.
+UPSTREAM = "upstream"
 ENVIRONMENTS = ("lab", "openshift", "cloud")
+BASE = "base"
+# Shared optional features (`kind: Component`), not an app.
+COMPONENTS_DIR = "components"
+# Upstream trees copied whole (airgap): under a name no source can take.
+_TREES = "_trees"
 _UPSTREAM_REF = re.compile(r"(?:\.\./)+upstream/(?P<source>[a-z0-9-]+)/(?P<key>[a-z0-9-]+)$")
 
 
@@ -43,13 +53,34 @@ class _ManifestLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: i
 _ManifestLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
-def overlay_names() -> list[str]:
-    """Every overlay in the repository as `<env>/<component>`."""
+def components(root: Path | None = None) -> list[str]:
+    """Every app with an overlay: a folder of `overlays/` holding `base/kustomization.yaml`."""
+    root = root or OVERLAYS_DIR
+    return sorted(path.parent.parent.name for path in root.glob(f"*/{BASE}/kustomization.yaml"))
+
+
+def overlay_names(root: Path | None = None) -> list[str]:
+    """Every overlay that builds on its own: `<component>/base` and each `<component>/<env>`."""
+    root = root or OVERLAYS_DIR
     return sorted(
-        f"{path.parent.parent.name}/{path.parent.name}"
-        for env in ENVIRONMENTS
-        for path in (OVERLAYS_DIR / env).glob("*/kustomization.yaml")
+        f"{component}/{folder}"
+        for component in components(root)
+        for folder in (BASE, *ENVIRONMENTS)
+        if (root / component / folder / "kustomization.yaml").exists()
     )
+
+
+def overlay_for(component: str, environment: str, root: Path | None = None) -> str:
+    """The overlay an environment installs for a component: its own variant where it has
+    one, else the component's base."""
+    root = root or OVERLAYS_DIR
+    if environment not in ENVIRONMENTS:
+        raise OverlayError(f"no environment {environment!r} (allowed: {', '.join(ENVIRONMENTS)})")
+    known = components(root)
+    if component not in known:
+        raise OverlayError(f"no overlay for component {component!r} (allowed: {', '.join(known)})")
+    variant = root / component / environment / "kustomization.yaml"
+    return f"{component}/{environment if variant.exists() else BASE}"
 
 
 def kustomize_binary() -> str:
@@ -131,38 +162,46 @@ def _point_remote_bases(tree: Path, sources: dict[str, UpstreamSource]) -> None:
             kustomization.write_text(rewritten)
 
 
+def _all_references(root: Path) -> set[tuple[str, str]]:
+    """(source, key) of every upstream base some overlay under `root` names."""
+    found: set[tuple[str, str]] = set()
+    for name in overlay_names(root):
+        found |= _references(root, name)
+    return found
+
+
 def _materialise(
-    work: Path, source: UpstreamSource, key: str, sources: dict[str, UpstreamSource], mirror: Path | None
+    upstream: Path, source: UpstreamSource, key: str, sources: dict[str, UpstreamSource], mirror: Path | None
 ) -> None:
-    """Write `upstream/<source>/<key>/kustomization.yaml` in the workspace."""
+    """Write `<upstream>/<source>/<key>/kustomization.yaml`: a plain kustomization over the
+    pinned base, so `kustomize build` needs no flag (no file it loads lies outside its folder)."""
     if key not in source.files:
         raise OverlayError(
             f"overlays name upstream/{source.name}/{key}, but the lock has no such file for {source.name}"
         )
-    target = work / "upstream" / source.name / key
+    target = upstream / source.name / key
     target.mkdir(parents=True, exist_ok=True)
     relative = source.files[key]
     if source.kind == "go-module":
         resource = os.path.relpath(go_module_dir(source) / relative, target)
-    elif mirror is not None:
+    elif mirror is not None and source.get("root"):
         root = source.get("root")
-        if root:
-            # The whole upstream tree, so its relative and remote references resolve.
-            copied = work / "trees" / source.name
-            if not copied.exists():
-                shutil.copytree(mirror_path_of(source, root, mirror), copied)
-                _point_remote_bases(copied, sources)
-            base = copied / os.path.relpath(relative, root)
-        else:
-            base = mirror_path_of(source, relative, mirror)
-        resource = os.path.relpath(base, target)
+        # The whole upstream tree, so its relative and remote references resolve.
+        copied = upstream / _TREES / source.name
+        if not copied.exists():
+            shutil.copytree(mirror_path_of(source, root, mirror), copied)
+            _point_remote_bases(copied, sources)
+        resource = os.path.relpath(copied / os.path.relpath(relative, root), target)
     elif source.kind == "kustomize":
-        resource = f"{source.raw['source']}/{relative}?ref={source.get('ref') or source.version}"
+        if mirror is not None:
+            resource = os.path.relpath(mirror_path_of(source, relative, mirror), target)
+        else:
+            resource = f"{source.raw['source']}/{relative}?ref={source.get('ref') or source.version}"
     else:
-        fetched = work / "trees" / source.name / relative
-        fetched.parent.mkdir(parents=True, exist_ok=True)
-        fetched.write_text(read_text(source, key, None))
-        resource = os.path.relpath(fetched, target)
+        # A manifest file: copied beside its kustomization (kustomize loads a file only from
+        # within the folder it builds, unless told otherwise).
+        resource = Path(relative).name
+        (target / resource).write_text(read_text(source, key, mirror))
     kustomization: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -177,28 +216,80 @@ def _materialise(
     (target / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
 
 
+def _lay_down_into(
+    upstream: Path,
+    references: Iterable[tuple[str, str]],
+    sources: dict[str, UpstreamSource],
+    mirror: Path | None,
+) -> None:
+    for source_name, key in sorted(references):
+        if source_name not in sources:
+            raise OverlayError(f"overlays name upstream/{source_name}, which is not in the lock")
+        _materialise(upstream, sources[source_name], key, sources, mirror)
+
+
+def lay_down(
+    sources: dict[str, UpstreamSource], mirror: Path | None, root: Path | None = None
+) -> list[tuple[str, str]]:
+    """Write `<root>/upstream/` (default: the checkout's overlays/) with every upstream base the
+    overlays name, replacing what an earlier run left; the (source, key) pairs laid down."""
+    root = (root or OVERLAYS_DIR).resolve()
+    references = sorted(_all_references(root))
+    # Written beside the final folder (the same depth, so every relative path holds after the
+    # rename): a failed run leaves the previous tree in place.
+    partial = Path(tempfile.mkdtemp(prefix=f".{UPSTREAM}-", dir=root))
+    try:
+        _lay_down_into(partial, references, sources, mirror)
+        final = root / UPSTREAM
+        if final.exists():
+            stale = final.rename(root / f".{UPSTREAM}-stale-{os.getpid()}")
+            partial.rename(final)
+            shutil.rmtree(stale)
+        else:
+            partial.rename(final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return references
+
+
 # One build per overlay, pinned versions and mirror in a process: a stack's program, its render
 # and the tests build the same overlays many times.
 _BUILDS: dict[tuple[str, tuple[tuple[str, str], ...], str], list[dict[str, Any]]] = {}
 # Builds kept on disk, so a new process (each `pulumi up` and `preview`, each render) skips
 # kustomize and the YAML parse: most of the program's time for a stack with ML services.
-_CACHE_FORMAT = "1"
+_CACHE_FORMAT = "2"
 _CACHE_ENTRIES_KEPT = 256
 
 
-def build_overlay(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:
-    """The objects of `overlays/<overlay>` (e.g. `lab/pipelines`) over the pinned bases; a
-    fresh copy each call, so callers may change them."""
+def build_overlay(
+    component: str, environment: str, sources: dict[str, UpstreamSource], mirror: Path | None
+) -> list[dict[str, Any]]:
+    """The objects of `component` in `environment` (its variant, else its base) over the pinned
+    bases; a fresh copy each call, so callers may change them."""
+    overlay = overlay_for(component, environment)
+    # Keyed by the overlay folder: environments without a variant share one build.
     key = (overlay, tuple(sorted((s.name, s.version) for s in sources.values())), str(mirror))
     if key not in _BUILDS:
         _BUILDS[key] = _cached_build(overlay, sources, mirror)
     return plain_copy(_BUILDS[key])
 
 
+def _overlay_files(root: Path) -> list[Path]:
+    """The overlays' own files: what `_build` copies (not the laid-down bases, not the docs)."""
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and not path.relative_to(root).parts[0].startswith((UPSTREAM, f".{UPSTREAM}"))
+        and path.suffix != ".md"
+    )
+
+
 def build_digest(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> str:
-    """A digest of everything a build reads: the overlays as `_build` copies them, every pinned
-    source's lock entry, the mirrored files of the sources the overlay names (size and mtime:
-    a pinned release does not change, but a mirror can be refreshed in place) and kustomize."""
+    """A digest of everything a build of `overlay` (`<component>/<folder>`) reads: the overlays
+    as `_build` copies them, every pinned source's lock entry, the mirrored files of the sources
+    the overlay names (size and mtime: a pinned release does not change, but a mirror can be
+    refreshed in place) and kustomize."""
     digest = hashlib.sha256()
 
     def add(*parts: object) -> None:
@@ -207,10 +298,8 @@ def build_digest(overlay: str, sources: dict[str, UpstreamSource], mirror: Path 
             digest.update(b"\0")
 
     add(_CACHE_FORMAT, overlay, mirror)
-    for path in sorted(OVERLAYS_DIR.rglob("*")):
-        relative = path.relative_to(OVERLAYS_DIR)
-        if path.is_file() and "upstream" not in relative.parts and path.suffix != ".md":
-            add(relative, hashlib.sha256(path.read_bytes()).hexdigest())
+    for path in _overlay_files(OVERLAYS_DIR):
+        add(path.relative_to(OVERLAYS_DIR), hashlib.sha256(path.read_bytes()).hexdigest())
     for name in sorted(sources):
         add(name, json.dumps(sources[name].raw, sort_keys=True, default=str), sorted(sources[name].files.items()))
     if mirror is not None:
@@ -266,23 +355,26 @@ def _prune(folder: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _build(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:
-    if not (OVERLAYS_DIR / overlay / "kustomization.yaml").exists():
-        raise OverlayError(f"no overlay {overlay!r} (allowed: {', '.join(overlay_names())})")
-    with tempfile.TemporaryDirectory(prefix="mlplatform-overlay-") as scratch:
-        work = Path(scratch)
-        shutil.copytree(OVERLAYS_DIR, work / "overlays", ignore=shutil.ignore_patterns("upstream", "*.md"))
-        # Overlays sit at overlays/<env>/<component>; `../../upstream` is the workspace's upstream/.
-        shutil.move(str(work / "overlays"), str(work / "tree"))
-        for source_name, key in sorted(_references(work / "tree", overlay)):
-            if source_name not in sources:
-                raise OverlayError(f"overlays name upstream/{source_name}, which is not in the lock")
-            _materialise(work / "tree", sources[source_name], key, sources, mirror)
-        proc = subprocess.run(
-            [kustomize_binary(), "build", "--load-restrictor", "LoadRestrictionsNone", str(work / "tree" / overlay)],
-            capture_output=True,
-            text=True,
-        )
+def kustomize_build(folder: Path, name: str) -> str:
+    """`kustomize build` as a user runs it: no flags."""
+    proc = subprocess.run([kustomize_binary(), "build", str(folder)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise OverlayError(f"overlay {overlay}: kustomize build failed: {proc.stderr.strip()}")
-    return [doc for doc in yaml.load_all(proc.stdout, Loader=_ManifestLoader) if doc]
+        raise OverlayError(f"overlay {name}: kustomize build failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _build(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> list[dict[str, Any]]:
+    """The overlay built as a user builds it after `mlplatform overlays prepare`, in a scratch
+    copy of overlays/ with its upstream bases laid down by the same code: a stack's pins and
+    mirror need not match what the checkout's overlays/upstream holds, and concurrent builds
+    never write the same folder."""
+    with tempfile.TemporaryDirectory(prefix="mlplatform-overlay-") as scratch:
+        tree = Path(scratch) / "overlays"
+        tree.mkdir()
+        for path in _overlay_files(OVERLAYS_DIR):
+            copy = tree / path.relative_to(OVERLAYS_DIR)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+        _lay_down_into(tree / UPSTREAM, _references(tree, overlay), sources, mirror)
+        output = kustomize_build(tree / overlay, overlay)
+    return [doc for doc in yaml.load_all(output, Loader=_ManifestLoader) if doc]

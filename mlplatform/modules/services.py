@@ -302,8 +302,8 @@ class ServiceInstall:
 
 
 def overlay_manifests(ctx: ModuleContext, component: str) -> list[dict[str, Any]]:
-    """The objects of overlays/<environment>/<component> over this stack's pinned sources."""
+    """The objects of overlays/<component>/<environment> (else its base) over this stack's pinned sources."""
     from mlplatform.upstream import upstream_sources
 
     sources = upstream_sources(ctx.resolved.lock_path, ctx.resolved.config.versions.pins)
-    return build_overlay(f"{ctx.resolved.config.environment}/{component}", sources, ctx.resolved.mirror_path)
+    return build_overlay(component, ctx.resolved.config.environment, sources, ctx.resolved.mirror_path)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mlplatform.modules.services import BUILT_IN_GROUPS, api_group
-from mlplatform.overlays import build_overlay, overlay_names
+from mlplatform.overlays import ENVIRONMENTS, build_overlay, components
 from mlplatform.upstream import upstream_sources
 from tests.conftest import REPO_ROOT, STACKS, render_shared, validate_against
 
@@ -31,18 +31,18 @@ SERVICE_TYPES = {
 @pytest.mark.slow
 def test_every_overlay_builds_from_the_mirror(mirror):
     sources = upstream_sources()
-    names = overlay_names()
-    assert {n.split("/")[0] for n in names} == set(STACKS)
-    for name in names:
-        documents = build_overlay(name, sources, mirror)
-        assert documents, name
-        kinds = Counter(d["kind"] for d in documents)
-        if not name.endswith("-runtimes"):
-            assert kinds["Deployment"] >= 1, f"{name}: {kinds}"
+    assert set(ENVIRONMENTS) == set(STACKS)
+    for component in components():
+        for environment in ENVIRONMENTS:
+            documents = build_overlay(component, environment, sources, mirror)
+            assert documents, (component, environment)
+            kinds = Counter(d["kind"] for d in documents)
+            if not component.endswith("-runtimes"):
+                assert kinds["Deployment"] >= 1, f"{component} ({environment}): {kinds}"
 
 
 def test_pipelines_build_offline_with_argo_from_its_module(mirror):
-    documents = build_overlay("lab/pipelines", upstream_sources(), mirror)
+    documents = build_overlay("pipelines", "lab", upstream_sources(), mirror)
     images = {
         c["image"] for d in documents if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
     }
@@ -53,7 +53,9 @@ def test_pipelines_build_offline_with_argo_from_its_module(mirror):
 
 
 def test_cloud_pipelines_leave_out_the_in_cluster_database_and_store(mirror):
-    names = {(d["kind"], d["metadata"]["name"]) for d in build_overlay("cloud/pipelines", upstream_sources(), mirror)}
+    names = {
+        (d["kind"], d["metadata"]["name"]) for d in build_overlay("pipelines", "cloud", upstream_sources(), mirror)
+    }
     assert ("Deployment", "ml-pipeline") in names
     assert (
         not {("Deployment", "mysql"), ("Deployment", "seaweedfs"), ("PersistentVolumeClaim", "mysql-pv-claim")} & names
@@ -61,8 +63,10 @@ def test_cloud_pipelines_leave_out_the_in_cluster_database_and_store(mirror):
 
 
 def test_an_unknown_overlay_is_named_with_the_allowed_ones(mirror):
-    with pytest.raises(Exception, match=r"no overlay 'lab/jupyterhub'.*allowed: cloud/cert-manager"):
-        build_overlay("lab/jupyterhub", upstream_sources(), mirror)
+    with pytest.raises(Exception, match=r"no overlay for component 'jupyterhub' \(allowed: cert-manager, katib,"):
+        build_overlay("jupyterhub", "lab", upstream_sources(), mirror)
+    with pytest.raises(Exception, match=r"no environment 'staging' \(allowed: lab, openshift, cloud\)"):
+        build_overlay("katib", "staging", upstream_sources(), mirror)
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -354,8 +358,8 @@ def crd_schema(mirror: Path, api_version: str, kind: str) -> dict:
     if catalogued.exists():
         return json.loads(catalogued.read_text())
     sources = upstream_sources()
-    for overlay in ("lab/katib", "lab/trainer", "lab/training", "lab/notebooks", "lab/pipelines"):
-        for document in build_overlay(overlay, sources, mirror):
+    for component in ("katib", "trainer", "training", "notebooks", "pipelines"):
+        for document in build_overlay(component, "lab", sources, mirror):
             spec = document.get("spec", {})
             if (
                 document["kind"] == "CustomResourceDefinition"

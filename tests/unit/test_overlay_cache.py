@@ -12,7 +12,9 @@ import pytest
 from mlplatform import overlays
 from mlplatform.upstream import upstream_sources
 
-OVERLAY = "lab/katib"
+# Katib in the lab: the environment has no variant, so the build is katib/base's.
+COMPONENT, ENVIRONMENT = "katib", "lab"
+OVERLAY = "katib/base"
 
 
 @pytest.fixture
@@ -45,9 +47,9 @@ def new_process(monkeypatch) -> None:
 
 def test_a_new_process_reads_the_build_from_disk(cache, counted_builds, mirror, monkeypatch):
     sources = upstream_sources()
-    first = overlays.build_overlay(OVERLAY, sources, mirror)
+    first = overlays.build_overlay(COMPONENT, ENVIRONMENT, sources, mirror)
     new_process(monkeypatch)
-    second = overlays.build_overlay(OVERLAY, sources, mirror)
+    second = overlays.build_overlay(COMPONENT, ENVIRONMENT, sources, mirror)
     assert counted_builds == [OVERLAY]
     assert second == first
     assert any(d["kind"] == "Deployment" and d["metadata"]["name"] == "katib-controller" for d in second)
@@ -56,16 +58,25 @@ def test_a_new_process_reads_the_build_from_disk(cache, counted_builds, mirror, 
     assert json.loads(entries[0].read_text()) == first
 
 
+def test_environments_without_a_variant_share_one_build(cache, counted_builds, mirror):
+    sources = upstream_sources()
+    builds = [overlays.build_overlay("kserve", environment, sources, mirror) for environment in overlays.ENVIRONMENTS]
+    assert counted_builds == ["kserve/base"]
+    assert builds[0] == builds[1] == builds[2]
+    assert len(list(cache.glob("*.json"))) == 1
+
+
 def test_an_edited_overlay_is_built_again(cache, counted_builds, mirror, monkeypatch, tmp_path):
     tree = tmp_path / "overlays"
-    shutil.copytree(overlays.OVERLAYS_DIR, tree)
+    # The overlays' own files: not bases an earlier `mlplatform overlays prepare` laid down.
+    shutil.copytree(overlays.OVERLAYS_DIR, tree, ignore=shutil.ignore_patterns("upstream", ".upstream-*"))
     monkeypatch.setattr(overlays, "OVERLAYS_DIR", tree)
     sources = upstream_sources()
-    before = overlays.build_overlay(OVERLAY, sources, mirror)
+    before = overlays.build_overlay(COMPONENT, ENVIRONMENT, sources, mirror)
     kustomization = tree / OVERLAY / "kustomization.yaml"
     kustomization.write_text(kustomization.read_text() + "commonAnnotations:\n  example.com/edited: 'yes'\n")
     new_process(monkeypatch)
-    after = overlays.build_overlay(OVERLAY, sources, mirror)
+    after = overlays.build_overlay(COMPONENT, ENVIRONMENT, sources, mirror)
     assert counted_builds == [OVERLAY, OVERLAY]
     assert all("example.com/edited" not in (d["metadata"].get("annotations") or {}) for d in before)
     assert all(d["metadata"]["annotations"]["example.com/edited"] == "yes" for d in after)
@@ -95,11 +106,11 @@ def test_another_pin_changes_the_key(mirror):
 
 def test_a_damaged_entry_is_built_again(cache, counted_builds, mirror, monkeypatch):
     sources = upstream_sources()
-    first = overlays.build_overlay(OVERLAY, sources, mirror)
+    first = overlays.build_overlay(COMPONENT, ENVIRONMENT, sources, mirror)
     entry = cache / f"{overlays.build_digest(OVERLAY, sources, mirror)}.json"
     entry.write_text(entry.read_text()[:100])  # cut short, as by a killed writer
     new_process(monkeypatch)
-    assert overlays.build_overlay(OVERLAY, sources, mirror) == first
+    assert overlays.build_overlay(COMPONENT, ENVIRONMENT, sources, mirror) == first
     assert counted_builds == [OVERLAY, OVERLAY]
     assert json.loads(entry.read_text()) == first
 
@@ -109,7 +120,7 @@ def test_off_builds_in_every_process(counted_builds, mirror, monkeypatch, tmp_pa
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     for _ in range(2):
         new_process(monkeypatch)
-        overlays.build_overlay(OVERLAY, upstream_sources(), mirror)
+        overlays.build_overlay(COMPONENT, ENVIRONMENT, upstream_sources(), mirror)
     assert counted_builds == [OVERLAY, OVERLAY]
     assert not list(tmp_path.rglob("*.json"))
 
@@ -117,7 +128,7 @@ def test_off_builds_in_every_process(counted_builds, mirror, monkeypatch, tmp_pa
 def test_a_build_json_cannot_hold_is_not_kept(cache, mirror, monkeypatch):
     dated = [{"kind": "ConfigMap", "data": {"since": datetime.date(2026, 1, 1)}}]
     monkeypatch.setattr(overlays, "_build", lambda overlay, sources, mirror: dated)
-    assert overlays.build_overlay(OVERLAY, upstream_sources(), mirror) == dated
+    assert overlays.build_overlay(COMPONENT, ENVIRONMENT, upstream_sources(), mirror) == dated
     assert not cache.exists() or not list(cache.glob("*.json"))
 
 
