@@ -26,14 +26,14 @@ from typing import Any
 
 import yaml
 
+from mlplatform.config.model import ENVIRONMENTS
 from mlplatform.paths import BIN_DIR, REPO_ROOT, overlay_cache_root
 from mlplatform.plain_data import plain_copy
-from mlplatform.upstream import UpstreamError, UpstreamSource, mirror_path_of, read_text
+from mlplatform.upstream import ManifestLoader, UpstreamError, UpstreamSource, mirror_path_of, read_text
 
 OVERLAYS_DIR = REPO_ROOT / "overlays"
 # The laid-down upstream bases, inside overlays/ so the overlays name them by relative path.
 UPSTREAM = "upstream"
-ENVIRONMENTS = ("lab", "openshift", "cloud")
 BASE = "base"
 # Shared optional features (`kind: Component`), not an app.
 COMPONENTS_DIR = "components"
@@ -44,13 +44,6 @@ _UPSTREAM_REF = re.compile(r"(?:\.\./)+upstream/(?P<source>[a-z0-9-]+)/(?P<key>[
 
 class OverlayError(RuntimeError):
     pass
-
-
-class _ManifestLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """PyYAML reads a bare `=` (found in upstream CRD enums) as a special tag: keep it a string."""
-
-
-_ManifestLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
 def components(root: Path | None = None) -> list[str]:
@@ -377,4 +370,4 @@ def _build(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None
             shutil.copyfile(path, copy)
         _lay_down_into(tree / UPSTREAM, _references(tree, overlay), sources, mirror)
         output = kustomize_build(tree / overlay, overlay)
-    return [doc for doc in yaml.load_all(output, Loader=_ManifestLoader) if doc]
+    return [doc for doc in yaml.load_all(output, Loader=ManifestLoader) if doc]

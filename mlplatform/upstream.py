@@ -33,13 +33,13 @@ class UpstreamError(RuntimeError):
     pass
 
 
-class _ManifestLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+class ManifestLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """SafeLoader without YAML 1.1's `value` type: PyYAML reads a bare `=` (an enum member in
     the Prometheus Operator's CRDs) as that type and cannot construct it; it is a string.
     libyaml's parser where PyYAML has it: the pure-Python one took most of a render."""
 
 
-_ManifestLoader.yaml_implicit_resolvers = {
+ManifestLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
@@ -159,7 +159,7 @@ def load_documents(source: UpstreamSource, key: str, mirror: Path | None) -> lis
         path = mirror_path_of(source, source.files[key], mirror)
         files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
         return [doc for file in files for doc in _mirrored_documents(file)]
-    return [doc for doc in yaml.load_all(read_text(source, key, None), Loader=_ManifestLoader) if doc]
+    return [doc for doc in yaml.load_all(read_text(source, key, None), Loader=ManifestLoader) if doc]
 
 
 # Parsed mirror files of this process, by path, size and modification time: a program and the
@@ -172,7 +172,7 @@ def _mirrored_documents(file: Path) -> list[dict[str, Any]]:
     stat = file.stat()
     key = (str(file), stat.st_size, stat.st_mtime_ns)
     if key not in _PARSED:
-        _PARSED[key] = [doc for doc in yaml.load_all(file.read_text(), Loader=_ManifestLoader) if doc]
+        _PARSED[key] = [doc for doc in yaml.load_all(file.read_text(), Loader=ManifestLoader) if doc]
     return plain_copy(_PARSED[key])
 
 

@@ -1,7 +1,7 @@
 """The ML services data scientists use, from pinned upstream sources: notebooks, Kubeflow
 Pipelines, Katib, KServe (with cert-manager) and the training operator or Trainer v2.
 
-Each builds its overlay (overlays/<env>/<component>) and changes, in code, only what comes
+Each builds its overlay (overlays/<component>/<env>, else its base) and changes, in code, only what comes
 from the stack: endpoints, managed backends, credentials, ingress. What differs between
 environments structurally lives in the overlays; behaviour that follows a profile trait
 (no fixed UIDs on OpenShift) is applied by ServiceInstall.

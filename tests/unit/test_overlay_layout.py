@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mlplatform import overlays
-from mlplatform.upstream import UpstreamError, upstream_sources
+from mlplatform.upstream import ManifestLoader, UpstreamError, upstream_sources
 
 # What may sit in overlays/ beside the apps.
 NOT_APPS = {overlays.COMPONENTS_DIR, overlays.UPSTREAM, "README.md"}
@@ -63,7 +63,7 @@ def copy_overlays(target: Path) -> Path:
 
 
 def documents(text: str) -> list[dict]:
-    return [d for d in yaml.load_all(text, Loader=overlays._ManifestLoader) if d]
+    return [d for d in yaml.load_all(text, Loader=ManifestLoader) if d]
 
 
 @pytest.mark.slow
