@@ -1,6 +1,7 @@
-"""Monitoring: a Prometheus of our own where the cluster has none (lab, cloud), the cluster's
-user workload monitoring where it has one (OpenShift); the platform's alert rules and Grafana
-dashboards (charts/ml-alerts); scrape monitors for the services of the enabled modules."""
+"""Monitoring: kube-prometheus from the pinned upstream manifests where the cluster has no
+monitoring of its own (lab, cloud), the cluster's user workload monitoring where it has one
+(OpenShift); the platform's alert rules and Grafana dashboards (charts/ml-alerts); scrape
+monitors for the services of the enabled modules."""
 
 from __future__ import annotations
 
