@@ -1,6 +1,7 @@
-"""Monitoring: a Prometheus of our own where the cluster has none (lab, cloud), the cluster's
-user workload monitoring where it has one (OpenShift); the platform's alert rules and Grafana
-dashboards (charts/ml-alerts); scrape monitors for the services of the enabled modules."""
+"""Monitoring: kube-prometheus from the pinned upstream manifests where the cluster has no
+monitoring of its own (lab, cloud), the cluster's user workload monitoring where it has one
+(OpenShift); the platform's alert rules and Grafana dashboards (charts/ml-alerts); scrape
+monitors for the services of the enabled modules."""
 
 from __future__ import annotations
 
@@ -30,14 +31,52 @@ from mlplatform.upstream import load_documents
 MONITORING_LABEL = "mlplatform.io/monitoring"
 SELECTOR_LABELS = {MONITORING_LABEL: "true"}
 ALERTS_CHART = "ml-alerts"
-PROMETHEUS_NAME = "mlplatform"
+# The monitoring stack where the cluster has none: kube-prometheus as released (the lock's
+# `kube-prometheus` source), moved into our namespace; its Prometheus and Alertmanager keep
+# upstream's names.
+KUBE_PROMETHEUS = "kube-prometheus"
+UPSTREAM_NAMESPACE = "monitoring"
+PROMETHEUS_NAME = "k8s"
+ALERTMANAGER_NAME = "main"
+# What is kept of it, by app.kubernetes.io/name: the operator, Prometheus, Alertmanager, the
+# exporters and Grafana, their rules (kube-prometheus) and the monitors of the cluster's own
+# components. Left out: the blackbox exporter (it probes endpoints nothing of ours defines) and
+# prometheus-adapter (it registers the cluster's metrics.k8s.io API, which metrics-server or
+# the provider already serves).
+KUBE_PROMETHEUS_COMPONENTS = frozenset(
+    {
+        "prometheus-operator",
+        "prometheus",
+        "alertmanager",
+        "kube-state-metrics",
+        "node-exporter",
+        "grafana",
+        "kube-prometheus",
+        "apiserver",
+        "coredns",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+    }
+)
+# Upstream's Prometheus discovers targets in three namespaces; our monitors select theirs in
+# every namespace (team namespaces, the ML services), so it reads them cluster-wide.
+PROMETHEUS_DISCOVERY_RULES = [
+    {"apiGroups": [""], "resources": ["services", "endpoints", "pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+]
+# Where upstream's Grafana reads dashboard files (its file provider's path): ours are mounted there too.
+GRAFANA_DASHBOARD_PATH = "/grafana-dashboard-definitions/0"
+# Grafana's files hold no credential: kept as ConfigMaps, the pack's plaintext-Secret rule
+# stays meaningful for the ones that do.
+GRAFANA_CONFIG_FILES = ("grafana-config", "grafana-datasources")
+# The kinds a selector of our Prometheus picks up, upstream's included.
+MONITOR_KINDS = frozenset({"ServiceMonitor", "PodMonitor", "PrometheusRule", "Probe", "ScrapeConfig"})
 # The Pushgateway holding pushed model quality gauges (model_accuracy, model_drift_score).
 MODEL_METRICS = "model-metrics"
 MODEL_METRICS_PORT = 9091
 MODEL_METRICS_SELECTOR = {"app.kubernetes.io/name": "pushgateway", "app.kubernetes.io/instance": MODEL_METRICS}
-ALERTMANAGER_NAME = "mlplatform"
-# The operator keeps an Endpoints object of every node's kubelet here (--kubelet-service).
-KUBELET_SERVICE = ("kube-system", "kubelet")
 CLUSTER_MONITORING_NAMESPACE = "openshift-monitoring"
 # The cluster's monitoring config (OpenShift's cluster monitoring operator reads the YAML held
 # in its one key); user workload monitoring is on with enableUserWorkload: true there.
@@ -217,6 +256,167 @@ def read_cluster_monitoring_config(resolved: ResolvedConfig) -> str | None:
     return (json.loads(proc.stdout).get("data") or {}).get(CLUSTER_MONITORING_KEY, "")
 
 
+def _walk_namespaces(value: Any, namespace: str) -> None:
+    """Every `namespace: monitoring` (metadata, RBAC subjects, Alertmanager references) and
+    every `matchNames` entry naming it, set to `namespace`, in place."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "namespace" and item == UPSTREAM_NAMESPACE:
+                value[key] = namespace
+            elif key == "matchNames" and isinstance(item, list):
+                value[key] = [namespace if name == UPSTREAM_NAMESPACE else name for name in item]
+            else:
+                _walk_namespaces(item, namespace)
+    elif isinstance(value, list):
+        for item in value:
+            _walk_namespaces(item, namespace)
+
+
+def _without_fixed_ids(context: dict[str, Any] | None) -> None:
+    for field in ("runAsUser", "runAsGroup", "fsGroup"):
+        (context or {}).pop(field, None)
+
+
+def _pod_spec(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    if manifest["kind"] in ("Deployment", "DaemonSet", "StatefulSet"):
+        return manifest["spec"]["template"]["spec"]
+    return None
+
+
+def kube_prometheus_manifests(
+    documents: list[dict[str, Any]],
+    *,
+    namespace: str,
+    labels: dict[str, str],
+    prometheus: PrometheusSettings,
+    alertmanager: AlertmanagerSettings,
+    stack: str,
+    fixed_uids: bool,
+    operator_version: str,
+    operator_images: tuple[str, str],
+    dashboards: list[str],
+) -> list[dict[str, Any]]:
+    """kube-prometheus' objects as this stack runs them: the components we keep, in our
+    namespace, with our labels, the config's Prometheus and Alertmanager settings, selectors on
+    our label, the operator at the version of the CRDs we serve and Grafana showing our
+    dashboards (ConfigMaps named in `dashboards`) beside upstream's."""
+    objects = []
+    for document in documents:
+        # Upstream ships some objects as lists (the dashboards, per-namespace RBAC).
+        items = (document.get("items") or []) if document["kind"].endswith("List") else [document]
+        for item in items:
+            component = (item["metadata"].get("labels") or {}).get("app.kubernetes.io/name")
+            if component in KUBE_PROMETHEUS_COMPONENTS:
+                objects.append(item)
+    replicas = {"prometheus": prometheus.replicas, "alertmanager": alertmanager.replicas}
+    manifests = []
+    for manifest in objects:
+        kind, metadata = manifest["kind"], manifest["metadata"]
+        component = metadata["labels"]["app.kubernetes.io/name"]
+        # The operator makes Alertmanager's config itself where no Secret holds one: receivers
+        # carry credentials, so the config is not a plaintext object of the stack.
+        if kind == "Secret" and component == "alertmanager":
+            continue
+        # Upstream grants discovery per namespace (default, kube-system, its own); ours is
+        # cluster-wide (PROMETHEUS_DISCOVERY_RULES), so those Roles would only repeat it.
+        if kind in ("Role", "RoleBinding") and metadata["name"] == "prometheus-k8s":
+            continue
+        # A budget of one available pod over one replica would block every node drain.
+        if kind == "PodDisruptionBudget" and replicas.get(component, 2) < 2:
+            continue
+        _walk_namespaces(manifest, namespace)
+        for key in ("data", "stringData"):
+            for file, text in (manifest.get(key) or {}).items():
+                # Grafana's datasource names our Prometheus by its in-cluster address.
+                manifest[key][file] = text.replace(f".{UPSTREAM_NAMESPACE}.svc", f".{namespace}.svc")
+        metadata["labels"] = {**metadata["labels"], **labels}
+        if kind in MONITOR_KINDS:
+            metadata["labels"].update(SELECTOR_LABELS)
+        if kind == "Secret" and metadata["name"] in GRAFANA_CONFIG_FILES:
+            manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": manifest["stringData"]}
+        pod = _pod_spec(manifest)
+        if kind == "Prometheus":
+            _prometheus_spec(manifest["spec"], prometheus, stack)
+        elif kind == "Alertmanager":
+            manifest["spec"]["replicas"] = alertmanager.replicas
+            manifest["spec"]["alertmanagerConfigSelector"] = {"matchLabels": dict(SELECTOR_LABELS)}
+            manifest["spec"]["alertmanagerConfigNamespaceSelector"] = {}
+        elif kind == "ClusterRole" and component == "prometheus":
+            manifest["rules"] = [*manifest["rules"], *copy.deepcopy(PROMETHEUS_DISCOVERY_RULES)]
+        elif kind == "Deployment" and component == "prometheus-operator":
+            _operator_version(manifest, operator_version, operator_images)
+        elif kind == "Deployment" and component == "grafana" and pod is not None:
+            _grafana_files(pod, dashboards)
+        if pod is not None:
+            pod_labels = manifest["spec"]["template"]["metadata"]
+            pod_labels["labels"] = {**pod_labels.get("labels", {}), **labels}
+        if not fixed_uids:
+            # The platform's SCC assigns each pod a UID and fsGroup from the namespace's range.
+            if kind in ("Prometheus", "Alertmanager"):
+                _without_fixed_ids(manifest["spec"].get("securityContext"))
+            if pod is not None:
+                _without_fixed_ids(pod.get("securityContext"))
+                for container in pod.get("containers", []) + pod.get("initContainers", []):
+                    _without_fixed_ids(container.get("securityContext"))
+        manifests.append(manifest)
+    return manifests
+
+
+def _prometheus_spec(spec: dict[str, Any], settings: PrometheusSettings, stack: str) -> None:
+    spec["replicas"] = settings.replicas
+    spec["retention"] = settings.retention
+    spec["externalLabels"] = {**(spec.get("externalLabels") or {}), "mlplatform_stack": stack}
+    # Upstream's selectors take everything; ours take what carries our label, in any namespace
+    # (upstream's kept monitors and rules carry it too).
+    for kind in ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig"):
+        spec[f"{kind}Selector"] = {"matchLabels": dict(SELECTOR_LABELS)}
+        spec[f"{kind}NamespaceSelector"] = {}
+    if settings.storage_class is not None:
+        spec["storage"] = {
+            "volumeClaimTemplate": {
+                "spec": {
+                    "storageClassName": settings.storage_class,
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": settings.storage_size}},
+                }
+            }
+        }
+
+
+def _operator_version(deployment: dict[str, Any], version: str, images: tuple[str, str]) -> None:
+    """The operator and the config reloader it injects at the version of the CRDs we serve."""
+    operator_image, reloader_image = images
+    for meta in (deployment["metadata"], deployment["spec"]["template"]["metadata"]):
+        meta["labels"]["app.kubernetes.io/version"] = version.removeprefix("v")
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        if container["name"] != "prometheus-operator":
+            continue
+        container["image"] = f"{operator_image}:{version}"
+        container["args"] = [
+            f"--prometheus-config-reloader={reloader_image}:{version}"
+            if arg.startswith("--prometheus-config-reloader=")
+            else arg
+            for arg in container["args"]
+        ]
+
+
+def _grafana_files(pod: dict[str, Any], dashboards: list[str]) -> None:
+    """Grafana's config files from ConfigMaps, and our dashboards where its file provider reads."""
+    for volume in pod["volumes"]:
+        if volume.get("secret", {}).get("secretName") in GRAFANA_CONFIG_FILES:
+            volume["configMap"] = {"name": volume.pop("secret")["secretName"]}
+    (container,) = [c for c in pod["containers"] if c["name"] == "grafana"]
+    for name in dashboards:
+        pod["volumes"].append({"name": name, "configMap": {"name": name}})
+        container["volumeMounts"].append(
+            {"name": name, "mountPath": f"{GRAFANA_DASHBOARD_PATH}/{name}", "readOnly": True}
+        )
+
+
+def _is_dashboard(manifest: dict[str, Any]) -> bool:
+    return any(name.endswith(".json") for name in manifest.get("data") or {})
+
+
 class Monitoring(Module):
     outputs: MonitoringOutputs
     provides = MonitoringOutputs
@@ -242,15 +442,20 @@ class Monitoring(Module):
             },
             ctx.child_opts(self),
         )
+        alerts = helm_template(
+            ALERTS_CHART,
+            ALERTS_CHART,
+            self._namespace_name,
+            alert_values(resolved, self._labels),
+            kube_version=target_kube_version(resolved),
+        )
         crds: list[pulumi.Resource] = []
         if profile.user_workload_monitoring:
             self._enable_user_workload_monitoring()
         else:
             crds = self._crds()
-            self._operator(crds)
-            self._prometheus(crds)
-            self._kube_state_metrics(crds)
-            self._kubelet_monitor(crds)
+            dashboards = [m["metadata"]["name"] for m in alerts if m["kind"] == "ConfigMap" and _is_dashboard(m)]
+            self._kube_prometheus(crds, dashboards)
         self._model_metrics_gateway(crds)
         self.outputs = MonitoringOutputs(
             namespace=self._namespace_name,
@@ -267,13 +472,7 @@ class Monitoring(Module):
             beside_targets=profile.user_workload_monitoring,
         ):
             create_object(manifest, self._opts(crds))
-        for manifest in helm_template(
-            ALERTS_CHART,
-            ALERTS_CHART,
-            self._namespace_name,
-            alert_values(resolved, self._labels),
-            kube_version=target_kube_version(resolved),
-        ):
+        for manifest in alerts:
             create_object(manifest, self._opts(crds))
         self.register_outputs({"namespace": self._namespace_name, "ownPrometheus": self.outputs.own_prometheus})
 
@@ -295,31 +494,6 @@ class Monitoring(Module):
     def _image(self, source_name: str) -> tuple[str, str]:
         source = self._ctx.resolved.upstream(source_name)
         return f"{source.get('image')}:{source.version}", source.version
-
-    def _service_account(self, name: str) -> None:
-        create_object({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": self._meta(name)}, self._opts())
-
-    def _cluster_rbac(self, name: str, service_account: str, rules: list[dict[str, Any]]) -> None:
-        cluster_name = f"mlplatform-{name}"
-        create_object(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": cluster_name, "labels": self._labels},
-                "rules": rules,
-            },
-            self._ctx.child_opts(self),
-        )
-        create_object(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": cluster_name, "labels": self._labels},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
-                "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": self._namespace_name}],
-            },
-            self._ctx.child_opts(self),
-        )
 
     def _deployment(
         self,
@@ -413,7 +587,7 @@ class Monitoring(Module):
             ),
         )
 
-    # -- lab / cloud: a Prometheus of our own ------------------------------------------------
+    # -- lab / cloud: kube-prometheus, moved into our namespace ------------------------------
 
     def _crds(self) -> list[pulumi.Resource]:
         source = self._ctx.resolved.upstream("prometheus-operator-crds")
@@ -426,185 +600,35 @@ class Monitoring(Module):
             crds.append(create_object(document, self._ctx.child_opts(self)))
         return crds
 
-    def _operator(self, crds: list[pulumi.Resource]) -> None:
-        source = self._ctx.resolved.upstream("prometheus-operator-crds")
-        # The operator runs the version of the CRDs it serves.
-        image = f"{source.get('operatorImage')}:{source.version}"
-        reloader = f"{source.get('configReloaderImage')}:{source.version}"
-        selector = {"app.kubernetes.io/name": "prometheus-operator"}
-        self._service_account("prometheus-operator")
-        self._cluster_rbac(
-            "prometheus-operator",
-            "prometheus-operator",
-            [
-                {
-                    "apiGroups": ["monitoring.coreos.com"],
-                    "resources": [
-                        "alertmanagers",
-                        "alertmanagers/finalizers",
-                        "alertmanagers/status",
-                        "alertmanagerconfigs",
-                        "prometheuses",
-                        "prometheuses/finalizers",
-                        "prometheuses/status",
-                        "prometheusagents",
-                        "prometheusagents/finalizers",
-                        "prometheusagents/status",
-                        "thanosrulers",
-                        "thanosrulers/finalizers",
-                        "thanosrulers/status",
-                        "scrapeconfigs",
-                        "servicemonitors",
-                        "podmonitors",
-                        "probes",
-                        "prometheusrules",
-                    ],
-                    "verbs": ["*"],
-                },
-                {"apiGroups": ["apps"], "resources": ["statefulsets", "daemonsets"], "verbs": ["*"]},
-                {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["*"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
-                {
-                    "apiGroups": [""],
-                    "resources": ["services", "services/finalizers", "endpoints"],
-                    "verbs": ["get", "create", "update", "delete"],
-                },
-                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
-                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-                {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
-                {
-                    "apiGroups": ["discovery.k8s.io"],
-                    "resources": ["endpointslices"],
-                    "verbs": ["get", "create", "list", "update", "delete"],
-                },
-                {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get"]},
-            ],
-        )
-        self._deployment(
-            "prometheus-operator",
-            selector,
-            {"serviceAccountName": "prometheus-operator"},
-            {
-                "name": "prometheus-operator",
-                "image": image,
-                "args": [
-                    f"--kubelet-service={'/'.join(KUBELET_SERVICE)}",
-                    f"--prometheus-config-reloader={reloader}",
-                ],
-                "ports": [{"name": "http", "containerPort": 8080}],
-                # The operator's web listener answers /healthz once it runs.
-                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
-                "resources": {
-                    "requests": {"cpu": "100m", "memory": "128Mi"},
-                    "limits": {"cpu": "500m", "memory": "512Mi"},
-                },
-            },
-            crds,
-        )
-        self._service_and_monitor("prometheus-operator", selector, [{"name": "http", "port": 8080}], crds)
+    def _kube_prometheus(self, crds: list[pulumi.Resource], dashboards: list[str]) -> None:
+        resolved = self._ctx.resolved
+        operator = resolved.upstream("prometheus-operator-crds")
+        settings = resolved.config.modules.monitoring
+        documents = load_documents(resolved.upstream(KUBE_PROMETHEUS), "manifests", resolved.mirror_path)
+        for manifest in kube_prometheus_manifests(
+            documents,
+            namespace=self._namespace_name,
+            labels=self._labels,
+            prometheus=settings.prometheus or PrometheusSettings(),
+            alertmanager=settings.alertmanager or AlertmanagerSettings(),
+            stack=resolved.stack,
+            fixed_uids=self._fixed_uids,
+            operator_version=operator.version,
+            operator_images=(operator.get("operatorImage"), operator.get("configReloaderImage")),
+            dashboards=dashboards,
+        ):
+            create_object(manifest, self._opts(crds))
 
-    def _prometheus(self, crds: list[pulumi.Resource]) -> None:
-        settings = self._ctx.resolved.config.modules.monitoring
-        prometheus = settings.prometheus or PrometheusSettings()
-        alertmanager = settings.alertmanager or AlertmanagerSettings()
-        prometheus_image, prometheus_version = self._image("prometheus")
-        alertmanager_image, alertmanager_version = self._image("alertmanager")
-        self._service_account("prometheus")
-        self._cluster_rbac(
-            "prometheus",
-            "prometheus",
-            [
-                {
-                    "apiGroups": [""],
-                    "resources": ["nodes", "nodes/metrics", "services", "endpoints", "pods"],
-                    "verbs": ["get", "list", "watch"],
-                },
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
-                {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
-                {"nonResourceURLs": ["/metrics", "/metrics/cadvisor"], "verbs": ["get"]},
-            ],
-        )
-        everywhere: dict[str, Any] = {}
-        spec: dict[str, Any] = {
-            "replicas": prometheus.replicas,
-            "retention": prometheus.retention,
-            "image": prometheus_image,
-            "version": prometheus_version,
-            "serviceAccountName": "prometheus",
-            "securityContext": self._pod_security(65534),
-            # Ours, in any namespace: selected by our label, not by a release name.
-            "serviceMonitorSelector": {"matchLabels": dict(SELECTOR_LABELS)},
-            "serviceMonitorNamespaceSelector": everywhere,
-            "podMonitorSelector": {"matchLabels": dict(SELECTOR_LABELS)},
-            "podMonitorNamespaceSelector": everywhere,
-            "ruleSelector": {"matchLabels": dict(SELECTOR_LABELS)},
-            "ruleNamespaceSelector": everywhere,
-            "externalLabels": {"mlplatform_stack": self._ctx.resolved.stack},
-            "alerting": {
-                "alertmanagers": [
-                    {
-                        "namespace": self._namespace_name,
-                        "name": "alertmanager-operated",
-                        "port": "web",
-                        "apiVersion": "v2",
-                    }
-                ]
-            },
-            "resources": {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
-        }
-        if prometheus.storage_class is not None:
-            spec["storage"] = {
-                "volumeClaimTemplate": {
-                    "spec": {
-                        "storageClassName": prometheus.storage_class,
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": prometheus.storage_size}},
-                    }
-                }
-            }
-        create_object(
-            {
-                "apiVersion": "monitoring.coreos.com/v1",
-                "kind": "Prometheus",
-                "metadata": self._meta(PROMETHEUS_NAME),
-                "spec": spec,
-            },
-            self._opts(crds),
-        )
-        create_object(
-            {
-                "apiVersion": "monitoring.coreos.com/v1",
-                "kind": "Alertmanager",
-                "metadata": self._meta(ALERTMANAGER_NAME),
-                "spec": {
-                    "replicas": alertmanager.replicas,
-                    "image": alertmanager_image,
-                    "version": alertmanager_version,
-                    "securityContext": self._pod_security(65534),
-                    "alertmanagerConfigSelector": {"matchLabels": dict(SELECTOR_LABELS)},
-                    "alertmanagerConfigNamespaceSelector": {},
-                    "resources": {
-                        "requests": {"cpu": "50m", "memory": "128Mi"},
-                        "limits": {"cpu": "200m", "memory": "256Mi"},
-                    },
-                },
-            },
-            self._opts(crds),
-        )
-
-        # The operator labels the pods it makes with these (upstream prometheus-operator).
+        # Beside upstream's policies (which admit Grafana and Prometheus itself): queries from
+        # this namespace and the platform's own, alerts from anywhere in this namespace. The
+        # operator labels the pods it makes with the kind and the object's name.
         monitoring = network.namespace_peer(self._namespace_name)
         guards = [
-            # Alerts come from our Prometheus; the replicas gossip among themselves.
             (
                 "mlplatform-alertmanager",
                 {"app.kubernetes.io/name": "alertmanager", "alertmanager": ALERTMANAGER_NAME},
                 [monitoring],
             ),
-            # Queries from this namespace (e.g. Grafana) and the platform's own.
             (
                 "mlplatform-prometheus",
                 {"app.kubernetes.io/name": "prometheus", "prometheus": PROMETHEUS_NAME},
@@ -649,125 +673,4 @@ class Monitoring(Module):
                 "mlplatform-model-metrics", self._namespace_name, self._labels, selector, peers, (MODEL_METRICS_PORT,)
             ),
             self._opts(),
-        )
-
-    def _kube_state_metrics(self, crds: list[pulumi.Resource]) -> None:
-        image, _ = self._image("kube-state-metrics")
-        selector = {"app.kubernetes.io/name": "kube-state-metrics"}
-        self._service_account("kube-state-metrics")
-        self._cluster_rbac(
-            "kube-state-metrics",
-            "kube-state-metrics",
-            [
-                {
-                    "apiGroups": [""],
-                    "resources": [
-                        "configmaps",
-                        "secrets",
-                        "nodes",
-                        "pods",
-                        "services",
-                        "serviceaccounts",
-                        "resourcequotas",
-                        "replicationcontrollers",
-                        "limitranges",
-                        "persistentvolumeclaims",
-                        "persistentvolumes",
-                        "namespaces",
-                        "endpoints",
-                    ],
-                    "verbs": ["list", "watch"],
-                },
-                {
-                    "apiGroups": ["apps"],
-                    "resources": ["statefulsets", "daemonsets", "deployments", "replicasets"],
-                    "verbs": ["list", "watch"],
-                },
-                {"apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": ["list", "watch"]},
-                {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list", "watch"]},
-                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
-                {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["list", "watch"]},
-                {
-                    "apiGroups": ["certificates.k8s.io"],
-                    "resources": ["certificatesigningrequests"],
-                    "verbs": ["list", "watch"],
-                },
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-                {
-                    "apiGroups": ["storage.k8s.io"],
-                    "resources": ["storageclasses", "volumeattachments"],
-                    "verbs": ["list", "watch"],
-                },
-                {
-                    "apiGroups": ["admissionregistration.k8s.io"],
-                    "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
-                    "verbs": ["list", "watch"],
-                },
-                {
-                    "apiGroups": ["networking.k8s.io"],
-                    "resources": ["networkpolicies", "ingressclasses", "ingresses"],
-                    "verbs": ["list", "watch"],
-                },
-                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]},
-                {
-                    "apiGroups": ["rbac.authorization.k8s.io"],
-                    "resources": ["clusterrolebindings", "clusterroles", "rolebindings", "roles"],
-                    "verbs": ["list", "watch"],
-                },
-            ],
-        )
-        self._deployment(
-            "kube-state-metrics",
-            selector,
-            {"serviceAccountName": "kube-state-metrics"},
-            {
-                "name": "kube-state-metrics",
-                "image": image,
-                "ports": [
-                    {"name": "http-metrics", "containerPort": 8080},
-                    {"name": "telemetry", "containerPort": 8081},
-                ],
-                "livenessProbe": {"httpGet": {"path": "/livez", "port": "http-metrics"}},
-                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "telemetry"}},
-                "resources": {"requests": {"cpu": "100m", "memory": "190Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
-            },
-        )
-        # Its series describe other objects (namespace, pod labels): those labels win.
-        self._service_and_monitor(
-            "kube-state-metrics",
-            selector,
-            [{"name": "http-metrics", "port": 8080}, {"name": "telemetry", "port": 8081}],
-            crds,
-            honorLabels=True,
-        )
-
-    def _kubelet_monitor(self, crds: list[pulumi.Resource]) -> None:
-        """Node and container metrics from each kubelet and its cAdvisor, through the Endpoints
-        the operator keeps; no node exporter needs host access in our namespace."""
-        namespace, service = KUBELET_SERVICE
-        authenticated = {
-            "port": "https-metrics",
-            "scheme": "https",
-            "interval": "30s",
-            "bearerTokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token",
-            "tlsConfig": {"insecureSkipVerify": True},
-            "honorLabels": True,
-        }
-        create_object(
-            {
-                "apiVersion": "monitoring.coreos.com/v1",
-                "kind": "ServiceMonitor",
-                "metadata": self._meta("kubelet", SELECTOR_LABELS),
-                "spec": {
-                    "jobLabel": "app.kubernetes.io/name",
-                    "namespaceSelector": {"matchNames": [namespace]},
-                    "selector": {"matchLabels": {"app.kubernetes.io/name": service}},
-                    "endpoints": [
-                        {**authenticated, "path": "/metrics"},
-                        {**authenticated, "path": "/metrics/cadvisor"},
-                    ],
-                },
-            },
-            self._opts(crds),
         )

@@ -1,6 +1,6 @@
 """Each stack's monitoring flavour on the control plane: lab and cloud bring the Prometheus
-Operator's CRDs and run the operator; OpenShift's cluster serves the CRDs and gets user
-workload monitoring switched on. The alert rules are accepted by the apiserver either way."""
+Operator's CRDs and run kube-prometheus (the operator, exporters, Grafana); OpenShift's cluster
+serves the CRDs and gets user workload monitoring switched on. The alert rules are accepted by the apiserver either way."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from mlplatform.modules.monitoring import PROMETHEUS_NAME
 from tests.conftest import STACKS
 
 RULE_NAMES = {"ml-alerts-gpu", "ml-alerts-capacity", "ml-alerts-models"}
@@ -38,13 +39,13 @@ def test_monitoring_flavour_applies_and_its_rules_are_accepted(stack_planes, sta
         timeout=120,
     )
     if own_prometheus:
-        for name in ("prometheus-operator", "kube-state-metrics"):
+        for name in ("prometheus-operator", "kube-state-metrics", "grafana"):
             plane.wait_for(
                 f"deployment monitoring/{name} Available",
                 lambda n=name: _deployment_available(plane, "monitoring", n),
                 timeout=120,
             )
-        prometheus = plane.get("prometheus", "mlplatform", "-n", "monitoring")
+        prometheus = plane.get("prometheus", PROMETHEUS_NAME, "-n", "monitoring")
         assert prometheus["spec"]["ruleSelector"] == {"matchLabels": {"mlplatform.io/monitoring": "true"}}
     else:
         assert deployments == {"model-metrics"}, f"no Prometheus stack of ours on {stack}, found {deployments}"

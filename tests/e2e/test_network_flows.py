@@ -122,8 +122,10 @@ def _pod_labels(plane, pod: Pod) -> dict[str, str]:
     kind, *query = pod.workload
     if kind in ("prometheus", "alertmanager"):
         (item,) = plane.get(kind, "-n", pod.namespace)["items"]
-        # What the operator puts on the pods of a Prometheus/Alertmanager object.
-        return {"app.kubernetes.io/name": kind, kind: item["metadata"]["name"]}
+        # What the operator puts on the pods of a Prometheus/Alertmanager object: the object's
+        # podMetadata labels (upstream's policies select on them) and its kind and name.
+        labels = ((item["spec"].get("podMetadata") or {}).get("labels")) or {}
+        return {**labels, "app.kubernetes.io/name": kind, kind: item["metadata"]["name"]}
     found = plane.get(kind, *query, "-n", pod.namespace)
     (workload,) = found.get("items", [found])
     return workload["spec"]["template"]["metadata"]["labels"]

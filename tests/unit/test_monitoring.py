@@ -1,5 +1,5 @@
-"""The monitoring module per environment, under Pulumi mocks: our own Prometheus on lab and
-cloud, OpenShift's user workload monitoring there; custom resources valid against the
+"""The monitoring module per environment, under Pulumi mocks: kube-prometheus at the locked tag
+on lab and cloud, OpenShift's user workload monitoring there; custom resources valid against the
 upstream CRD schemas; thresholds per environment; monitors only for enabled modules."""
 
 from __future__ import annotations
@@ -12,17 +12,21 @@ import jsonschema
 import pytest
 import yaml
 
+from mlplatform.config.model import AlertmanagerSettings, PrometheusSettings
 from mlplatform.modules.base import FORCE_ANNOTATION
 from mlplatform.modules.monitoring import (
     CLUSTER_MONITORING_FIELD_MANAGER,
     PATCH_FIELD_MANAGER_ANNOTATION,
+    PROMETHEUS_NAME,
     SELECTOR_LABELS,
+    UPSTREAM_NAMESPACE,
     cluster_monitoring_patch_annotations,
+    kube_prometheus_manifests,
     monitor_manifests,
     with_user_workload_enabled,
 )
 from mlplatform.modules.registry import composition_order, scrape_targets
-from mlplatform.upstream import upstream_sources
+from mlplatform.upstream import load_documents, upstream_sources
 from mlplatform.validation import resolve
 from tests.conftest import REPO_ROOT, STACKS, render_shared
 
@@ -57,8 +61,27 @@ def test_monitoring_is_composed_before_the_modules_whose_monitors_need_its_crds(
     assert order[0] == "monitoring"
 
 
+def kube_prometheus_file(mirror, name: str) -> list[dict]:
+    """One file of kube-prometheus' manifests at the locked tag, read straight from the mirror."""
+    source = upstream_sources()["kube-prometheus"]
+    path = mirror / source.raw["mirror"] / source.files["manifests"] / name
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def images(workload: dict) -> list[str]:
+    return [c["image"] for c in workload["spec"]["template"]["spec"]["containers"]]
+
+
+# Workloads kept from kube-prometheus as released (file, kind, name).
+UPSTREAM_WORKLOADS = [
+    ("kubeStateMetrics-deployment.yaml", "Deployment", "kube-state-metrics"),
+    ("nodeExporter-daemonset.yaml", "DaemonSet", "node-exporter"),
+    ("grafana-deployment.yaml", "Deployment", "grafana"),
+]
+
+
 @pytest.mark.parametrize("stack", ["lab", "cloud"])
-def test_lab_and_cloud_run_a_prometheus_of_their_own(rendered, stack):
+def test_lab_and_cloud_run_kube_prometheus_at_the_locked_tag(rendered, mirror, stack):
     objects = module_objects(rendered(stack))
     sources = upstream_sources()
     crds_version = sources["prometheus-operator-crds"].version
@@ -67,39 +90,162 @@ def test_lab_and_cloud_run_a_prometheus_of_their_own(rendered, stack):
         f"{plural}.monitoring.coreos.com"
         for plural in ("prometheuses", "alertmanagers", "prometheusrules", "servicemonitors", "podmonitors")
     }
+    for file, kind, name in UPSTREAM_WORKLOADS:
+        (upstream,) = kube_prometheus_file(mirror, file)
+        ours = by_kind(objects, kind)[("monitoring", name)]
+        assert images(ours) == images(upstream), name
+        assert ours["spec"]["selector"] == upstream["spec"]["selector"], name
 
-    deployments = by_kind(objects, "Deployment")
-    operator = deployments[("monitoring", "prometheus-operator")]["spec"]["template"]["spec"]
-    (container,) = operator["containers"]
-    # The operator runs the version of the CRDs it serves, reloader included.
+    # The operator runs the version of the CRDs it serves, reloader included; the rest of its
+    # Deployment is upstream's (kube-rbac-proxy in front of its metrics).
+    (upstream_operator,) = kube_prometheus_file(mirror, "prometheusOperator-deployment.yaml")
+    operator = by_kind(objects, "Deployment")[("monitoring", "prometheus-operator")]["spec"]["template"]["spec"]
+    container, proxy = operator["containers"]
     assert container["image"] == f"quay.io/prometheus-operator/prometheus-operator:{crds_version}"
     assert (
         f"--prometheus-config-reloader=quay.io/prometheus-operator/prometheus-config-reloader:{crds_version}"
-        in (container["args"])
+        in container["args"]
     )
+    assert proxy == upstream_operator["spec"]["template"]["spec"]["containers"][1]
     assert operator["serviceAccountName"] == "prometheus-operator"
-    assert ("", "mlplatform-prometheus-operator") in by_kind(objects, "ClusterRoleBinding")
-    ksm = deployments[("monitoring", "kube-state-metrics")]["spec"]["template"]["spec"]["containers"][0]
-    assert (
-        ksm["image"] == f"registry.k8s.io/kube-state-metrics/kube-state-metrics:{sources['kube-state-metrics'].version}"
+    assert ("", "prometheus-operator") in by_kind(objects, "ClusterRoleBinding")
+
+    (upstream_prometheus,) = kube_prometheus_file(mirror, "prometheus-prometheus.yaml")
+    prometheus = by_kind(objects, "Prometheus")[("monitoring", upstream_prometheus["metadata"]["name"])]["spec"]
+    for selector in ("ruleSelector", "serviceMonitorSelector", "podMonitorSelector", "probeSelector"):
+        assert prometheus[selector] == {"matchLabels": SELECTOR_LABELS}, selector
+    assert prometheus["image"] == upstream_prometheus["spec"]["image"]
+    assert prometheus["replicas"] == 1 and prometheus["externalLabels"] == {"mlplatform_stack": stack}
+    assert prometheus["alerting"]["alertmanagers"][0]["namespace"] == "monitoring"
+    (upstream_alertmanager,) = kube_prometheus_file(mirror, "alertmanager-alertmanager.yaml")
+    alertmanager = by_kind(objects, "Alertmanager")[("monitoring", upstream_alertmanager["metadata"]["name"])]
+    assert alertmanager["spec"]["image"] == upstream_alertmanager["spec"]["image"]
+    assert alertmanager["spec"]["replicas"] == 1
+    # One replica each: upstream's budgets of one available pod would block node drains.
+    assert not by_kind(objects, "PodDisruptionBudget")
+    # Left out: the blackbox exporter and prometheus-adapter (no metrics.k8s.io APIService).
+    names = {m["metadata"]["name"] for m in objects}
+    assert not {"blackbox-exporter", "prometheus-adapter"} & names
+    assert not [m for m in rendered(stack) if m["kind"] == "APIService" and "metrics.k8s.io" in m["metadata"]["name"]]
+    assert "cluster-monitoring-config" not in names
+
+
+@pytest.mark.parametrize("stack", ["lab", "cloud"])
+def test_upstream_monitors_and_rules_are_kept_and_selected_by_our_label(rendered, mirror, stack):
+    objects = module_objects(rendered(stack))
+    upstream_rules = {d["metadata"]["name"] for d in kube_prometheus_file(mirror, "nodeExporter-prometheusRule.yaml")}
+    upstream_rules |= {
+        d["metadata"]["name"] for d in kube_prometheus_file(mirror, "kubePrometheus-prometheusRule.yaml")
+    }
+    rules = {name for _, name in by_kind(objects, "PrometheusRule")}
+    assert upstream_rules <= rules
+    monitors = by_kind(objects, "ServiceMonitor")
+    for name in ("kubelet", "node-exporter", "kube-state-metrics", "grafana", "prometheus-operator"):
+        assert SELECTOR_LABELS.items() <= monitors[("monitoring", name)]["metadata"]["labels"].items(), name
+    # Our monitors select across namespaces: Prometheus discovers targets cluster-wide.
+    role = by_kind(objects, "ClusterRole")[("", "prometheus-k8s")]
+    assert {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]} in (
+        role["rules"]
     )
 
-    prometheus = by_kind(objects, "Prometheus")[("monitoring", "mlplatform")]["spec"]
-    for selector in ("ruleSelector", "serviceMonitorSelector", "podMonitorSelector"):
-        assert prometheus[selector] == {"matchLabels": SELECTOR_LABELS}, selector
-    assert prometheus["image"] == f"quay.io/prometheus/prometheus:{sources['prometheus'].version}"
-    assert prometheus["alerting"]["alertmanagers"][0]["namespace"] == "monitoring"
-    assert ("monitoring", "mlplatform") in by_kind(objects, "Alertmanager")
-    assert "cluster-monitoring-config" not in {m["metadata"]["name"] for m in objects}
+
+def test_grafana_shows_upstream_and_our_dashboards_from_our_prometheus(rendered, mirror):
+    objects = module_objects(rendered("lab"))
+    config_maps = by_kind(objects, "ConfigMap")
+    (definitions,) = kube_prometheus_file(mirror, "grafana-dashboardDefinitions.yaml")
+    upstream = {item["metadata"]["name"] for item in definitions["items"]}
+    ours = {name for (_, name), m in config_maps.items() if any(k.endswith(".json") for k in m.get("data", {}))}
+    ours -= upstream
+    assert ours == {"ml-alerts-dashboard-gpu", "ml-alerts-dashboard-quotas", "ml-alerts-dashboard-serving"}
+    assert {("monitoring", name) for name in upstream} <= config_maps.keys()
+
+    grafana = by_kind(objects, "Deployment")[("monitoring", "grafana")]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in grafana["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in grafana["volumes"]}
+    for name in upstream | ours:
+        assert mounts[name].startswith("/grafana-dashboard-definitions/0/"), name
+        assert volumes[name]["configMap"]["name"] == name
+    for name in ours:
+        assert mounts[name] == f"/grafana-dashboard-definitions/0/{name}"
+    # The datasource names the Prometheus Service in our namespace; no credential, so a ConfigMap.
+    datasources = json.loads(config_maps[("monitoring", "grafana-datasources")]["data"]["datasources.yaml"])
+    assert [d["url"] for d in datasources["datasources"]] == ["http://prometheus-k8s.monitoring.svc:9090"]
+    assert volumes["grafana-datasources"] == {
+        "name": "grafana-datasources",
+        "configMap": {"name": "grafana-datasources"},
+    }
+    assert ("monitoring", "prometheus-k8s") in by_kind(objects, "Service")
+    assert not by_kind(objects, "Secret")
+
+
+def _kube_prometheus(mirror, namespace: str = "observability", fixed_uids: bool = True, **settings):
+    source = upstream_sources()["kube-prometheus"]
+    operator = upstream_sources()["prometheus-operator-crds"]
+    return kube_prometheus_manifests(
+        load_documents(source, "manifests", mirror),
+        namespace=namespace,
+        labels={"mlplatform.io/stack": "lab"},
+        prometheus=PrometheusSettings(**settings),
+        alertmanager=AlertmanagerSettings(),
+        stack="lab",
+        fixed_uids=fixed_uids,
+        operator_version=operator.version,
+        operator_images=(operator.get("operatorImage"), operator.get("configReloaderImage")),
+        dashboards=["ml-alerts-dashboard-gpu"],
+    )
+
+
+def test_nothing_is_left_in_upstreams_namespace(mirror):
+    manifests = _kube_prometheus(mirror, "observability")
+    assert UPSTREAM_NAMESPACE != "observability"
+    text = json.dumps(manifests)
+    assert f'"{UPSTREAM_NAMESPACE}"' not in text and f".{UPSTREAM_NAMESPACE}.svc" not in text
+    namespaced = {m["metadata"].get("namespace") for m in manifests} - {None}
+    # Upstream's discovery Roles in default and kube-system are replaced by the ClusterRole.
+    assert namespaced == {"observability"}
+    subjects = [s for m in manifests for s in m.get("subjects", [])]
+    assert subjects and {s["namespace"] for s in subjects} == {"observability"}
+    (prometheus,) = [m for m in manifests if m["kind"] == "Prometheus"]
+    assert {a["namespace"] for a in prometheus["spec"]["alerting"]["alertmanagers"]} == {"observability"}
+
+
+def test_the_prometheus_settings_of_the_config_are_applied(mirror):
+    (prometheus,) = [
+        m
+        for m in _kube_prometheus(mirror, replicas=2, retention="7d", storageClass="fast", storageSize="10Gi")
+        if m["kind"] == "Prometheus"
+    ]
+    spec = prometheus["spec"]
+    assert (spec["replicas"], spec["retention"]) == (2, "7d")
+    claim = spec["storage"]["volumeClaimTemplate"]["spec"]
+    assert (claim["storageClassName"], claim["resources"]["requests"]["storage"]) == ("fast", "10Gi")
+    budgets = [
+        m["metadata"]["name"] for m in _kube_prometheus(mirror, replicas=2) if m["kind"] == "PodDisruptionBudget"
+    ]
+    assert budgets == ["prometheus-k8s"]
+
+
+@pytest.mark.parametrize("fixed_uids", [True, False])
+def test_fixed_ids_follow_the_profile(mirror, fixed_uids):
+    found = set()
+    for manifest in _kube_prometheus(mirror, fixed_uids=fixed_uids):
+        contexts = []
+        if manifest["kind"] in ("Prometheus", "Alertmanager"):
+            contexts.append(manifest["spec"].get("securityContext") or {})
+        if manifest["kind"] in ("Deployment", "DaemonSet"):
+            pod = manifest["spec"]["template"]["spec"]
+            contexts += [pod.get("securityContext") or {}, *(c.get("securityContext") or {} for c in pod["containers"])]
+        found |= {field for context in contexts for field in ("runAsUser", "runAsGroup", "fsGroup") if field in context}
+    assert found == ({"runAsUser", "runAsGroup", "fsGroup"} if fixed_uids else set())
 
 
 def test_cloud_prometheus_keeps_its_data_on_the_stack_storage_class(rendered):
-    prometheus = by_kind(rendered("cloud"), "Prometheus")[("monitoring", "mlplatform")]["spec"]
+    prometheus = by_kind(rendered("cloud"), "Prometheus")[("monitoring", PROMETHEUS_NAME)]["spec"]
     claim = prometheus["storage"]["volumeClaimTemplate"]["spec"]
     assert claim["storageClassName"] == "gp3"
     assert claim["resources"]["requests"]["storage"] == "200Gi"
     assert prometheus["retention"] == "30d"
-    assert "storage" not in by_kind(rendered("lab"), "Prometheus")[("monitoring", "mlplatform")]["spec"]
+    assert "storage" not in by_kind(rendered("lab"), "Prometheus")[("monitoring", PROMETHEUS_NAME)]["spec"]
 
 
 def test_openshift_uses_user_workload_monitoring_and_runs_no_prometheus(rendered):
@@ -176,6 +322,7 @@ def _rules(manifests: list[dict]) -> dict[str, dict]:
         if m["kind"] == "PrometheusRule"
         for group in m["spec"]["groups"]
         for rule in group["rules"]
+        if "alert" in rule
     }
 
 
