@@ -75,7 +75,7 @@ class ProcessTreeUsage:
         text = " ".join(part.decode(errors="replace") for part in cmdline.split(b"\0"))
         if "pulumi-resource-kubernetes" in text:
             return "provider"
-        if "language_host" in text or "pulumi-language-python" in text:
+        if "pulumi-language-python" in text:
             # The host and the program it runs through the exec shim, counted together.
             return "language host + program"
         if text.startswith("pulumi") or "/pulumi " in f"{text} ":

@@ -60,7 +60,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
     except ToolBuildError as exc:
         print(f"mlplatform tools: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    unavailable, stand_ins = [], []
+    unavailable, results = [], []
     width = max(len(t.version) for t in tools)
     print(f"{'tool':<28} {'version':<{width}} {'source':<12} {'started':<8} {'seconds':>8}", flush=True)
 
@@ -75,14 +75,20 @@ def cmd_tools(args: argparse.Namespace) -> int:
             progress.echo(
                 f"{result.tool:<28} {result.version:<{width}} {result.source:<12} {started:<8} {result.seconds:>8.1f}"
             )
+            results.append(result)
             if result.source == "unavailable":
                 unavailable.append(result)
-            elif result.source == "stand-in":
-                stand_ins.append(result)
-    for result in stand_ins:
-        print(f"\n{result.tool} {result.version} is run by {result.detail}")
+    print()
+    for result in sorted(results, key=lambda r: r.tool):
+        print(f"{result.tool}: {result.used()}")
+        for note in result.notes:
+            print(f"  {note}")
+    for result in results:
+        for warning in result.warnings:
+            print(f"mlplatform tools: warning: {warning}", file=sys.stderr)
     for result in unavailable:
-        print(f"\n{result.tool} {result.version} could not be built:\n  {result.detail}", file=sys.stderr)
+        detail = "\n  ".join(result.detail.splitlines())
+        print(f"\n{result.tool} {result.version} could not be built:\n  {detail}", file=sys.stderr)
     print(f"\nbinaries: {bin_dir()}  (export PATH={bin_dir()}:$PATH)")
     return 1 if unavailable else 0
 
@@ -387,9 +393,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             checking.phase(tool.name)
             result = ensure_tool(tool)
             # echo: these lines are printed while the step's live line may be on the terminal.
-            progress.echo(f"tool {result.tool} {result.version}: {result.source}")
+            progress.echo(f"tool {result.tool}: {result.used()}")
+            for line in [*result.notes, *(f"warning: {w}" for w in result.warnings)]:
+                progress.echo(f"  {line}")
             if result.source == "unavailable":
-                progress.echo(f"  {result.detail.splitlines()[-1].strip()}")
+                for line in result.detail.splitlines():
+                    progress.echo(f"  {line.strip()}")
     if local_plane:
         try:
             count, _ = plane.bring_up(resolved)

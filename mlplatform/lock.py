@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from mlplatform.paths import REPO_ROOT
 from mlplatform.plain_data import plain_copy
@@ -49,8 +50,15 @@ class Tool:
     pins: dict[str, str] = field(default_factory=dict)
     # A step run over a writable copy of the module before the build (build.PREPARE_STEPS).
     prepare: str | None = None
-    # A Python module run as the tool where the module proxy refuses the module.
-    stand_in: str | None = None
+    # The folder of a mirror (MLPLATFORM_MIRROR) holding the module's source, for a module the
+    # proxy refuses.
+    mirror_source: str | None = None
+    # Binary -> versions of an installed copy used as it is (PEP 440 ranges); a binary named
+    # here is taken from PATH when it reports a version inside its range.
+    supported: dict[str, SpecifierSet] = field(default_factory=dict)
+    # A tool shipped together with this one: each is taken from PATH only when both are, at
+    # the same version.
+    paired_with: str | None = None
 
     @property
     def reported_version(self) -> str:
@@ -71,6 +79,8 @@ class Tool:
                 "reportsVersion": self.reports_version,
                 "pins": self.pins,
                 "prepare": self.prepare,
+                # Only where set: the keys of the tools built before it existed stay the same.
+                **({"mirrorSource": self.mirror_source} if self.mirror_source else {}),
             },
             sort_keys=True,
         )
@@ -107,6 +117,19 @@ def read_lock_document(path: Path = LOCK_FILE) -> Any:
     return plain_copy(_parsed(path.read_text()))
 
 
+def _supported(ranges: dict, binaries: dict) -> dict[str, SpecifierSet]:
+    parsed: dict[str, SpecifierSet] = {}
+    for binary, text in ranges.items():
+        if binary not in binaries:
+            raise ValueError(f"supported: {binary!r} is not one of its binaries ({', '.join(binaries)})")
+        try:
+            # Pre-releases are never "supported": only releases are inside a range.
+            parsed[binary] = SpecifierSet(str(text), prereleases=False)
+        except InvalidSpecifier as exc:
+            raise ValueError(f"supported.{binary}: {text!r} is not a version range like '>=1.2.0,<2': {exc}") from exc
+    return parsed
+
+
 def load_lock(path: Path = LOCK_FILE) -> Lock:
     try:
         raw = read_lock_document(path)
@@ -132,10 +155,15 @@ def load_lock(path: Path = LOCK_FILE) -> Lock:
                 reports_version=spec.get("reportsVersion"),
                 pins=dict(spec.get("pins") or {}),
                 prepare=spec.get("prepare"),
-                stand_in=spec.get("standIn"),
+                mirror_source=spec.get("mirrorSource"),
+                supported=_supported(spec.get("supported") or {}, dict(spec["binaries"])),
+                paired_with=spec.get("pairedWith"),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise LockError(f"{path}: tools.{name}: missing or malformed field {exc}") from exc
+    for tool in tools.values():
+        if tool.paired_with and tools.get(tool.paired_with, tool).paired_with != tool.name:
+            raise LockError(f"{path}: tools.{tool.name}: pairedWith {tool.paired_with!r} must name a tool paired back")
     return Lock(
         go_minimum=str((raw.get("go") or {}).get("minimum", "")),
         python={k: str(v) for k, v in (raw.get("python") or {}).items()},

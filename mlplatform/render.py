@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import yaml
 from pulumi.runtime import rpc, settings
+from pulumi.runtime.mocks import MockMonitor
 
 from mlplatform.config.load import read_stack_file, stack_location
 
@@ -74,11 +75,26 @@ class RenderError(RuntimeError):
     pass
 
 
+class StackMonitor(MockMonitor):
+    """The SDK's mock monitor with URNs named after the run's stack and project: the SDK's own
+    reads them from context variables, which its registration threads do not see (3.259)."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks, stack: str, project: str = "mlplatform") -> None:
+        super().__init__(mocks)
+        self.stack, self.project = stack, project
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        if parent:
+            type_ = parent.split("::")[2].split("$")[-1] + "$" + type_
+        return "urn:pulumi:" + "::".join([self.stack, self.project, type_, name])
+
+
 def use_mocks(mocks: pulumi.runtime.Mocks, stack: str, monitor: Any = None) -> None:
     """Point the runtime at `mocks` for one run of the program, from a fresh root stack resource:
     the mock runtime keeps its first one for the whole process, and with it the stack
     transformations an earlier run registered (another stack's platform.crdDescriptions)."""
     settings.ROOT.set(None)
+    monitor = monitor or StackMonitor(mocks, stack)
     pulumi.runtime.set_mocks(mocks, project="mlplatform", stack=stack, preview=False, monitor=monitor)
 
 

@@ -12,11 +12,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from mlplatform import progress
 from mlplatform.go import go_env
@@ -54,10 +56,30 @@ class ToolBuildError(RuntimeError):
 @dataclass
 class ToolResult:
     tool: str
-    version: str
-    source: str  # "cache", "built", "path", "stand-in" or "unavailable"
+    version: str  # the version in use: the installed one where source is "path"
+    source: str  # "cache", "built", "path" or "unavailable"
     seconds: float
     detail: str = ""
+    # Binaries taken from PATH (all of them where source is "path").
+    found: dict[str, Installed] = field(default_factory=dict)
+    # Installed copies not used, and why; warnings where an installed version could not be read.
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def used(self) -> str:
+        """Which copy is in use, in one line: found on PATH at X / built from source at Y."""
+        installed = ", ".join(
+            f"{name} found on PATH at {found.version} ({found.path})"
+            for name, found in self.found.items()
+            if found.version
+        )
+        if self.source == "path":
+            return installed
+        if self.source == "unavailable":
+            return f"not available at {self.version}"
+        built = f"built from source at {self.version}"
+        built += f" (cached, {self.detail})" if self.source == "cache" and self.detail else ""
+        return f"{built}; {installed}" if installed else built
 
 
 def bin_dir() -> Path:
@@ -160,30 +182,117 @@ def _write_wrapper(tool: Tool, src: Path, replaces: list[str]) -> None:
         (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
 
 
-def _version_matches(binary: Path, name: str, version: str) -> bool:
+# The first x.y.z (with any pre-release or build suffix) in a binary's answer to its probe.
+_VERSION = re.compile(r"(\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]*)?)")
+
+
+def reported_version(binary: Path, name: str) -> str | None:
+    """The version a binary reports; None when it fails or names no version."""
     probe = VERSION_PROBES.get(name, ["--version"])
     try:
         proc = subprocess.run([str(binary), *probe], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return version.lstrip("v") in (proc.stdout + proc.stderr)
+        return None
+    match = _VERSION.search(proc.stdout + "\n" + proc.stderr) if proc.returncode == 0 else None
+    return match.group(1) if match else None
 
 
-def _from_path(tool: Tool) -> dict[str, Path] | None:
-    """Official binaries already installed at the pinned version are used as they are."""
-    found: dict[str, Path] = {}
-    for name in tool.binaries:
-        location = shutil.which(name, path=_path_without_ours())
-        if not location or not _version_matches(Path(location), name, tool.reported_version):
-            return None
-        found[name] = Path(location)
+def _comparable(version: str) -> Version:
+    """A reported version as PEP 440 sees it; a vendor suffix outside PEP 440 (kubectl's
+    "v1.32.4-dispatcher") is judged by its x.y.z."""
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return Version(version.split("-", 1)[0].split("+", 1)[0])
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One binary as found on PATH (outside our bin folder), judged against its range."""
+
+    name: str
+    path: Path | None
+    version: str | None
+    usable: bool
+    # Why it is not used, where it was found; a warning where its version could not be read.
+    note: str = ""
+    warning: str = ""
+
+
+def shown(spec: SpecifierSet) -> str:
+    """A range as the lock writes it, lower bound first (SpecifierSet sorts '<' first)."""
+    return ",".join(sorted((str(s) for s in spec), reverse=True))
+
+
+def supported_range(tool: Tool, name: str) -> SpecifierSet:
+    """The versions of an installed binary used as they are: the lock's range, else the pin."""
+    return tool.supported.get(name) or SpecifierSet(f"=={tool.reported_version.lstrip('v')}")
+
+
+def find_installed(tool: Tool, name: str) -> Installed:
+    location = shutil.which(name, path=_path_without_ours())
+    if not location:
+        return Installed(name, None, None, False)
+    path = Path(location)
+    version = reported_version(path, name)
+    if version is None:
+        probe = " ".join([name, *VERSION_PROBES.get(name, ["--version"])])
+        return Installed(
+            name, path, None, False, warning=f"{path}: `{probe}` names no version; building {name} from source instead"
+        )
+    allowed = supported_range(tool, name)
+    if _comparable(version) not in allowed:
+        return Installed(
+            name, path, version, False, note=f"{name} {version} on PATH ({path}) is outside {shown(allowed)}"
+        )
+    return Installed(name, path, version, True)
+
+
+@dataclass
+class PathChoice:
+    """What an installed copy provides for a tool: all of it, some binaries, or nothing."""
+
+    taken: dict[str, Installed]
+    whole: bool
+    notes: list[str]
+    warnings: list[str]
+
+
+def _installed(tool: Tool) -> tuple[dict[str, Installed], bool, list[str], list[str]]:
+    """The tool's binaries and helpers as installed; whether all are there and supported."""
+    found = {name: find_installed(tool, name) for name in tool.binaries}
+    notes = [f.note for f in found.values() if f.note]
+    warnings = [f.warning for f in found.values() if f.warning]
+    usable = all(f.usable for f in found.values())
     for companion in tool.companions:
         # Data companions are not found on PATH: such a tool comes from the cache.
         location = shutil.which(companion.name, path=_path_without_ours()) if companion.into == "bin" else None
         if not location:
-            return None
-        found[companion.name] = Path(location)
-    return found
+            usable = False
+            if any(f.path for f in found.values()):
+                notes.append(f"{companion.name}, which {tool.name} runs, is not on PATH")
+            continue
+        found[companion.name] = Installed(companion.name, Path(location), None, True)
+    return found, usable, notes, warnings
+
+
+def _from_path(tool: Tool, paired: Tool | None = None) -> PathChoice:
+    """Installed official binaries inside their supported range are used as they are."""
+    found, usable, notes, warnings = _installed(tool)
+    if usable and paired:
+        # One release's CLI and language host: both installed, the same version, or neither used.
+        partner, partner_usable, _, _ = _installed(paired)
+        versions = {f.version for f in [*found.values(), *partner.values()] if f.version}
+        if not partner_usable or len(versions) != 1:
+            usable = False
+            notes.append(f"{tool.name} is used from PATH only with {paired.name} of the same release beside it")
+    if usable:
+        return PathChoice(found, True, notes, warnings)
+    # A binary with its own range stands alone (kubectl beside a built apiserver); a tool with
+    # helpers or a partner is taken whole or not at all.
+    alone = not tool.companions and not paired
+    taken = {n: f for n, f in found.items() if alone and f.usable and n in tool.supported}
+    return PathChoice(taken, False, notes, warnings)
 
 
 def _path_without_ours() -> str:
@@ -228,6 +337,43 @@ def _fetch_companions(tool: Tool, target: Path, env: dict[str, str]) -> dict[str
     return fetched
 
 
+def mirror_folder(tool: Tool) -> Path | None:
+    """Where a mirror (MLPLATFORM_MIRROR) keeps the tool's source; None without a mirror."""
+    from mlplatform.config.load import MIRROR_ENV, repo_path
+
+    setting = os.environ.get(MIRROR_ENV)
+    return repo_path(setting) / tool.mirror_source if setting and tool.mirror_source else None
+
+
+def _no_source(tool: Tool, refused: ToolBuildError) -> ToolBuildError:
+    folder = mirror_folder(tool)
+    where = f"{folder} has no go.mod" if folder else "MLPLATFORM_MIRROR is not set"
+    bare = tool.reported_version.lstrip("v")
+    ranges = " or ".join(sorted({shown(spec) for spec in tool.supported.values()})) or f"=={bare}"
+    return ToolBuildError(
+        f"{tool.name} {tool.version} has no source here: {refused}; and no mirror holds it ({where}).\n"
+        f"Either install the official Pulumi CLI, which bundles {tool.name}: "
+        f"`curl -fsSL https://get.pulumi.com | sh -s -- --version {bare}` (or another release in {ranges}), "
+        "put ~/.pulumi/bin on PATH and run `mlplatform tools` again;\n"
+        f"or set MLPLATFORM_MIRROR to a mirror folder holding {tool.mirror_source}/: the upstream source "
+        f"folder of {tool.module} at {tool.version} (go.mod, go.sum, main.go)."
+    )
+
+
+def _module_source(tool: Tool, target: Path, env: dict[str, str]) -> tuple[Path, bool]:
+    """The module's source folder, and whether it is a mirror's (built from a copy then)."""
+    folder = mirror_folder(tool)
+    if folder and (folder / "go.mod").is_file():
+        return folder, True
+    try:
+        info = _module_download(tool.module, tool.version, target, env)
+    except ToolBuildError as exc:
+        if tool.mirror_source:
+            raise _no_source(tool, exc) from exc
+        raise
+    return Path(info["Dir"]), False
+
+
 def build_tool(tool: Tool) -> dict[str, Path]:
     target = cached_dir(tool)
     out = target / "bin"
@@ -237,20 +383,24 @@ def build_tool(tool: Tool) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     env = go_env()
     progress.phase(f"go mod download {tool.module}@{tool.version}")
-    info = _module_download(tool.module, tool.version, target, env)
-    replaces = upstream_replaces(Path(info["GoMod"]).read_text(), tool.local_replace_version)
+    source, from_mirror = _module_source(tool, target, env)
+    # Upstream's local replaces point at sibling folders; the wrapper points them at the
+    # published modules (localReplaceVersion, pins).
+    replaces = upstream_replaces((source / "go.mod").read_text(), tool.local_replace_version)
     replaces += [f"{module} => {module} {version}" for module, version in sorted(tool.pins.items())]
-    if tool.prepare:
-        if tool.prepare not in PREPARE_STEPS:
-            raise ToolBuildError(
-                f"{tool.name}: unknown prepare step {tool.prepare!r} (allowed: {', '.join(PREPARE_STEPS)})"
-            )
-        progress.phase(f"prepare {tool.prepare}")
+    if tool.prepare and tool.prepare not in PREPARE_STEPS:
+        raise ToolBuildError(
+            f"{tool.name}: unknown prepare step {tool.prepare!r} (allowed: {', '.join(PREPARE_STEPS)})"
+        )
+    if tool.prepare or from_mirror:
+        # A writable copy outside the repository and the mirror, built in place of the module.
         copy = src / "module"
-        shutil.copytree(info["Dir"], copy)
+        shutil.copytree(source, copy)
         for path in [copy, *copy.rglob("*")]:
             path.chmod(path.stat().st_mode | 0o200)
-        PREPARE_STEPS[tool.prepare](copy, tool)
+        if tool.prepare:
+            progress.phase(f"prepare {tool.prepare}")
+            PREPARE_STEPS[tool.prepare](copy, tool)
         replaces.append(f"{tool.module} => ./module")
     _write_wrapper(tool, src, replaces)
     progress.phase("go mod tidy")
@@ -271,28 +421,6 @@ def build_tool(tool: Tool) -> dict[str, Path]:
     return built
 
 
-def _install_stand_in(tool: Tool) -> dict[str, Path]:
-    """Where the proxy refuses the module, run the project's own implementation as the tool.
-
-    The launcher goes into the project's bin folder, not the shared cache: it names the
-    interpreter of this checkout's virtualenv.
-    """
-    target = cached_dir(tool)
-    companions = _fetch_companions(tool, target, go_env())
-    (name,) = tool.binaries
-    launcher = bin_dir().parent / "stand-in" / name
-    launcher.parent.mkdir(parents=True, exist_ok=True)
-    shim_args = "".join(f' --exec-shim "{path}"' for path in companions.values())
-    launcher.write_text(
-        "#!/bin/sh\n"
-        f"# {tool.module}@{tool.version} cannot be built here: the Go module proxy refuses it.\n"
-        f"# {tool.stand_in} stands in for it.\n"
-        f'exec "{sys.executable}" -m {tool.stand_in}{shim_args} "$@"\n'
-    )
-    launcher.chmod(0o755)
-    return {name: launcher, **companions}
-
-
 def _link(binaries: dict[str, Path]) -> None:
     """Point the links in use at these binaries. A link is swapped in one rename, never
     removed first: a test run or a plane using the tools meanwhile always finds one."""
@@ -309,48 +437,65 @@ def _link(binaries: dict[str, Path]) -> None:
         os.replace(fresh, link)
 
 
-def ensure_tool(tool: Tool, rebuild: bool = False, link: bool = True) -> ToolResult:
-    """Reuse or build one tool; `link=False` builds without touching the links in use."""
+def ensure_tool(tool: Tool, rebuild: bool = False, link: bool = True, paired: Tool | None = None) -> ToolResult:
+    """Use the installed tool where its version is supported, else reuse or build it;
+    `link=False` builds without touching the links in use. `paired` is the lock's partner of
+    `tool` (read from the lock where not given)."""
     started = time.monotonic()
     marker = cached_dir(tool) / "complete.json"
+    choice = PathChoice({}, False, [], [])
     if not rebuild:
-        on_path = _from_path(tool)
-        if on_path:
-            _link(on_path)
-            return ToolResult(tool.name, tool.version, "path", time.monotonic() - started)
+        if tool.paired_with and paired is None:
+            from mlplatform.lock import load_lock
+
+            paired = load_lock().tools[tool.paired_with]
+        choice = _from_path(tool, paired)
+        if choice.whole:
+            _link({name: found.path for name, found in choice.taken.items()})
+            return ToolResult(
+                tool.name,
+                next(f.version for f in choice.taken.values() if f.version),
+                "path",
+                time.monotonic() - started,
+                found=choice.taken,
+                notes=choice.notes,
+            )
         if marker.exists():
             record = json.loads(marker.read_text())
             binaries = {k: Path(v) for k, v in record["binaries"].items()}
             if all(p.exists() for p in binaries.values()):
-                _link(binaries)
+                _link({**binaries, **{name: found.path for name, found in choice.taken.items()}})
                 return ToolResult(
                     tool.name,
                     tool.version,
                     "cache",
                     time.monotonic() - started,
                     f"built in {record['seconds']:.0f}s",
+                    found=choice.taken,
+                    notes=choice.notes,
+                    warnings=choice.warnings,
                 )
     # Only a build is a long step; the caller prints its outcome (the `mlplatform tools` table).
     with progress.step(f"build {tool.name} {tool.version}", report=False):
         try:
             binaries = build_tool(tool)
         except ToolBuildError as exc:
-            if not tool.stand_in:
-                return ToolResult(tool.name, tool.version, "unavailable", time.monotonic() - started, str(exc))
-            try:
-                binaries = _install_stand_in(tool)
-            except ToolBuildError as companion_exc:
-                return ToolResult(
-                    tool.name, tool.version, "unavailable", time.monotonic() - started, str(companion_exc)
-                )
-            _link(binaries)
             return ToolResult(
-                tool.name, tool.version, "stand-in", time.monotonic() - started, f"{tool.stand_in}: {exc}"
+                tool.name,
+                tool.version,
+                "unavailable",
+                time.monotonic() - started,
+                str(exc),
+                notes=choice.notes,
+                warnings=choice.warnings,
             )
     seconds = time.monotonic() - started
     marker.write_text(json.dumps({"binaries": {k: str(v) for k, v in binaries.items()}, "seconds": seconds}, indent=2))
-    _link(binaries)
-    return ToolResult(tool.name, tool.version, "built", seconds)
+    if link:
+        _link({**binaries, **{name: found.path for name, found in choice.taken.items()}})
+    return ToolResult(
+        tool.name, tool.version, "built", seconds, found=choice.taken, notes=choice.notes, warnings=choice.warnings
+    )
 
 
 def select_tools(lock: Lock, only: list[str] | None) -> list[Tool]:

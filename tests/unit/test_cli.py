@@ -8,6 +8,7 @@ import io
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from mlplatform import cli
 from mlplatform.lock import load_lock
 from mlplatform.paths import REPO_ROOT
-from mlplatform.toolchain.build import GROUPS, ToolResult
+from mlplatform.toolchain.build import GROUPS, Installed, ToolResult
 
 # Subcommands that act on one stack; `promote FROM TO` names two and `tools`, `mirror check`,
 # `cluster down/status` none.
@@ -116,7 +117,10 @@ def up(monkeypatch, tmp_path):
 
         def ensure(tool, rebuild=False, link=True):
             calls.tools.append(tool.name)
-            return ToolResult(tool.name, tool.version, "cache", 0.0)
+            if tool.name == "helm":
+                found = Installed("helm", Path("/opt/helm/bin/helm"), "3.23.0", True)
+                return ToolResult(tool.name, "3.23.0", "path", 0.0, found={"helm": found})
+            return ToolResult(tool.name, tool.version, "cache", 0.0, "built in 12s")
 
         def bring_up(resolved):
             calls.plane += 1
@@ -154,6 +158,14 @@ def test_the_local_plane_is_applied_without_preview_and_gets_every_tool(up):
         ["pulumi", "up", "--stack", "lab", "--yes", "--skip-preview", "--config-file", "stack.yaml"]
     ]
     assert calls.prompts == []
+
+
+def test_up_says_for_each_tool_which_copy_it_uses(up, capsys):
+    assert up(["--stack", "lab"]).rc == 0
+    out = capsys.readouterr().out
+    assert "tool helm: helm found on PATH at 3.23.0 (/opt/helm/bin/helm)\n" in out
+    pulumi = load_lock().tools["pulumi"].version
+    assert f"tool pulumi: built from source at {pulumi} (cached, built in 12s)\n" in out
 
 
 def test_an_own_cluster_without_a_terminal_needs_yes(up, capsys):

@@ -542,6 +542,7 @@ def test_pack_files_and_pins():
     assert "PolicyPack(" in main and "POLICIES" in main
     pin = f"pulumi-policy=={load_lock().python['pulumi-policy']}"
     assert pin in (PACK_DIR / "requirements.txt").read_text().splitlines()
+    assert f"pulumi=={load_lock().python['pulumi']}" in (PACK_DIR / "requirements.txt").read_text().splitlines()
     dev = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     assert pin in dev
     assert importlib.metadata.version("pulumi-policy") == load_lock().python["pulumi-policy"]

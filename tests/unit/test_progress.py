@@ -227,6 +227,7 @@ def test_tools_on_a_cache_hit_print_the_table_and_no_progress(fake_tool, monkeyp
     out, err = capsys.readouterr()
     assert err == ""
     assert re.search(r"^fake-tool +v1\.0\.0 +cache +\d\d:\d\d:\d\d +\d+\.\d$", out, re.M)
+    assert "\nfake-tool: built from source at v1.0.0 (cached, built in 3s)\n" in out
     assert (build.bin_dir() / "fake-tool").is_symlink()
 
 
@@ -294,5 +295,5 @@ def test_two_tools_build_at_once_and_each_row_comes_when_its_tool_is_done(tmp_pa
     monkeypatch.setattr(build, "build_tool", building)
     monkeypatch.setattr(progress, "echo", echo)
     assert cmd_tools(argparse.Namespace(only=None, rebuild=False, jobs=2)) == 0
-    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.endswith(tuple("0123456789"))]
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if re.match(r"\S+ +v1\.0\.0 ", line)]
     assert rows == ["quick-tool", "slow-tool"]

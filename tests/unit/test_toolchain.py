@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -65,12 +66,8 @@ def test_python_pins_equal_the_lock_and_the_provider_plugin_version():
     pins = dict(dep.split("==") for dep in project["dependencies"])
     assert pins["pulumi"] == lock.python["pulumi"]
     assert pins["pulumi-kubernetes"] == lock.python["pulumi-kubernetes"]
-    # The CLI may be newer than the SDK (it speaks to older SDKs), never older.
-    cli = tuple(int(x) for x in lock.tools["pulumi"].version.lstrip("v").split("."))
-    sdk = tuple(int(x) for x in lock.python["pulumi"].split("."))
-    assert cli >= sdk
-    # The language host runs the SDK's own exec shim: same version.
-    assert lock.tools["pulumi-language-python"].version == f"v{lock.python['pulumi']}"
+    # One Pulumi release: the CLI, its language host (which runs the SDK's own exec shim), the SDK.
+    assert lock.tools["pulumi"].version == lock.tools["pulumi-language-python"].version == f"v{lock.python['pulumi']}"
     assert lock.tools["pulumi-resource-kubernetes"].reported_version == f"v{lock.python['pulumi-kubernetes']}"
 
 
@@ -109,6 +106,9 @@ def test_cache_key_changes_with_the_pinned_version():
     tool = load_lock().tools["helm"]
     assert tool.cache_key != replace(tool, version="v3.0.0").cache_key
     assert tool.cache_key == load_lock().tools["helm"].cache_key
+    # Which installed versions are accepted does not shape the binary; where the source comes from does.
+    assert tool.cache_key == replace(tool, supported={}).cache_key
+    assert tool.cache_key != replace(tool, mirror_source="helm").cache_key
 
 
 def test_links_are_swapped_in_place_and_left_alone_when_current(tmp_path, monkeypatch):
@@ -133,3 +133,106 @@ def test_links_are_swapped_in_place_and_left_alone_when_current(tmp_path, monkey
     assert link.resolve() == new and link.lstat().st_ino != first
     assert removed == [], "the link in use was removed before the new one was in place"
     assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["kubectl"]
+
+
+HOST_GOMOD = """module github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3
+
+replace (
+\tgithub.com/atotto/clipboard => github.com/tgummerer/clipboard v0.0.0-20241001131231-d02d263e614e
+\tgithub.com/pulumi/pulumi/pkg/v3 => ../../../../pkg
+\tgithub.com/pulumi/pulumi/sdk/v3 => ../../..
+)
+
+require github.com/pulumi/pulumi/sdk/v3 v3.258.0
+"""
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """The lock's language host, an empty tool cache and PATH, a proxy that refuses the module."""
+    from mlplatform.toolchain import build
+
+    monkeypatch.setenv("MLPLATFORM_TOOL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("MLPLATFORM_MIRROR", raising=False)
+    monkeypatch.setattr(build, "BIN_DIR", tmp_path / "bin")
+
+    def refused(module, version, cwd, env):
+        raise ToolBuildError(f"go mod download {module}@{version}: reading {module}/@v/{version}.info: 403 Forbidden")
+
+    monkeypatch.setattr(build, "_module_download", refused)
+    return load_lock().tools["pulumi-language-python"]
+
+
+def test_a_module_the_proxy_refuses_is_built_from_a_copy_of_the_mirror_source(host, tmp_path, monkeypatch):
+    from mlplatform.toolchain import build
+
+    source = tmp_path / "mirror" / "pulumi-language-python"
+    source.mkdir(parents=True)
+    (source / "go.mod").write_text(HOST_GOMOD)
+    (source / "main.go").write_text("package main\n")
+    for path in (source / "go.mod", source / "main.go", source):
+        path.chmod(0o555 if path.is_dir() else 0o444)  # a mirror is read-only
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(tmp_path / "mirror"))
+    seen = {}
+
+    def run(cmd, cwd, env):
+        if cmd[:3] == ["go", "mod", "tidy"]:
+            seen["wrapper"] = (cwd / "go.mod").read_text()
+            seen["copy"] = (cwd / "module" / "go.mod").read_text()
+            (cwd / "module" / "main.go").write_text("package main\n")  # the copy is writable
+        else:
+            seen["build"] = cmd
+            Path(cmd[cmd.index("-o") + 1]).write_text("binary")
+        return ""
+
+    monkeypatch.setattr(build, "_run", run)
+    monkeypatch.setattr(build, "_fetch_companions", lambda tool, target, env: {})
+    monkeypatch.setattr(build, "_go_directive", lambda: "1.25")
+    binaries = build.build_tool(host)
+    assert binaries == {"pulumi-language-python": build.cached_dir(host) / "bin" / "pulumi-language-python"}
+    assert seen["copy"] == HOST_GOMOD
+    wrapper = seen["wrapper"]
+    for line in (
+        "require github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 v3.259.0",
+        "\tgithub.com/pulumi/pulumi/pkg/v3 => github.com/pulumi/pulumi/pkg/v3 v3.259.0",
+        "\tgithub.com/pulumi/pulumi/sdk/v3 => github.com/pulumi/pulumi/sdk/v3 v3.259.0",
+        "\tgithub.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 => ./module",
+        "\tgithub.com/atotto/clipboard => github.com/tgummerer/clipboard v0.0.0-20241001131231-d02d263e614e",
+    ):
+        assert line in wrapper.splitlines()
+    assert "../" not in wrapper
+    assert "-X 'github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v3.259.0'" in seen["build"][4]
+    assert (source / "main.go").read_text() == "package main\n" and not (build.cached_dir(host) / "src").exists()
+
+
+@pytest.mark.parametrize("mirror", [None, "empty"])
+def test_without_mirror_or_module_the_error_says_how_to_get_the_official_cli(host, tmp_path, monkeypatch, mirror):
+    from mlplatform.toolchain import build
+
+    if mirror:
+        (tmp_path / mirror).mkdir()
+        monkeypatch.setenv("MLPLATFORM_MIRROR", str(tmp_path / mirror))
+    result = build.ensure_tool(host)
+    assert result.source == "unavailable"
+    first, official, mirror_hint = result.detail.splitlines()
+    assert "403 Forbidden" in first
+    where = (
+        f"{tmp_path / mirror / 'pulumi-language-python'} has no go.mod" if mirror else "MLPLATFORM_MIRROR is not set"
+    )
+    assert f"no mirror holds it ({where})" in first
+    assert "official Pulumi CLI, which bundles pulumi-language-python" in official
+    assert "`curl -fsSL https://get.pulumi.com | sh -s -- --version 3.259.0`" in official
+    assert "(or another release in >=3.259.0,<4)" in official and "~/.pulumi/bin on PATH" in official
+    assert mirror_hint.startswith("or set MLPLATFORM_MIRROR to a mirror folder holding pulumi-language-python/")
+    assert "github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3 at v3.259.0" in mirror_hint
+
+
+def test_tools_reports_the_missing_host_and_fails(host, monkeypatch, capsys):
+    from mlplatform.cli import main
+
+    assert main(["tools", "--only", "pulumi-language-python"]) == 1
+    out, err = capsys.readouterr()
+    assert "pulumi-language-python: not available at v3.259.0" in out
+    assert "pulumi-language-python v3.259.0 could not be built:" in err
+    assert "\n  Either install the official Pulumi CLI" in err and "\n  or set MLPLATFORM_MIRROR" in err
