@@ -9,12 +9,11 @@ import random
 
 import pulumi
 import pytest
-from pulumi.runtime.mocks import MockMonitor
 
 from mlplatform.modules import contracts
 from mlplatform.modules.base import ModuleContext, UndeclaredInput
 from mlplatform.modules.registry import MODULES, composition_order, module_inputs, module_needs, provider_of
-from mlplatform.render import RecordingMocks, use_mocks
+from mlplatform.render import RecordingMocks, StackMonitor, use_mocks
 from tests.conftest import REPO_ROOT, UPSTREAM_MIRROR, pulumi_config_of
 
 
@@ -81,11 +80,11 @@ def test_a_module_cannot_read_outputs_it_did_not_declare():
     assert notebooks.require(contracts.TenancyOutputs) is tenancy
 
 
-class RecordingMonitor(MockMonitor):
+class RecordingMonitor(StackMonitor):
     """The mock monitor, also keeping each registration's aliases (it ignores them itself)."""
 
-    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
-        super().__init__(mocks)
+    def __init__(self, mocks: pulumi.runtime.Mocks, stack: str) -> None:
+        super().__init__(mocks, stack)
         self.aliases: dict[str, list[str]] = {}
 
     def RegisterResource(self, request):
@@ -98,7 +97,7 @@ def _urns(stack: str, config: dict[str, str]) -> RecordingMonitor:
     from mlplatform.program import main
 
     mocks = RecordingMocks()
-    monitor = RecordingMonitor(mocks)
+    monitor = RecordingMonitor(mocks, stack)
     use_mocks(mocks, stack, monitor=monitor)
     pulumi.runtime.set_all_config(dict(config))
 
