@@ -235,7 +235,9 @@ class Pipelines(_Service):
         return [
             ScrapeTarget(
                 module="pipelines",
-                kind="ServiceMonitor",
+                # The API server's pods: upstream's ml-pipeline Service carries no label of its own
+                # beyond the one all of KFP's Services share.
+                kind="PodMonitor",
                 name="kfp-api-server",
                 selector={"matchLabels": {"app": "ml-pipeline"}},
                 endpoint={"port": "http", "path": "/metrics", "interval": "30s"},

@@ -329,7 +329,9 @@ def kube_prometheus_manifests(
             for file, text in (manifest.get(key) or {}).items():
                 # Grafana's datasource names our Prometheus by its in-cluster address.
                 manifest[key][file] = text.replace(f".{UPSTREAM_NAMESPACE}.svc", f".{namespace}.svc")
-        metadata["labels"] = {**metadata["labels"], **labels}
+        # Upstream's labels win where both name one (`app.kubernetes.io/part-of`): its selectors,
+        # Services, monitors and NetworkPolicies select by them. Ours add the inventory labels.
+        metadata["labels"] = {**labels, **metadata["labels"]}
         if kind in MONITOR_KINDS:
             metadata["labels"].update(SELECTOR_LABELS)
         if kind == "Secret" and metadata["name"] in GRAFANA_CONFIG_FILES:
@@ -349,7 +351,7 @@ def kube_prometheus_manifests(
             _grafana_files(pod, dashboards)
         if pod is not None:
             pod_labels = manifest["spec"]["template"]["metadata"]
-            pod_labels["labels"] = {**pod_labels.get("labels", {}), **labels}
+            pod_labels["labels"] = {**labels, **pod_labels.get("labels", {})}
         if not fixed_uids:
             # The platform's SCC assigns each pod a UID and fsGroup from the namespace's range.
             if kind in ("Prometheus", "Alertmanager"):
@@ -434,6 +436,12 @@ class Monitoring(Module):
         namespace_labels = {**self._labels, **profile.namespace_labels, "mlplatform.io/role": "monitoring"}
         if profile.user_workload_monitoring:
             namespace_labels["openshift.io/user-monitoring"] = "true"
+        else:
+            # node-exporter reads the host (host network, PID namespace and root filesystem):
+            # Pod Security would refuse its pods at the profile's level. Admission lets them in;
+            # audit and warnings stay at the profile's level, and the policy pack admits host
+            # access here for node-exporter alone.
+            namespace_labels["pod-security.kubernetes.io/enforce"] = "privileged"
         self.namespace = create_object(
             {
                 "apiVersion": "v1",

@@ -528,3 +528,28 @@ def test_the_live_config_is_read_with_the_stacks_kubeconfig(mirror, monkeypatch,
     fake_kubectl("echo 'Forbidden' >&2; exit 1")
     with pytest.raises(pulumi.RunError, match="cannot read openshift-monitoring/cluster-monitoring-config"):
         monitoring.read_cluster_monitoring_config(resolved)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_node_exporter_is_admitted_where_it_runs_and_nowhere_else(mirror, monkeypatch, stack):
+    """Pod Security refuses host namespaces below `privileged`: the monitoring namespace
+    enforces it only where the stack runs node-exporter, and audits and warns at the
+    profile's level; every other namespace of the render keeps its level."""
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    manifests = render_shared(stack)
+    namespaces = {m["metadata"]["name"]: m["metadata"]["labels"] for m in manifests if m["kind"] == "Namespace"}
+    exporter = [m for m in manifests if m["kind"] == "DaemonSet" and m["metadata"]["name"] == "node-exporter"]
+    monitoring = namespaces["monitoring"]
+    if exporter:
+        (daemonset,) = exporter
+        assert daemonset["metadata"]["namespace"] == "monitoring"
+        assert daemonset["spec"]["template"]["spec"]["hostPID"] is True
+        assert monitoring["pod-security.kubernetes.io/enforce"] == "privileged"
+        assert monitoring["pod-security.kubernetes.io/audit"] == "restricted"
+    else:
+        assert stack == "openshift"
+        assert monitoring["pod-security.kubernetes.io/enforce"] == "restricted"
+    privileged = {
+        n for n, labels in namespaces.items() if labels.get("pod-security.kubernetes.io/enforce") == "privileged"
+    }
+    assert privileged - {"monitoring"} <= {"nvidia-device-plugin", "nvidia-gpu-operator", "node-feature-discovery"}
