@@ -9,8 +9,14 @@ from pathlib import Path
 from mlplatform import checkpoints
 
 STACK = {"urn": "urn:pulumi:lab::mlplatform::pulumi:pulumi:Stack::mlplatform-lab", "type": "pulumi:pulumi:Stack"}
-PROVIDER = {"urn": "urn:pulumi:lab::mlplatform::pulumi:providers:kubernetes::k8s", "type": "pulumi:providers:kubernetes"}
-NAMESPACE = {"urn": "urn:pulumi:lab::mlplatform::kubernetes:core/v1:Namespace::ml", "type": "kubernetes:core/v1:Namespace"}
+PROVIDER = {
+    "urn": "urn:pulumi:lab::mlplatform::pulumi:providers:kubernetes::k8s",
+    "type": "pulumi:providers:kubernetes",
+}
+NAMESPACE = {
+    "urn": "urn:pulumi:lab::mlplatform::kubernetes:core/v1:Namespace::ml",
+    "type": "kubernetes:core/v1:Namespace",
+}
 
 
 def exported(resources=None, pending=None) -> dict:
