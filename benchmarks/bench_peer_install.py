@@ -282,7 +282,7 @@ def main() -> None:
     same = True
     try:
         for index, variant in enumerate(args.stacks):
-            same &= measure(variant, scratch, args.port_base + 400 * index, args, modes)
+            same &= measure(variant, scratch, args.port_base + 300 * index, args, modes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if not same:
