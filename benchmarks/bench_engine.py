@@ -1,7 +1,8 @@
 """The Pulumi engine on the local control plane: cost, scale, idempotency, crash recovery, drift.
 
     python benchmarks/bench_engine.py [--quick] [--stacks lab openshift cloud] [--ups 20]
-        [--crashes 20] [--drifts 20] [--teams 10 100 500] [--only cost scale crash drift]
+        [--crashes 20] [--fresh-crashes 3] [--drifts 20] [--teams 10 100 500]
+        [--only cost scale crash fresh-crash drift]
 
 - cost and idempotency, per stack on a fresh plane: cold `up` (readiness awaited) with its
   resource count and the peak memory of the CLI, the language host with the program, and the
@@ -11,9 +12,15 @@
   that adds or removes 5 teams (core, GPU layer and tenancy; ML services off), then the one
   recovery command, `mlplatform recover`, then `up`; success when that `up` succeeds and the
   labelled cluster inventory equals the state;
+- crash recovery of a fresh install: `kill -9` of a first `up` (core, GPU layer, two teams)
+  run as `mlplatform up` runs it, its state written only at the end (mlplatform.checkpoints),
+  then `mlplatform recover`, `up`; the same check, then `destroy`, which must leave no object,
+  so that the next trial is a fresh install again;
 - drift: 20 out-of-band changes to objects of the lab stack, one `refresh` + `preview` (does it
   show each changed object? an object the preview cannot plan stops it, so it previews again
   without those) and one `up --continue-on-error` (is each field back?);
+- cold `up`s (cost, scale) run as `mlplatform up` runs them: a stack that holds no resources
+  writes its state once at the end; `--every-step-checkpoints` checkpoints every step instead;
 - scale, last because it is the longest: the lab stack's core, GPU layer and tenancy with 10,
   100, 500 teams: cold `up`, no-op `preview`, and the `preview` of adding one team.
 
@@ -42,14 +49,16 @@ from bench_gitops_reliability import _contains, _expected, _live, drifts
 from bench_tenancy_scale import stack_with_teams
 from plane_support import ENGINE_PORT_BASE, REPO_ROOT, fresh_plane, load, machine, render_export, stop_plane
 
+from mlplatform import checkpoints
 from mlplatform.engine import EngineError, EngineStack, change_summary, changes, up_summary
 from mlplatform.file_backend import stack_files
 from tests.e2e.test_render_apply import labelled_inventory
 from tests.engine.test_pulumi_lifecycle import stack_secrets
 
-# Planes by index, 100 ports apart: cost 0-2, crash 3, drift 4, scale 5 and up; below 20, so
+# Planes by index, 100 ports apart: cost 0-2, crash 3, drift 4, scale 5 and up, the fresh
+# install's crash 19; below 20, so
 # within the engine's 2000 ports of the benchmarks' range (plane_support).
-COST_PLANES, CRASH_PLANE, DRIFT_PLANE, SCALE_PLANES = 0, 3, 4, 5
+COST_PLANES, CRASH_PLANE, DRIFT_PLANE, SCALE_PLANES, FRESH_CRASH_PLANE = 0, 3, 4, 5, 19
 
 
 class ProcessTreeUsage:
@@ -149,6 +158,15 @@ def sampled(engine: EngineStack, *args: str) -> tuple[float, str, ProcessTreeUsa
     return seconds, stdout, usage
 
 
+def as_mlplatform_up(engine: EngineStack, every_step: bool = False) -> str:
+    """The next `up` with checkpoints as `mlplatform up` decides them (state written once at the
+    end when the stack holds no resources), or every step; says which."""
+    engine.extra_env.pop(checkpoints.SKIP, None)
+    if not every_step:
+        engine.extra_env.update(checkpoints.up_env({}, checkpoints.is_fresh(engine.stack, engine.project, engine.env)))
+    return "at the end" if engine.env.get(checkpoints.SKIP) == "true" else "every step"
+
+
 def timed_up(engine: EngineStack, *extra: str) -> tuple[float, dict[str, int], ProcessTreeUsage]:
     """`pulumi up --json` with its memory sampled; (seconds, change summary, peaks)."""
     seconds, stdout, memory = sampled(engine, "up", "--yes", "--skip-preview", "--json", *extra)
@@ -174,19 +192,21 @@ def new_engine(stack: str, scratch: Path, index: int, stack_file: Path | None = 
     return plane, engine
 
 
-def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
+def cost_section(stacks: list[str], ups: int, scratch: Path, every_step: bool = False) -> None:
     print(f"\n## Engine cost and idempotency: cold `up`, then `up` {ups - 1} more times, refresh, preview")
     print(
         "| stack | resources | cold up s | its CPU s (CLI / host+program / provider) "
         "| peak MiB (CLI / host+program / provider / all) | re-up s (median) "
         "| re-ups with changes | refresh s | preview after refresh: changes | no-op preview s | ms/resource "
-        "| its CPU s (CLI / host+program / provider) | state MB | load |"
+        "| its CPU s (CLI / host+program / provider) | state MB | cold up's checkpoints | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for index, stack in enumerate(stacks):
         plane, engine = new_engine(stack, scratch, COST_PLANES + index)
         try:
+            saved = as_mlplatform_up(engine, every_step)
             cold_s, summary, memory = timed_up(engine)
+            as_mlplatform_up(engine, every_step)
             resources = sum(summary.values())
             reup_s, dirty = [], []
             for attempt in range(2, ups + 1):
@@ -205,7 +225,7 @@ def cost_section(stacks: list[str], ups: int, scratch: Path) -> None:
                 f"| {statistics.median(reup_s) if reup_s else float('nan'):.1f} | {len(dirty)}/{ups - 1} "
                 f"| {refresh.seconds:.0f} | {after_refresh} | {noop_s:.1f} "
                 f"| {1000 * noop_s / max(resources, 1):.0f} | {cpu_split(noop_usage)} "
-                f"| {state_megabytes(engine, stack):.1f} | {load()} |",
+                f"| {state_megabytes(engine, stack):.1f} | {saved} | {load()} |",
                 flush=True,
             )
             for line in dirty[:3]:
@@ -220,19 +240,21 @@ def state_megabytes(engine: EngineStack, stack: str) -> float:
     return checkpoint[0].stat().st_size / 1e6 if checkpoint else float("nan")
 
 
-def scale_section(sizes: list[int], scratch: Path) -> None:
+def scale_section(sizes: list[int], scratch: Path, every_step: bool = False) -> None:
     print("\n## Scale: core + GPU layer + tenancy with N teams (ML services off)")
     print(
-        "| teams | resources | state MB | cold up s | no-op preview s | add one team: preview s | its changes | load |"
+        "| teams | resources | state MB | cold up s | its CPU s (CLI / host+program / provider) | checkpoints "
+        "| peak MiB (all) | no-op preview s | add one team: preview s | its changes | load |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for offset, count in enumerate(sizes):
         folder = scratch / f"scale-{count}"
         folder.mkdir()
         stack_file = stack_with_teams(count, folder)
         plane, engine = new_engine("lab", scratch, SCALE_PLANES + offset, stack_file=stack_file)
         try:
-            cold_s, summary, _ = timed_up(engine)
+            saved = as_mlplatform_up(engine, every_step)
+            cold_s, summary, usage = timed_up(engine)
             state_mb = state_megabytes(engine, "lab")
             noop = engine.pulumi("preview", "--json").check()
             (folder / "plus-one").mkdir()
@@ -243,7 +265,8 @@ def scale_section(sizes: list[int], scratch: Path) -> None:
             (engine.project / "stacks" / "Pulumi.lab.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
             plus_one = engine.pulumi("preview", "--json").check()
             print(
-                f"| {count} | {sum(summary.values())} | {state_mb:.1f} | {cold_s:.0f} | {noop.seconds:.1f} "
+                f"| {count} | {sum(summary.values())} | {state_mb:.1f} | {cold_s:.0f} | {cpu_split(usage)} | {saved} "
+                f"| {mib(usage.total)} | {noop.seconds:.1f} "
                 f"| {plus_one.seconds:.1f} "
                 f"| {change_summary(plus_one)} | {load()} |",
                 flush=True,
@@ -317,6 +340,66 @@ def crash_section(trials: int, seed: int, scratch: Path) -> None:
             )
             if up.returncode != 0:
                 print("up failed: " + (up.stdout + up.stderr).strip().splitlines()[-1][:300])
+        print(f"\nrecovered and converged: {successes}/{trials}")
+    finally:
+        stop_plane(plane)
+
+
+def fresh_crash_section(trials: int, seed: int, scratch: Path) -> None:
+    print(
+        "\n## Crash recovery of a fresh install: kill -9 of a first `pulumi up` that writes its state only at "
+        "the end (PULUMI_SKIP_CHECKPOINTS), `mlplatform recover`, `up`"
+    )
+    # Core, GPU layer and two teams; `destroy` between trials empties state and cluster, so each
+    # trial's `up` is a fresh install again.
+    folder = scratch / "fresh-crash"
+    folder.mkdir()
+    plane, engine = new_engine("lab", scratch, FRESH_CRASH_PLANE, stack_file=stack_with_teams(2, folder))
+
+    def fresh_env() -> bool:
+        return as_mlplatform_up(engine) == "at the end"
+
+    try:
+        if not fresh_env():
+            raise SystemExit("a new stack was not judged fresh")
+        window, summary, _ = timed_up(engine)
+        kinds = {kind for kind, _, _ in engine.state_inventory()}
+        engine.pulumi("destroy", "--yes", "--skip-preview").check()
+        print(f"fresh install window: {window:.1f} s for {sum(summary.values())} resources (load {load()})")
+        print(
+            "| trial | kill at s | state resources after kill | cluster objects after kill | fresh again "
+            "| recover | up after | orphans | missing | left after destroy | load |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        chance = random.Random(seed)
+        successes = 0
+        for trial in range(1, trials + 1):
+            if not fresh_env():
+                raise SystemExit(f"trial {trial}: the state was not empty before the install")
+            delay = chance.uniform(0, window)
+            proc = engine.popen("up", "--yes", "--skip-preview")
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            in_state = len(engine.state_inventory())
+            in_cluster = len(labelled_inventory(plane, kinds, "lab"))
+            recovered = engine.recover()
+            again = fresh_env()
+            up = engine.pulumi("up", "--yes", "--skip-preview")
+            orphans, missing = inventory_gap(engine, plane)
+            destroy = engine.pulumi("destroy", "--yes", "--skip-preview")
+            left = len(labelled_inventory(plane, kinds, "lab"))
+            ok = recovered.returncode == 0 and up.returncode == 0 and orphans == missing == 0
+            successes += ok and destroy.returncode == 0 and left == 0
+            print(
+                f"| {trial} | {delay:.1f} | {in_state} | {in_cluster} | {again} "
+                f"| {'ok' if recovered.returncode == 0 else 'failed'} | {'ok' if up.returncode == 0 else 'failed'} "
+                f"| {orphans} | {missing} | {left} | {load()} |",
+                flush=True,
+            )
+            for name, result in (("recover", recovered), ("up", up), ("destroy", destroy)):
+                if result.returncode != 0:
+                    print(f"{name} failed: " + (result.stdout + result.stderr).strip().splitlines()[-1][:300])
         print(f"\nrecovered and converged: {successes}/{trials}")
     finally:
         stop_plane(plane)
@@ -405,25 +488,33 @@ def main() -> None:
     parser.add_argument("--crashes", type=int, default=20)
     parser.add_argument("--drifts", type=int, default=20)
     parser.add_argument("--teams", type=int, nargs="+", default=[10, 100, 500])
-    parser.add_argument("--only", nargs="+", choices=["cost", "scale", "crash", "drift"])
+    parser.add_argument("--only", nargs="+", choices=["cost", "scale", "crash", "fresh-crash", "drift"])
+    parser.add_argument("--fresh-crashes", type=int, default=3, help="kill -9 trials of a fresh install")
     parser.add_argument("--seed", type=int, default=20261201, help="seed of the kill moments")
+    parser.add_argument(
+        "--every-step-checkpoints",
+        action="store_true",
+        help="cold ups with per-step checkpoints (before a fresh install wrote its state once at the end)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.stacks, args.ups, args.crashes, args.teams = ["lab"], 3, 3, [10, 100]
     # The 500-team cold `up` is the longest step of all (tens of minutes), so scale goes last: a
     # run cut short still holds the idempotency, crash and drift tables.
-    sections = args.only or ["cost", "crash", "drift", "scale"]
+    sections = args.only or ["cost", "crash", "fresh-crash", "drift", "scale"]
     print(f"# Pulumi engine on the local plane — {time.strftime('%Y-%m-%d %H:%M')}, {machine()}, load {load()}")
     with tempfile.TemporaryDirectory(prefix="mlp-engine-") as folder:
         scratch = Path(folder)
         if "cost" in sections:
-            cost_section(args.stacks, args.ups, scratch)
+            cost_section(args.stacks, args.ups, scratch, args.every_step_checkpoints)
         if "crash" in sections:
             crash_section(args.crashes, args.seed, scratch)
+        if "fresh-crash" in sections:
+            fresh_crash_section(args.fresh_crashes, args.seed, scratch)
         if "drift" in sections:
             drift_section(args.drifts, scratch)
         if "scale" in sections:
-            scale_section(args.teams, scratch)
+            scale_section(args.teams, scratch, args.every_step_checkpoints)
 
 
 if __name__ == "__main__":

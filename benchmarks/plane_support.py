@@ -74,6 +74,8 @@ def fresh_plane(state: Path, port_base: int, stack: str = "lab") -> Plane:
 
 
 def stop_plane(plane: Plane) -> None:
+    # The stand-in for NVIDIA's software is the harness's process, not the plane's.
+    plane.stop_nvidia()
     plane.mlplatform("cluster", "down", "--purge", check=False)
 
 

@@ -444,7 +444,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             print("mlplatform up: not applied", file=sys.stderr)
             return 1
         cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview", *store.config_args()]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=env).returncode
+    from mlplatform import checkpoints
+
+    fresh = checkpoints.is_fresh(args.stack, REPO_ROOT, env)
+    up_env = checkpoints.up_env(env, fresh)
+    if up_env.get(checkpoints.SKIP) == "true" and fresh:
+        print(
+            f"stack {args.stack} holds no resources: a fresh install, its state written once at the end "
+            f"(if it is interrupted: mlplatform recover --stack {args.stack}, then up again)"
+        )
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=up_env).returncode
 
 
 def cmd_secrets(args: argparse.Namespace) -> int:

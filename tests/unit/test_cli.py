@@ -70,10 +70,12 @@ class Engine:
 
     def __init__(self, status: dict[str, int] | None = None) -> None:
         self.commands: list[list[str]] = []
+        self.envs: list[dict[str, str]] = []
         self.status = status or {}
 
     def __call__(self, cmd, **kwargs):
         self.commands.append(list(cmd))
+        self.envs.append(dict(kwargs.get("env") or {}))
         return subprocess.CompletedProcess(cmd, self.status.get(cmd[1], 0))
 
 
@@ -106,11 +108,11 @@ class Terminal(io.StringIO):
 @pytest.fixture
 def up(monkeypatch, tmp_path):
     """Runs `mlplatform up ARGS` for a stack targeting `kubeconfig` (None: the local plane)."""
-    from mlplatform import stack_secrets
+    from mlplatform import checkpoints, stack_secrets
     from mlplatform.cluster import plane
     from mlplatform.toolchain import build
 
-    def run(argv, kubeconfig=None, tty=False, answer="y", status=None):
+    def run(argv, kubeconfig=None, tty=False, answer="y", status=None, fresh=False):
         calls = SimpleNamespace(tools=[], plane=0, engine=Engine(status), prompts=[])
         config = SimpleNamespace(cluster=SimpleNamespace(kubeconfig=kubeconfig, context=None))
         monkeypatch.setattr(cli, "load_or_report", lambda stack: SimpleNamespace(stack=stack, config=config))
@@ -136,6 +138,7 @@ def up(monkeypatch, tmp_path):
         monkeypatch.setattr(cli, "require_engine", lambda: None)
         monkeypatch.setattr(cli, "engine_env", lambda stack: {"PULUMI_BACKEND_URL": f"file://{tmp_path}/state"})
         monkeypatch.setattr(stack_secrets, "StackSecrets", FakeSecrets)
+        monkeypatch.setattr(checkpoints, "is_fresh", lambda stack, cwd, env: fresh)
         monkeypatch.setattr(cli.subprocess, "run", calls.engine)
         monkeypatch.setattr(sys, "stdin", Terminal(tty))
         monkeypatch.setattr("builtins.input", ask)
@@ -158,6 +161,21 @@ def test_the_local_plane_is_applied_without_preview_and_gets_every_tool(up):
         ["pulumi", "up", "--stack", "lab", "--yes", "--skip-preview", "--config-file", "stack.yaml"]
     ]
     assert calls.prompts == []
+
+
+def test_a_fresh_install_skips_per_step_checkpoints(up, capsys):
+    calls = up(["--stack", "lab"], fresh=True)
+    assert calls.rc == 0
+    assert calls.engine.commands[-1][:2] == ["pulumi", "up"]
+    assert calls.engine.envs[-1]["PULUMI_SKIP_CHECKPOINTS"] == "true"
+    assert "mlplatform recover --stack lab" in capsys.readouterr().out
+
+
+def test_an_up_over_a_state_with_resources_keeps_its_checkpoints(up, capsys):
+    calls = up(["--stack", "lab"], fresh=False)
+    assert calls.rc == 0
+    assert "PULUMI_SKIP_CHECKPOINTS" not in calls.engine.envs[-1]
+    assert "fresh install" not in capsys.readouterr().out
 
 
 def test_up_says_for_each_tool_which_copy_it_uses(up, capsys):
