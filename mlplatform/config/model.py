@@ -75,6 +75,8 @@ Cidr = Annotated[str, AfterValidator(_cidr)]
 PositiveQuantity = Annotated[str, AfterValidator(_positive_quantity)]
 AnnotationValue = Annotated[str, AfterValidator(rules.ANNOTATION_VALUE.validator)]
 Labels = Annotated[dict[QualifiedName, LabelValue], Field(max_length=64)]
+# A user as the identity provider names them in the token's email claim (Kubeflow's user id).
+Email = Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 Annotations = Annotated[dict[QualifiedName, AnnotationValue], Field(max_length=64)]
 
 
@@ -298,6 +300,9 @@ class Team(Strict):
     name: DnsLabel
     description: str = Field(default="", max_length=1024)
     groups: TeamGroups = TeamGroups()
+    # The team's Kubeflow Profile owner (modules.workspaces): the user the dashboard shows as
+    # owning the workspace. Required where workspaces is on; rights still come from `groups`.
+    owner: Email | None = None
     quota: TeamQuota
     notebooks: TeamNotebooks | None = None
 
@@ -478,6 +483,9 @@ class NotebooksSettings(ModuleToggle):
 class PipelinesSettings(ModuleToggle):
     # Where artifacts go by default (s3://, gs://, minio://); unset: the platform object store.
     default_pipeline_root: Name | None = None
+    # Runs execute in the team's namespace under the signed-in user's identity, the UI behind
+    # the sign-in gateway (needs modules.workspaces); off: single-user, runs in `kubeflow`.
+    multi_user: bool = False
 
 
 class KatibSettings(ModuleToggle):
@@ -485,9 +493,12 @@ class KatibSettings(ModuleToggle):
 
 
 class KserveSettings(ModuleToggle):
-    # RawDeployment: plain Deployments/Services/Ingress, no Knative. Serverless needs Knative
-    # Serving (and its networking layer) already on the cluster.
+    # RawDeployment: plain Deployments/Services/Ingress, no Knative. Serverless: Knative
+    # Serving on the mesh's gateway (needs modules.mesh): scale to zero, canary rollouts.
     deployment_mode: Literal["RawDeployment", "Serverless"] = "RawDeployment"
+    # Serverless only. install: the pinned Knative Serving comes with KServe; existing: the
+    # cluster runs one (OpenShift Serverless, a managed Knative).
+    knative: Literal["install", "existing"] = "install"
     # install: the pinned cert-manager comes with KServe; existing: the cluster runs one.
     cert_manager: Literal["install", "existing"] = "install"
     # Upstream's ClusterServingRuntimes (sklearn, xgboost, torchserve, triton, huggingface, …).
@@ -499,9 +510,48 @@ class TrainingSettings(ModuleToggle):
     operator: Literal["training-operator", "trainer"] = "training-operator"
 
 
+class MeshSettings(ModuleToggle):
+    """Istio from the pinned upstream, with its CNI node agent (no privileged init containers in
+    team pods, so they stay Pod-Security restricted): the gateway every Kubeflow UI is reached
+    through and the sidecars that carry a signed-in user's identity to the services."""
+
+
+class OidcIssuerSettings(Strict):
+    # The issuer as it publishes itself (/.well-known/openid-configuration under it).
+    issuer_url: Annotated[str, AfterValidator(_https_url)]
+    client_id: Name
+    # The token claim that lists the user's groups (team groups are matched against it).
+    groups_claim: Name = "groups"
+    # Only members of these groups sign in; empty: every user the issuer authenticates.
+    allowed_groups: list[Name] = Field(default_factory=list, max_length=rules.MAX_LIST_ITEMS)
+
+
+class IdentitySettings(ModuleToggle):
+    """Sign-in for every Kubeflow UI and API at the mesh's gateway: oauth2-proxy in front, an
+    identity provider behind it. The profile picks the provider; a stack may override it."""
+
+    # dex: Dex in the cluster with one static test user (a lab without a directory);
+    # openshift: Dex in front of the cluster's own OAuth server (users sign in as to the console);
+    # oidc: the stack's OIDC issuer, directly (Entra ID, Google, Okta, Cognito, Keycloak, ...).
+    provider: Literal["dex", "openshift", "oidc"] = "dex"
+    oidc: OidcIssuerSettings | None = None
+    # Where users open the dashboard; default: kubeflow.<cluster.ingress.domain>.
+    host: DnsSubdomain | None = None
+    # dex only: the static user (password from secrets.identityTestUserPassword).
+    test_user: Email = "user@example.com"
+
+
+class WorkspacesSettings(ModuleToggle):
+    """Kubeflow's multi-user layer: each team a Profile (Profiles controller + KFAM), the central
+    dashboard, the Jupyter and volumes web apps, PodDefaults. Needs mesh, identity and tenancy."""
+
+
 class ModulesSettings(Strict):
     gpu: GpuModuleSettings = GpuModuleSettings()
     tenancy: TenancySettings = TenancySettings()
+    mesh: MeshSettings = MeshSettings()
+    identity: IdentitySettings = IdentitySettings()
+    workspaces: WorkspacesSettings = WorkspacesSettings()
     notebooks: NotebooksSettings = NotebooksSettings()
     pipelines: PipelinesSettings = PipelinesSettings()
     katib: KatibSettings = KatibSettings()
@@ -538,6 +588,11 @@ SECRET_NAMES = (
     "mlflowAdminPassword",
     "mlflowOidcClientSecret",
     "mlflowOidcCookieSecret",
+    # The sign-in proxy at the mesh's gateway (modules.identity): its OIDC client and cookies,
+    # and the lab's static Dex user.
+    "identityClientSecret",
+    "identityCookieSecret",
+    "identityTestUserPassword",
 )
 
 

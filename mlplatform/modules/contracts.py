@@ -128,3 +128,44 @@ class KserveOutputs(ServiceOutputs):
 
 class TrainingOutputs(ServiceOutputs):
     pass
+
+
+@dataclass(frozen=True)
+class MeshOutputs:
+    """What other modules may know of the service mesh (Istio)."""
+
+    # Where istiod and the ingress gateway run.
+    namespace: str
+    # The Istio Gateway every UI's VirtualService binds to, as `<namespace>/<name>`.
+    gateway: str
+    # The ingress gateway pods' labels: what AuthorizationPolicies at the gateway select.
+    ingress_selector: dict[str, str]
+    # The namespace label that has istiod inject the sidecar into a namespace's pods.
+    injection_labels: dict[str, str]
+    # CRDs Established, istiod and its injection webhook serving, the CNI agent running: what an
+    # injected workload or an Istio object must come after.
+    ready: tuple[pulumi.Resource, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdentityOutputs:
+    """What other modules may know of sign-in at the gateway."""
+
+    # The header the gateway sets to the signed-in user's id (the token's email claim) and the
+    # prefix before it: what Kubeflow's apps read (USERID_HEADER / USERID_PREFIX).
+    user_header: str
+    user_prefix: str
+    # The header carrying the user's groups (comma separated), where the apps read one.
+    groups_header: str
+    # The OIDC issuer the gateway checks tokens against (RequestAuthentication).
+    issuer_url: str
+    # Where a user opens the platform in a browser and is sent to sign in.
+    sign_in_url: str
+    # The lab's static user (Dex), None where users come from a directory.
+    test_user: str | None
+    # oauth2-proxy serving and the gateway's authentication objects applied.
+    ready: tuple[pulumi.Resource, ...] = ()
+
+
+class WorkspacesOutputs(ServiceOutputs):
+    """Profiles, KFAM, the central dashboard and the web apps: `endpoints` names each UI's path."""
