@@ -15,6 +15,8 @@ from mlplatform.config import ResolvedConfig
 from mlplatform.modules.base import Module
 from mlplatform.modules.contracts import ScrapeTarget
 from mlplatform.modules.gpu import GpuLayer
+from mlplatform.modules.identity import Identity
+from mlplatform.modules.mesh import Mesh
 from mlplatform.modules.ml_services import Katib, Kserve, Notebooks, Pipelines, Training
 from mlplatform.modules.mlflow import Mlflow
 from mlplatform.modules.monitoring import Monitoring
@@ -25,6 +27,8 @@ MODULES: dict[str, type[Module]] = {
     "monitoring": Monitoring,
     "gpu": GpuLayer,
     "tenancy": Tenancy,
+    "mesh": Mesh,
+    "identity": Identity,
     "mlflow": Mlflow,
     "notebooks": Notebooks,
     "pipelines": Pipelines,

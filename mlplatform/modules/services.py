@@ -80,8 +80,10 @@ def without_fixed_ids(manifest: dict[str, Any]) -> dict[str, Any]:
     contexts = [spec.get("securityContext")]
     contexts += [c.get("securityContext") for c in spec.get("containers", []) + spec.get("initContainers", [])]
     for context in contexts:
-        for key in _FIXED_IDS:
-            if context:
+        # A container that runs as root on purpose (runAsNonRoot: false, a node agent) is admitted
+        # by the privileged SCC only, which takes the ids it asks for: they stay.
+        if context and context.get("runAsNonRoot") is not False:
+            for key in _FIXED_IDS:
                 context.pop(key, None)
     return manifest
 
@@ -230,6 +232,7 @@ class ServiceInstall:
         self.namespaces: dict[str, pulumi.Resource] = {}
         self.crds: list[pulumi.Resource] = []
         self.workloads: list[pulumi.Resource] = []
+        self.webhooks: list[pulumi.Resource] = []
         self.custom_resources: list[pulumi.Resource] = []
         prepared = [self._prepare(m, ctx, labels, credentials or {}) for m in manifests]
 
@@ -267,7 +270,7 @@ class ServiceInstall:
         webhook_deps = [*base_deps, *self.workloads]
         for manifest in deferred:
             if manifest["kind"] in WEBHOOK_KINDS:
-                create_object(manifest, ctx.child_opts(owner, depends_on=webhook_deps))
+                self.webhooks.append(create_object(manifest, ctx.child_opts(owner, depends_on=webhook_deps)))
         custom_deps = [*webhook_deps, *after_for_custom_resources]
         for manifest in deferred:
             if manifest["kind"] not in WEBHOOK_KINDS:

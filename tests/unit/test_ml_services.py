@@ -63,7 +63,9 @@ def test_cloud_pipelines_leave_out_the_in_cluster_database_and_store(mirror):
 
 
 def test_an_unknown_overlay_is_named_with_the_allowed_ones(mirror):
-    with pytest.raises(Exception, match=r"no overlay for component 'jupyterhub' \(allowed: cert-manager, katib,"):
+    with pytest.raises(
+        Exception, match=r"no overlay for component 'jupyterhub' \(allowed: cert-manager, dex, istio, katib,"
+    ):
         build_overlay("jupyterhub", "lab", upstream_sources(), mirror)
     with pytest.raises(Exception, match=r"no environment 'staging' \(allowed: lab, openshift, cloud\)"):
         build_overlay("katib", "staging", upstream_sources(), mirror)
@@ -257,6 +259,9 @@ def test_the_engine_refuses_a_stack_without_its_service_credentials():
         # MLflow's managed Postgres and its basic-auth admin (its store: workload identity).
         "databasePassword",
         "mlflowAdminPassword",
+        # The gateway's sign-in proxy: its client at the stack's issuer, its cookies.
+        "identityClientSecret",
+        "identityCookieSecret",
     }
     raw["mlplatform:secrets"] = {"kubeflowDatabasePassword": "s3cret"}
     decrypted = resolve(raw, source="stacks/Pulumi.cloud.yaml", stack="cloud", decrypted=True)
@@ -271,17 +276,26 @@ def test_every_in_cluster_credential_is_a_stack_secret_the_platform_may_generate
 
     for stack in ("lab", "openshift"):
         needs = secret_needs(load_stack(stack))
+        # Dex signs users in on both; only the lab's has a static user.
+        test_user = ["identityTestUserPassword"] if stack == "lab" else []
         assert [n.name for n in needs] == [
             "databasePassword",
             "kubeflowDatabasePassword",
             "objectStoreAccessKey",
             "objectStoreSecretKey",
             "mlflowAdminPassword",
+            "identityClientSecret",
+            "identityCookieSecret",
+            *test_user,
         ], stack
         assert all(n.generatable for n in needs), stack
     cloud = {n.name: n.generatable for n in secret_needs(load_stack("cloud"))}
-    # Managed database passwords and the bucket's keys are issued by the cloud.
-    assert [name for name, generatable in cloud.items() if generatable] == ["mlflowAdminPassword"]
+    # Managed database passwords, the bucket's keys and the OIDC client secret are issued
+    # outside the platform.
+    assert [name for name, generatable in cloud.items() if generatable] == [
+        "mlflowAdminPassword",
+        "identityCookieSecret",
+    ]
 
 
 def _env_values(manifest: dict) -> list[dict]:
@@ -335,6 +349,14 @@ def test_workloads_reading_the_credentials_we_fill_roll_with_them(mirror, monkey
         "mlflow-db",
         "mlflow-artifacts",
         "mlflow-admin",
+        "dex-oidc-client",
+        "dex-passwords",
+        # oauth2-proxy's, named with kustomize's content hash.
+        *(
+            m["metadata"]["name"]
+            for m in manifests
+            if m["kind"] == "Secret" and m["metadata"]["namespace"] == "oauth2-proxy"
+        ),
     }
     readers = {}
     for m in manifests:
@@ -344,7 +366,17 @@ def test_workloads_reading_the_credentials_we_fill_roll_with_them(mirror, monkey
                 consumed_secrets(m["spec"]["template"]["spec"]) & filled,
                 CREDENTIALS_CHECKSUM_ANNOTATION in annotations,
             )
-    for name in ("mysql", "seaweedfs", "ml-pipeline", "katib-mysql", "katib-db-manager", "mlflow", "mlflow-postgres"):
+    for name in (
+        "mysql",
+        "seaweedfs",
+        "ml-pipeline",
+        "katib-mysql",
+        "katib-db-manager",
+        "mlflow",
+        "mlflow-postgres",
+        "dex",
+        "oauth2-proxy",
+    ):
         assert readers[name] == (readers[name][0], True) and readers[name][0], name
     # Nothing else is rolled by a credential change.
     assert all(annotated == bool(reads) for reads, annotated in readers.values())
