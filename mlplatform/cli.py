@@ -457,7 +457,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if returncode == 0:
         from mlplatform.signin import password_command, sign_in_lines
 
-        for line in sign_in_lines(resolved.config, password_command(args.stack, store.config_args())):
+        for line in sign_in_lines(resolved, password_command(args.stack, store.config_args())):
             print(line)
     return returncode
 

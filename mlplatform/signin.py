@@ -1,5 +1,5 @@
 """Where people sign in: what `mlplatform up` tells the person who ran it, from the stack's
-config alone (the identity module serves the same host)."""
+config alone, at the host the mesh exposes its gateway on."""
 
 from __future__ import annotations
 
@@ -16,21 +16,15 @@ UI_PATHS = {
 }
 
 
-def dashboard_host(config: Any) -> str:
-    """The host users open: modules.identity.host, else kubeflow.<cluster.ingress.domain>."""
-    return config.modules.identity.host or f"kubeflow.{config.cluster.ingress.domain}"
-
-
-def sign_in_url(config: Any) -> str:
-    return f"https://{dashboard_host(config)}/"
-
-
-def sign_in_lines(config: Any, password_command: str) -> list[str]:
+def sign_in_lines(resolved: Any, password_command: str) -> list[str]:
     """What a person needs to sign in to the stack just applied; none where sign-in is off."""
+    from mlplatform.modules.base import gateway_host
+
+    config = resolved.config
     identity = config.modules.identity
     if not identity.enabled:
         return []
-    url = sign_in_url(config)
+    url = f"https://{gateway_host(resolved)}/"
     lines = [f"sign in at {url}"]
     if identity.provider == "dex":
         lines.append(f"  user: {identity.test_user} (Dex, the stack's static user)")
