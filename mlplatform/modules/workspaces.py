@@ -217,4 +217,5 @@ class Workspaces(_Service):
             after_for_custom_resources=list(kserve.ready) if kserve is not None else [],
         )
         webhook = ServiceInstall(self, ctx, rest, module_label=MODULE, after=issued.custom_resources)
-        return webhook.ready
+        # PodDefaults apply to pods only once the webhook configuration is registered.
+        return [*webhook.ready, *webhook.webhooks]
