@@ -25,9 +25,8 @@ import pulumi
 import yaml
 
 from mlplatform.config import ResolvedConfig
-from mlplatform.modules.base import Module, ModuleContext, create_object
+from mlplatform.modules.base import Module, ModuleContext, create_object, gateway_host
 from mlplatform.modules.contracts import IdentityOutputs, MeshOutputs
-from mlplatform.modules.mesh import external_host
 from mlplatform.modules.services import ServiceInstall, find, overlay_manifests, secret_marker, secret_value
 
 # What Kubeflow's apps read (their USERID_HEADER / USERID_PREFIX defaults, and the groups header).
@@ -156,7 +155,7 @@ def dex_config(upstream: str, resolved: ResolvedConfig) -> dict[str, Any]:
                     "issuer": "https://kubernetes.default.svc",
                     "clientID": f"system:serviceaccount:{DEX_NAMESPACE}:{OPENSHIFT_CLIENT_SA}",
                     "clientSecret": "$OPENSHIFT_OAUTH_CLIENT_SECRET",
-                    "redirectURI": f"https://{external_host(resolved)}/dex/callback",
+                    "redirectURI": f"https://{gateway_host(resolved)}/dex/callback",
                     "rootCA": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
                 },
             }
@@ -231,7 +230,7 @@ class Identity(Module):
             user_prefix=USER_PREFIX,
             groups_header=GROUPS_HEADER,
             issuer_url=issuer_url(resolved),
-            sign_in_url=f"https://{external_host(resolved)}/",
+            sign_in_url=f"https://{gateway_host(resolved)}/",
             test_user=settings.test_user if settings.provider == "dex" else None,
             ready=tuple(ready),
         )
@@ -321,7 +320,7 @@ def openshift_client(resolved: ResolvedConfig) -> list[dict[str, Any]]:
                 "namespace": DEX_NAMESPACE,
                 "annotations": {
                     "serviceaccounts.openshift.io/oauth-redirecturi.dex": (
-                        f"https://{external_host(resolved)}/dex/callback"
+                        f"https://{gateway_host(resolved)}/dex/callback"
                     )
                 },
             },
