@@ -85,7 +85,7 @@ def test_each_team_is_a_profile_of_its_owner_without_a_quota_of_its_own(stack):
     assert set(profiles) == {namespace for _, namespace in teams}
     for team, namespace in teams:
         spec = profiles[namespace]["spec"]
-        assert spec["owner"] == {"kind": "User", "name": team.owner}
+        assert spec["owner"]["kind"] == "User" and spec["owner"]["name"] == team.owner
         # The team's quota is tenancy's (GPU names from the GPU layer): the controller writes none.
         assert "resourceQuotaSpec" not in spec
 
