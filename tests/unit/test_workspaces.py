@@ -178,6 +178,32 @@ def test_uis_are_routed_only_through_the_mesh_gateway_and_admit_only_it(stack):
 
 
 @pytest.mark.parametrize("stack", STACKS)
+def test_network_policies_let_only_the_gateway_pods_reach_the_uis(stack):
+    manifests = render_shared(stack)
+    ours = _of_module(manifests, "workspaces")
+    gateway = next(m for m in manifests if m["kind"] == "Gateway" and m["metadata"]["name"] == "kubeflow-gateway")
+    selector = gateway["spec"]["selector"]
+    gateway_pods = next(
+        m
+        for m in manifests
+        if m["kind"] == "Deployment" and selector.items() <= m["spec"]["template"]["metadata"]["labels"].items()
+    )
+    pod_labels = gateway_pods["spec"]["template"]["metadata"]["labels"]
+    policies = [m for m in ours if m["kind"] == "NetworkPolicy"]
+    for app in UI_ISTIO:
+        deployment = next(m for m in ours if m["kind"] == "Deployment" and m["metadata"]["labels"].get("app") == app)
+        template = deployment["spec"]["template"]["metadata"]["labels"]
+        guarding = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= template.items()]
+        assert len(guarding) == 1, app
+        (rule,) = guarding[0]["spec"]["ingress"]
+        (peer,) = rule["from"]
+        assert peer["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": gateway_pods["metadata"]["namespace"]
+        }
+        assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize("stack", STACKS)
 def test_web_apps_read_the_user_from_the_header_the_gateway_sets(stack):
     manifests = render_shared(stack)
     # The header the gateway writes from a signed-in user's token: the email claim as is, so
