@@ -582,7 +582,9 @@ class Kserve(_Service):
         install = ServiceInstall(
             self, ctx, manifests, module_label="kserve", after_for_custom_resources=cert_manager_ready
         )
-        ready = [*install.ready]
+        # cert-manager is part of what KServe installs: what waits on KServe waits on it too
+        # (the PodDefaults webhook's Certificate, workspaces).
+        ready = [*cert_manager_ready, *install.ready]
         if settings.cluster_serving_runtimes:
             runtimes = ServiceInstall(
                 self,
