@@ -62,9 +62,14 @@ GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 KFP_VIEW_RULES = [
     {
         "apiGroups": ["pipelines.kubeflow.org"],
-        "resources": ["pipelines", "pipelineversions", "experiments", "runs", "jobs", "recurringruns"],
-        "verbs": ["get", "list", "readArtifact"],
+        "resources": ["pipelines", "pipelineversions", "experiments", "jobs", "recurringruns"],
+        "verbs": ["get", "list"],
     },
+    {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["runs"], "verbs": ["get", "list", "readArtifact"]},
+    {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["visualizations"], "verbs": ["create"]},
+    # The UI's TensorBoard viewers of a run's output.
+    {"apiGroups": ["kubeflow.org"], "resources": ["viewers"], "verbs": ["create", "get", "delete"]},
+    # What a run is made of: its Workflow and Argo's record of each step, to read only.
     {"apiGroups": ["kubeflow.org"], "resources": ["scheduledworkflows"], "verbs": rbac.READ},
     {"apiGroups": ["argoproj.io"], "resources": ["workflows", "workflowtaskresults"], "verbs": rbac.READ},
 ]
@@ -89,9 +94,10 @@ KFP_EDIT_RULES = [
         "resources": ["jobs", "recurringruns"],
         "verbs": ["create", "delete", "enable", "disable"],
     },
-    # The API server creates a run's Workflow in the team namespace with the caller's rights
-    # checked above; members may also submit one directly, as KFP's SDK client does not.
+    # Runs and recurring runs are a Workflow and a ScheduledWorkflow in the team namespace:
+    # members may manage them directly too, as upstream's edit role lets them.
     {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": rbac.WRITE},
+    {"apiGroups": ["kubeflow.org"], "resources": ["scheduledworkflows"], "verbs": rbac.WRITE},
 ]
 
 
