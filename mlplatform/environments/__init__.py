@@ -59,6 +59,9 @@ class Profile:
     # the stack declares for them.
     node_pool_label: str | None = None
     dns: DnsPeer = KUBE_DNS
+    # The pod network is Multus (OpenShift): a CNI plugin outside the default network is
+    # attached per pod through a NetworkAttachmentDefinition, not chained into it.
+    cni_multus: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +106,8 @@ LAB = Profile(
             "gpu": {"install": "device-plugin"},
             "tenancy": {"gpuOversubscription": 2.0},
             "monitoring": {"alerts": {"gpuIdleFor": "4h", "servingP95LatencySeconds": 2.0}},
+            # No directory in a lab: Dex in the cluster with one static user.
+            "identity": {"provider": "dex"},
         },
     },
 )
@@ -124,6 +129,7 @@ OPENSHIFT = Profile(
     },
     user_workload_monitoring=True,
     dns=OPENSHIFT_DNS,
+    cni_multus=True,
     defaults={
         "cluster": {
             "storage": {"defaultClass": "gp3-csi", "classes": ["gp3-csi"]},
@@ -135,7 +141,8 @@ OPENSHIFT = Profile(
             "database": {"kind": "in-cluster", "engine": "postgres"},
         },
         # The certified GPU operator through OLM is how OpenShift clusters get GPUs.
-        "modules": {"gpu": {"install": "operator"}},
+        # Users sign in as to the console: Dex in front of the cluster's OAuth server.
+        "modules": {"gpu": {"install": "operator"}, "identity": {"provider": "openshift"}},
     },
 )
 
@@ -190,7 +197,12 @@ def cloud_profile(provider: str) -> Profile:
                 "database": {"kind": "managed", "engine": "postgres"},
             },
             # Cloud GPUs are billed by the hour: an idle allocation is worth a page sooner.
-            "modules": {"gpu": {"install": gpu_install}, "monitoring": {"alerts": {"gpuIdleFor": "30m"}}},
+            # Users come from the organisation's OIDC issuer (modules.identity.oidc).
+            "modules": {
+                "gpu": {"install": gpu_install},
+                "monitoring": {"alerts": {"gpuIdleFor": "30m"}},
+                "identity": {"provider": "oidc"},
+            },
         },
     )
 

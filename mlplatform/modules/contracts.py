@@ -142,6 +142,9 @@ class MeshOutputs:
     ingress_selector: dict[str, str]
     # The namespace label that has istiod inject the sidecar into a namespace's pods.
     injection_labels: dict[str, str]
+    # The extension provider the mesh config declares for the gateway's external authorizer:
+    # what a CUSTOM AuthorizationPolicy names (identity's oauth2-proxy serves it).
+    external_authorizer: str = "oauth2-proxy"
     # CRDs Established, istiod and its injection webhook serving, the CNI agent running: what an
     # injected workload or an Istio object must come after.
     ready: tuple[pulumi.Resource, ...] = ()

@@ -15,6 +15,7 @@ from mlplatform.config import ResolvedConfig
 from mlplatform.modules.base import Module
 from mlplatform.modules.contracts import ScrapeTarget
 from mlplatform.modules.gpu import GpuLayer
+from mlplatform.modules.mesh import Mesh
 from mlplatform.modules.ml_services import Katib, Kserve, Notebooks, Pipelines, Training
 from mlplatform.modules.mlflow import Mlflow
 from mlplatform.modules.monitoring import Monitoring
@@ -25,6 +26,7 @@ MODULES: dict[str, type[Module]] = {
     "monitoring": Monitoring,
     "gpu": GpuLayer,
     "tenancy": Tenancy,
+    "mesh": Mesh,
     "mlflow": Mlflow,
     "notebooks": Notebooks,
     "pipelines": Pipelines,

@@ -230,6 +230,7 @@ class ServiceInstall:
         self.namespaces: dict[str, pulumi.Resource] = {}
         self.crds: list[pulumi.Resource] = []
         self.workloads: list[pulumi.Resource] = []
+        self.webhooks: list[pulumi.Resource] = []
         self.custom_resources: list[pulumi.Resource] = []
         prepared = [self._prepare(m, ctx, labels, credentials or {}) for m in manifests]
 
@@ -267,7 +268,7 @@ class ServiceInstall:
         webhook_deps = [*base_deps, *self.workloads]
         for manifest in deferred:
             if manifest["kind"] in WEBHOOK_KINDS:
-                create_object(manifest, ctx.child_opts(owner, depends_on=webhook_deps))
+                self.webhooks.append(create_object(manifest, ctx.child_opts(owner, depends_on=webhook_deps)))
         custom_deps = [*webhook_deps, *after_for_custom_resources]
         for manifest in deferred:
             if manifest["kind"] not in WEBHOOK_KINDS:
