@@ -1,7 +1,8 @@
 """Team tenancy: one namespace per team with a ResourceQuota (GPU resources by the names
 the GPU layer publishes), LimitRange defaults, RBAC for the team's groups, NetworkPolicies
 that deny ingress and egress but what the platform allows (tenancy/network.py), and the
-platform's PriorityClasses."""
+platform's PriorityClasses. Where workspaces is on, each team namespace is also written as
+Kubeflow's Profile controller would leave it (tenancy/profiles.py), so that it adopts it as is."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pulumi
 from mlplatform.config.model import Team
 from mlplatform.modules.base import Module, ModuleContext, create_object
 from mlplatform.modules.contracts import GpuOutputs, MonitoringOutputs, TenancyOutputs
-from mlplatform.tenancy import kueue, network, rbac
+from mlplatform.tenancy import kueue, network, profiles, rbac
 from mlplatform.upstream import kustomize_build
 
 # Interactive work (notebooks) preempts batch; serving preempts both.
@@ -59,6 +60,10 @@ class Tenancy(Module):
         gpu = ctx.input(GpuOutputs)
         gpu_names = gpu.resource_names if gpu is not None else ()
         self._labels = {**ctx.labels, "mlplatform.io/module": "tenancy"}
+        # The labels the Profile controller would add to a team namespace (workspaces on).
+        self._profile_labels = (
+            profiles.controller_labels(ctx.resolved) if ctx.resolved.config.modules.workspaces.enabled else None
+        )
 
         for class_name, (value, description) in PRIORITY_CLASSES.items():
             create_object(
@@ -109,6 +114,12 @@ class Tenancy(Module):
             annotations["openshift.io/display-name"] = team.name
             if team.description:
                 annotations["openshift.io/description"] = team.description
+        if self._profile_labels is not None:
+            # The team's Profile adopts this namespace only under its owner; our Pod Security
+            # level stays (upstream's default is baseline), the rest is as upstream labels it.
+            ns_labels = profiles.with_controller_labels(ns_labels, self._profile_labels, profile.namespace_labels)
+            if team.owner:
+                annotations[profiles.OWNER_ANNOTATION] = team.owner
         ns = create_object(
             {
                 "apiVersion": "v1",

@@ -53,6 +53,20 @@ def ml_services_problems(config: PlatformConfig, add: AddProblem) -> None:
             )
     if modules.notebooks.enabled and not modules.tenancy.enabled:
         add(("modules", "notebooks", "enabled"), "notebooks run in team namespaces (allowed: enable modules.tenancy)")
+    if modules.workspaces.enabled:
+        for index, team in enumerate(modules.tenancy.teams):
+            if not team.owner:
+                add(
+                    ("modules", "tenancy", "teams", index, "owner"),
+                    f"team {team.name!r} has no owner: each team is a Kubeflow Profile where modules.workspaces "
+                    "is on (allowed: the owner's email as the identity provider signs them in)",
+                )
+        if not modules.kserve.enabled:
+            add(
+                ("modules", "workspaces", "enabled"),
+                "the PodDefaults webhook takes its certificate from cert-manager, which comes with KServe "
+                "(allowed: enable modules.kserve, with certManager install or existing)",
+            )
     offered = offered_gpu_resources(config)
     profiles = [(("modules", "notebooks", "gpuProfile"), modules.notebooks.gpu_profile)]
     images = [(("modules", "notebooks", "allowedImages"), modules.notebooks.allowed_images)]
