@@ -453,7 +453,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"stack {args.stack} holds no resources: a fresh install, its state written once at the end "
             f"(if it is interrupted: mlplatform recover --stack {args.stack}, then up again)"
         )
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=up_env).returncode
+    returncode = subprocess.run(cmd, cwd=REPO_ROOT, env=up_env).returncode
+    if returncode == 0:
+        from mlplatform.signin import password_command, sign_in_lines
+
+        for line in sign_in_lines(resolved.config, password_command(args.stack, store.config_args())):
+            print(line)
+    return returncode
 
 
 def cmd_secrets(args: argparse.Namespace) -> int:

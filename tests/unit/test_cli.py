@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from mlplatform import cli
+from mlplatform.config.model import ModulesSettings
 from mlplatform.lock import load_lock
 from mlplatform.paths import REPO_ROOT
 from mlplatform.toolchain.build import GROUPS, Installed, ToolResult
@@ -112,9 +113,13 @@ def up(monkeypatch, tmp_path):
     from mlplatform.cluster import plane
     from mlplatform.toolchain import build
 
-    def run(argv, kubeconfig=None, tty=False, answer="y", status=None, fresh=False):
+    def run(argv, kubeconfig=None, tty=False, answer="y", status=None, fresh=False, modules=None):
         calls = SimpleNamespace(tools=[], plane=0, engine=Engine(status), prompts=[])
-        config = SimpleNamespace(cluster=SimpleNamespace(kubeconfig=kubeconfig, context=None))
+        ingress = SimpleNamespace(domain="mlplatform.localhost")
+        config = SimpleNamespace(
+            cluster=SimpleNamespace(kubeconfig=kubeconfig, context=None, ingress=ingress),
+            modules=modules or ModulesSettings(),
+        )
         monkeypatch.setattr(cli, "load_or_report", lambda stack: SimpleNamespace(stack=stack, config=config))
 
         def ensure(tool, rebuild=False, link=True):
@@ -254,3 +259,45 @@ def test_make_up_passes_the_stack_as_an_option():
     assert words[:2] == ["$(MLP)", "up"]
     args = cli.build_parser().parse_args(words[1:])
     assert (args.stack, args.stack_positional) == ("lab", None)
+
+
+def _signed_in_modules(**identity) -> ModulesSettings:
+    return ModulesSettings.model_validate(
+        {
+            "tenancy": {"enabled": True},
+            "mesh": {"enabled": True},
+            "identity": {"enabled": True, **identity},
+            "workspaces": {"enabled": True},
+            "pipelines": {"enabled": True, "multiUser": True},
+        }
+    )
+
+
+def test_up_on_the_lab_prints_how_to_sign_in(up, capsys):
+    calls = up(["--stack", "lab"], modules=_signed_in_modules())
+    assert calls.rc == 0
+    out = capsys.readouterr().out
+    assert "sign in at https://kubeflow.mlplatform.localhost/\n" in out
+    assert "user: user@example.com" in out
+    password = next(line for line in out.splitlines() if "password:" in line)
+    assert "pulumi config get --path mlplatform:secrets.identityTestUserPassword --stack lab" in password
+    assert "--config-file stack.yaml" in password
+    assert "pipelines (KFP UI): https://kubeflow.mlplatform.localhost/pipeline/" in out
+    assert "notebooks (Jupyter web app): https://kubeflow.mlplatform.localhost/jupyter/" in out
+
+
+def test_up_names_the_issuer_where_users_come_from_a_directory(up, capsys):
+    oidc = {"issuerUrl": "https://login.example.com", "clientId": "kubeflow"}
+    calls = up(["--stack", "lab"], modules=_signed_in_modules(provider="oidc", oidc=oidc, host="ml.example.com"))
+    assert calls.rc == 0
+    out = capsys.readouterr().out
+    assert "sign in at https://ml.example.com/" in out
+    assert "https://login.example.com" in out and "password" not in out
+
+
+def test_up_prints_no_sign_in_when_sign_in_is_off_or_up_failed(up, capsys):
+    assert up(["--stack", "lab"]).rc == 0
+    assert "sign in" not in capsys.readouterr().out
+    calls = up(["--stack", "lab"], modules=_signed_in_modules(), status={"up": 1})
+    assert calls.rc == 1
+    assert "sign in" not in capsys.readouterr().out
