@@ -897,9 +897,7 @@ def on_mesh_gateway(manifests: list[dict[str, Any]], mesh: MeshOutputs) -> None:
     ingress gateway pods in the mesh's namespace."""
     gateway_namespace, _, gateway_name = mesh.gateway.partition("/")
     config_istio = find(manifests, "ConfigMap", "config-istio")
-    config_istio["data"] = {
-        key: value for key, value in config_istio["data"].items() if not key.startswith("gateway.")
-    }
+    config_istio["data"] = {key: value for key, value in config_istio["data"].items() if not key.startswith("gateway.")}
     config_istio["data"][f"gateway.{gateway_namespace}.{gateway_name}"] = (
         f"{INGRESS_GATEWAY_SERVICE}.{mesh.namespace}.svc.cluster.local"
     )

@@ -43,14 +43,14 @@ def ml_services_problems(config: PlatformConfig, add: AddProblem) -> None:
                 f"disabled; allowed: enable {', '.join(missing)}, or set multiUser: false)",
             )
     kserve = modules.kserve
-    if kserve.enabled and kserve.deployment_mode == "Serverless" and kserve.knative == "install":
-        if not modules.mesh.enabled:
-            add(
-                ("modules", "kserve", "deploymentMode"),
-                "'Serverless' with knative: install needs the mesh: Knative Serving routes through the mesh's "
-                "gateway (allowed: enable modules.mesh, set knative: existing for a cluster's own Knative, or "
-                "deploymentMode: RawDeployment)",
-            )
+    serverless = kserve.enabled and kserve.deployment_mode == "Serverless"
+    if serverless and kserve.knative == "install" and not modules.mesh.enabled:
+        add(
+            ("modules", "kserve", "deploymentMode"),
+            "'Serverless' with knative: install needs the mesh: Knative Serving routes through the mesh's "
+            "gateway (allowed: enable modules.mesh, set knative: existing for a cluster's own Knative, or "
+            "deploymentMode: RawDeployment)",
+        )
     if modules.notebooks.enabled and not modules.tenancy.enabled:
         add(("modules", "notebooks", "enabled"), "notebooks run in team namespaces (allowed: enable modules.tenancy)")
     if modules.workspaces.enabled:

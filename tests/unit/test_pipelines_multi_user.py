@@ -141,7 +141,7 @@ def _profile_controller_objects(mirror):
     those it writes only with ARTIFACTS_PROXY_ENABLED."""
     source = (mirror / PROFILE_CONTROLLER / "sync.py").read_text()
     named = r'"name":\s*"([a-z0-9-]+)",\s*"namespace": namespace'
-    proxied = source[source.index("if artifacts_proxy_enabled.lower() == \"true\":\n                desired_resources") :]
+    proxied = source[source.index('if artifacts_proxy_enabled.lower() == "true":\n                desired_resources') :]
     proxied = proxied[: proxied.index("print(")]
     proxy = set(re.findall(named, proxied))
     return set(re.findall(named, source)) - proxy, proxy, source
@@ -196,9 +196,7 @@ def test_the_ui_is_reached_only_through_the_mesh_gateway(rendered):
         and all((m["spec"]["template"]["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
     ]
     assert len(pods) == 1
-    principal = (
-        f"cluster.local/ns/{pods[0]['metadata']['namespace']}/sa/{pods[0]['spec']['template']['spec']['serviceAccountName']}"
-    )
+    principal = f"cluster.local/ns/{pods[0]['metadata']['namespace']}/sa/{pods[0]['spec']['template']['spec']['serviceAccountName']}"
     policy = _find(rendered, "AuthorizationPolicy", "ml-pipeline-ui", "kubeflow")["spec"]
     assert policy["rules"] == [{"from": [{"source": {"principals": [principal]}}]}]
 
@@ -262,7 +260,9 @@ def test_team_namespaces_reach_the_api_metadata_and_store_and_these_let_them_in(
         egress = [
             m
             for m in rendered
-            if m["kind"] == "NetworkPolicy" and m["metadata"].get("namespace") == namespace and "Egress" in m["spec"]["policyTypes"]
+            if m["kind"] == "NetworkPolicy"
+            and m["metadata"].get("namespace") == namespace
+            and "Egress" in m["spec"]["policyTypes"]
         ]
         reached = {
             (json.dumps(peer.get("podSelector", {}).get("matchLabels", {}), sort_keys=True), port["port"])
@@ -276,9 +276,10 @@ def test_team_namespaces_reach_the_api_metadata_and_store_and_these_let_them_in(
             spec = _find(rendered, "Service", service, "kubeflow")["spec"]
             pods = {k: v for k, v in spec["selector"].items() if k != "application-crd-id"}
             ports = {p.get("targetPort", p["port"]) for p in spec["ports"]}
-            assert any(
-                json.loads(labels).items() <= pods.items() and port in ports for labels, port in reached
-            ), (namespace, service)
+            assert any(json.loads(labels).items() <= pods.items() and port in ports for labels, port in reached), (
+                namespace,
+                service,
+            )
 
 
 def _restricted_problems(pod):
