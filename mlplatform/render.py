@@ -181,6 +181,11 @@ def file_name(index: int, manifest: Mapping[str, Any], width: int = 4) -> str:
 # value derived from one (services.sha256_marker).
 _MARKER = re.compile(r"<mlplatform:secrets\.([A-Za-z0-9]+)>")
 _DERIVED = re.compile(r"<mlplatform:sha256\((.*?)<mlplatform:secrets\.([A-Za-z0-9]+)>\)>")
+# A bcrypt hash of one (identity.bcrypt_marker): Sprig's bcrypt of the stored value.
+_BCRYPT = re.compile(r"<mlplatform:bcrypt\(<mlplatform:secrets\.([A-Za-z0-9]+)>\)>")
+# Where a hashed stack secret is fetched into an ExternalSecret's data that no key of the Secret
+# holds: read by the template only, never written into the Secret.
+_HIDDEN_PREFIX = "mlplatform-source-"
 _ANY_MARKER = "<mlplatform:"
 # The folder of the export holding one ExternalSecret per such Secret (not in the main
 # kustomization: applied where External Secrets Operator runs, after its secret store).
@@ -219,10 +224,12 @@ def _template(value: str, holders: Mapping[str, str], where: str) -> str:
         return f"(index . {json.dumps(holders[name])})"
 
     parts, position = [], 0
-    for match in re.finditer(f"{_DERIVED.pattern}|{_MARKER.pattern}", value):
+    for match in re.finditer(f"{_BCRYPT.pattern}|{_DERIVED.pattern}|{_MARKER.pattern}", value):
         parts.append(value[position : match.start()].replace("{{", '{{ "{{" }}'))
-        prefix, derived_from, name = match.group(1), match.group(2), match.group(3)
-        if derived_from:
+        hashed, prefix, derived_from, name = match.group(1), match.group(2), match.group(3), match.group(4)
+        if hashed:
+            parts.append(f"{{{{ {holder(hashed)} | bcrypt }}}}")
+        elif derived_from:
             parts.append(f"{{{{ print {json.dumps(prefix)} {holder(derived_from)} | sha256sum }}}}")
         else:
             parts.append(f"{{{{ {holder(name)} }}}}")
@@ -251,12 +258,20 @@ def secret_reference(secret: Mapping[str, Any], stack: str, store: str) -> dict[
         "type": secret.get("type", "Opaque"),
         "metadata": {field: dict(metadata[field]) for field in ("labels", "annotations") if metadata.get(field)},
     }
+    hidden = sorted({name for value in values.values() for name in _BCRYPT.findall(str(value))} - set(holders))
+    for name in hidden:
+        data.append({"secretKey": f"{_HIDDEN_PREFIX}{name}", "remoteRef": {"key": remote_key(stack, name)}})
+        holders[name] = f"{_HIDDEN_PREFIX}{name}"
     written = {
         key: _template(str(value), holders, where)
         for key, value in sorted(values.items())
-        if not _MARKER.fullmatch(str(value))
+        if hidden or not _MARKER.fullmatch(str(value))
     }
-    if written:
+    if hidden:
+        # Only the Secret's own keys, each from the template: a value fetched only to be hashed
+        # stays out of it.
+        template.update(mergePolicy="Replace", data=written)
+    elif written:
         # The keys written out join the ones fetched from the store.
         template.update(mergePolicy="Merge", data=written)
     reference_metadata = {"name": metadata["name"], "namespace": metadata.get("namespace", "")}

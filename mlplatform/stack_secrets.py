@@ -67,7 +67,10 @@ def generatable(resolved: ResolvedConfig, name: str) -> bool:
         return platform.database.kind == "in-cluster"
     if name in ("objectStoreAccessKey", "objectStoreSecretKey"):
         return platform.object_store.kind == "in-cluster"
-    return name in ("mlflowAdminPassword", "mlflowOidcCookieSecret")
+    if name == "identityClientSecret":
+        # Dex is the client's issuer where it runs in the cluster; an external issuer issues it.
+        return resolved.config.modules.identity.provider != "oidc"
+    return name in ("mlflowAdminPassword", "mlflowOidcCookieSecret", "identityCookieSecret", "identityTestUserPassword")
 
 
 def secret_needs(resolved: ResolvedConfig) -> list[SecretNeed]:
@@ -82,7 +85,7 @@ def secret_needs(resolved: ResolvedConfig) -> list[SecretNeed]:
 
 
 def new_value(name: str) -> str:
-    if name == "mlflowOidcCookieSecret":
+    if name in ("mlflowOidcCookieSecret", "identityCookieSecret"):
         return secrets.token_urlsafe(COOKIE_SECRET_BYTES)
     return secrets.token_urlsafe(GENERATED_BYTES)
 

@@ -26,6 +26,9 @@ UPSTREAM_NAMESPACES = {
     "cert-manager": "cert-manager",
     "kueue-system": "Kueue",
     "node-feature-discovery": "Node Feature Discovery",
+    "istio-system": "Istio",
+    "auth": "Dex",
+    "oauth2-proxy": "oauth2-proxy",
 }
 
 

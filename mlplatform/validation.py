@@ -31,7 +31,7 @@ from mlplatform.lock import LockError, load_lock
 from mlplatform.mlflow.validation import mlflow_problems
 from mlplatform.modules.registry import available_modules, module_needs
 from mlplatform.monitoring.validation import monitoring_problems
-from mlplatform.services.validation import ml_services_problems
+from mlplatform.services.validation import identity_problems, ml_services_problems
 from mlplatform.tenancy.validation import tenancy_problems
 from mlplatform.upstream import UPSTREAM_NAMESPACES, upstream_sources
 
@@ -120,6 +120,8 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
             "'in-cluster' runs its own store: bucket and endpoint are not allowed with it (allowed: s3, gcs, azure-blob to use an external bucket)",
         )
     ml_services_problems(config, add)
+    # OpenShift's OAuth server comes with the Route API: both are OpenShift's.
+    identity_problems(config, profile.route_api, add)
     database = config.platform.database
     if database.kind == "managed" and not database.host:
         add(

@@ -300,6 +300,12 @@ def add_team_egress(
         )
 
 
+def gateway_host(resolved: ResolvedConfig) -> str:
+    """Where users reach Kubeflow's UIs (the mesh's gateway, behind sign-in): modules.identity.host,
+    else kubeflow.<cluster.ingress.domain>."""
+    return resolved.config.modules.identity.host or f"kubeflow.{resolved.config.cluster.ingress.domain}"
+
+
 def under_mocks() -> bool:
     """Running under the mock monitor (render, policy check, tests), not the engine."""
     from pulumi.runtime.mocks import MockMonitor

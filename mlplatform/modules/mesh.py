@@ -15,8 +15,7 @@ from typing import Any
 import pulumi
 import yaml
 
-from mlplatform.config import ResolvedConfig
-from mlplatform.modules.base import Module, ModuleContext, add_team_egress, create_object
+from mlplatform.modules.base import Module, ModuleContext, add_team_egress, create_object, gateway_host
 from mlplatform.modules.contracts import MeshOutputs, TenancyOutputs
 from mlplatform.modules.services import NAMESPACE_ROLES, ServiceInstall, find, overlay_manifests
 from mlplatform.tenancy import network
@@ -34,11 +33,6 @@ ISTIOD_XDS_PORT = 15012
 INJECTION_LABELS = {"istio-injection": "enabled"}
 # The ingress certificate's Secret beside the gateway, where the stack names none.
 TLS_SECRET = "kubeflow-tls"
-
-
-def external_host(resolved: ResolvedConfig) -> str:
-    """Where users reach the platform's gateway: modules.identity.host, else kubeflow.<domain>."""
-    return resolved.config.modules.identity.host or f"kubeflow.{resolved.config.cluster.ingress.domain}"
 
 
 def gateway_pod_labels(manifests: list[dict[str, Any]]) -> dict[str, str]:
@@ -109,7 +103,7 @@ class Mesh(Module):
         cluster serves them and the stack asks for one, else an Ingress (HTTPS only)."""
         resolved = ctx.resolved
         ingress = resolved.config.cluster.ingress
-        host = external_host(resolved)
+        host = gateway_host(resolved)
         metadata = {"name": "kubeflow", "namespace": MESH_NAMESPACE, "labels": labels}
         if ingress.style == "route" and resolved.profile.route_api:
             manifest: dict[str, Any] = {

@@ -15,6 +15,7 @@ from mlplatform.config import ResolvedConfig
 from mlplatform.modules.base import Module
 from mlplatform.modules.contracts import ScrapeTarget
 from mlplatform.modules.gpu import GpuLayer
+from mlplatform.modules.identity import Identity
 from mlplatform.modules.mesh import Mesh
 from mlplatform.modules.ml_services import Katib, Kserve, Notebooks, Pipelines, Training
 from mlplatform.modules.mlflow import Mlflow
@@ -27,6 +28,7 @@ MODULES: dict[str, type[Module]] = {
     "gpu": GpuLayer,
     "tenancy": Tenancy,
     "mesh": Mesh,
+    "identity": Identity,
     "mlflow": Mlflow,
     "notebooks": Notebooks,
     "pipelines": Pipelines,

@@ -93,3 +93,24 @@ def ml_services_problems(config: PlatformConfig, add: AddProblem) -> None:
                     (*loc, index),
                     f"{image!r} is not pinned (allowed: <image>:<tag> other than latest, or <image>@sha256:<digest>)",
                 )
+
+
+def identity_problems(config: PlatformConfig, openshift_oauth: bool, add: AddProblem) -> None:
+    """Sign-in settings that fit the provider: the oidc block with provider oidc and only then,
+    and the OpenShift provider only where the cluster runs OpenShift's OAuth server."""
+    identity = config.modules.identity
+    loc = ("modules", "identity")
+    if identity.enabled and identity.provider == "oidc" and identity.oidc is None:
+        add((*loc, "oidc"), "required when provider is 'oidc' (allowed: a mapping with issuerUrl and clientId)")
+    if identity.oidc is not None and identity.provider != "oidc":
+        add(
+            (*loc, "oidc"),
+            f"only allowed when provider is 'oidc' (provider is {identity.provider!r}; allowed: remove it, "
+            "or set provider: oidc)",
+        )
+    if identity.enabled and identity.provider == "openshift" and not openshift_oauth:
+        add(
+            (*loc, "provider"),
+            f"'openshift' signs users in with OpenShift's OAuth server, which the {config.environment} "
+            "environment does not run (allowed: dex, oidc)",
+        )

@@ -271,17 +271,26 @@ def test_every_in_cluster_credential_is_a_stack_secret_the_platform_may_generate
 
     for stack in ("lab", "openshift"):
         needs = secret_needs(load_stack(stack))
+        # Dex signs users in on both; only the lab's has a static user.
+        test_user = ["identityTestUserPassword"] if stack == "lab" else []
         assert [n.name for n in needs] == [
             "databasePassword",
             "kubeflowDatabasePassword",
             "objectStoreAccessKey",
             "objectStoreSecretKey",
             "mlflowAdminPassword",
+            "identityClientSecret",
+            "identityCookieSecret",
+            *test_user,
         ], stack
         assert all(n.generatable for n in needs), stack
     cloud = {n.name: n.generatable for n in secret_needs(load_stack("cloud"))}
-    # Managed database passwords and the bucket's keys are issued by the cloud.
-    assert [name for name, generatable in cloud.items() if generatable] == ["mlflowAdminPassword"]
+    # Managed database passwords, the bucket's keys and the OIDC client secret are issued
+    # outside the platform.
+    assert [name for name, generatable in cloud.items() if generatable] == [
+        "mlflowAdminPassword",
+        "identityCookieSecret",
+    ]
 
 
 def _env_values(manifest: dict) -> list[dict]:

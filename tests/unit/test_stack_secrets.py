@@ -111,6 +111,10 @@ def test_a_local_plane_stack_keeps_generated_secrets_out_of_the_working_tree(tmp
         "objectStoreAccessKey",
         "objectStoreSecretKey",
         "mlflowAdminPassword",
+        # Dex's client at the gateway's sign-in proxy, its cookies, the lab's static user.
+        "identityClientSecret",
+        "identityCookieSecret",
+        "identityTestUserPassword",
     ]
 
     store.ensure_stack()
@@ -165,12 +169,14 @@ def test_what_nobody_can_generate_is_reported_with_how_to_set_it(tmp_path, fake_
     store = _store(tmp_path, "cloud", env)
     store.ensure_stack()
     generated, missing = store.generate()
-    assert generated == ["mlflowAdminPassword"]
+    assert generated == ["mlflowAdminPassword", "identityCookieSecret"]
+    # The cloud's OIDC issuer issues the sign-in proxy's client secret.
     assert [n.name for n in missing] == [
         "databasePassword",
         "kubeflowDatabasePassword",
         "objectStoreAccessKey",
         "objectStoreSecretKey",
+        "identityClientSecret",
     ]
     (line,) = [line for line in stack_secrets.missing_lines(missing, store) if "kubeflowDatabasePassword" in line]
     assert "Kubeflow Pipelines' managed MySQL" in line
@@ -181,8 +187,9 @@ def test_what_nobody_can_generate_is_reported_with_how_to_set_it(tmp_path, fake_
         store.rotate(["apiToken"])
 
 
-def test_the_oidc_cookie_secret_is_32_bytes():
-    values = {stack_secrets.new_value("mlflowOidcCookieSecret") for _ in range(5)}
+@pytest.mark.parametrize("name", ["mlflowOidcCookieSecret", "identityCookieSecret"])
+def test_the_oidc_cookie_secret_is_32_bytes(name):
+    values = {stack_secrets.new_value(name) for _ in range(5)}
     assert len(values) == 5 and {len(v.encode()) for v in values} == {32}
 
 
