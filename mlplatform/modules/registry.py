@@ -21,6 +21,7 @@ from mlplatform.modules.ml_services import Katib, Kserve, Notebooks, Pipelines, 
 from mlplatform.modules.mlflow import Mlflow
 from mlplatform.modules.monitoring import Monitoring
 from mlplatform.modules.tenancy import Tenancy
+from mlplatform.modules.workspaces import Workspaces
 
 # Built modules by the name the stack config enables them with.
 MODULES: dict[str, type[Module]] = {
@@ -35,6 +36,7 @@ MODULES: dict[str, type[Module]] = {
     "katib": Katib,
     "training": Training,
     "kserve": Kserve,
+    "workspaces": Workspaces,
 }
 
 

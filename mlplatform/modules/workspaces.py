@@ -28,7 +28,7 @@ from mlplatform.modules.contracts import (
     WorkspacesOutputs,
 )
 from mlplatform.modules.ml_services import _Service
-from mlplatform.modules.services import ServiceInstall, WORKLOAD_KINDS, overlay_manifests, pod_spec, set_env
+from mlplatform.modules.services import WORKLOAD_KINDS, ServiceInstall, overlay_manifests, pod_spec, set_env
 from mlplatform.tenancy import network
 from mlplatform.upstream import KUBEFLOW_NAMESPACE
 
@@ -141,7 +141,9 @@ class Workspaces(_Service):
             data = manifest.get("data") or {}
             if manifest["kind"] == "ConfigMap" and "ISTIO_INGRESS_GATEWAY_PRINCIPAL" in data:
                 # The controller writes it into each owner's ns-owner-access-istio policy.
-                data["ISTIO_INGRESS_GATEWAY_PRINCIPAL"] = ingress_principal(mesh, data["ISTIO_INGRESS_GATEWAY_PRINCIPAL"])
+                data["ISTIO_INGRESS_GATEWAY_PRINCIPAL"] = ingress_principal(
+                    mesh, data["ISTIO_INGRESS_GATEWAY_PRINCIPAL"]
+                )
         with_identity(manifests, identity)
         on_mesh(manifests, mesh)
         profiles = ServiceInstall(
@@ -215,4 +217,5 @@ class Workspaces(_Service):
             after_for_custom_resources=list(kserve.ready) if kserve is not None else [],
         )
         webhook = ServiceInstall(self, ctx, rest, module_label=MODULE, after=issued.custom_resources)
-        return webhook.ready
+        # PodDefaults apply to pods only once the webhook configuration is registered.
+        return [*webhook.ready, *webhook.webhooks]

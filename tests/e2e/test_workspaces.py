@@ -44,7 +44,11 @@ def _state(plane, namespaces: list[str]) -> dict:
             for item in json.loads(proc.stdout)["items"]:
                 metadata = item["metadata"]
                 body = {k: item.get(k) for k in ("roleRef", "subjects", "spec")}
-                state[(kind, namespace, metadata["name"])] = (body, metadata.get("annotations"), metadata["resourceVersion"])
+                state[(kind, namespace, metadata["name"])] = (
+                    body,
+                    metadata.get("annotations"),
+                    metadata["resourceVersion"],
+                )
     for item in plane.get("profiles.kubeflow.org")["items"]:
         state[("Profile", item["metadata"]["name"])] = (item["spec"], item["metadata"]["resourceVersion"])
     return state

@@ -205,9 +205,7 @@ class ProfileController:
                 # The owner, through the ingress gateway, with the user header the gateway sets.
                 {
                     "from": [{"source": {"principals": [env.get("ISTIO_INGRESS_GATEWAY_PRINCIPAL", "")]}}],
-                    "when": [
-                        {"key": f"request.headers[{header}]", "values": [env.get("USERID_PREFIX", "") + owner]}
-                    ],
+                    "when": [{"key": f"request.headers[{header}]", "values": [env.get("USERID_PREFIX", "") + owner]}],
                 },
                 # Workloads of the namespace reach each other.
                 {"when": [{"key": "source.namespace", "values": [namespace]}]},

@@ -63,7 +63,11 @@ def test_cloud_pipelines_leave_out_the_in_cluster_database_and_store(mirror):
 
 
 def test_an_unknown_overlay_is_named_with_the_allowed_ones(mirror):
-    with pytest.raises(Exception, match=r"no overlay for component 'jupyterhub' \(allowed: cert-manager, katib,"):
+    with pytest.raises(
+        Exception,
+        match=r"no overlay for component 'jupyterhub' \(allowed: admission-webhook, centraldashboard, cert-manager, "
+        r"jupyter-web-app, katib,",
+    ):
         build_overlay("jupyterhub", "lab", upstream_sources(), mirror)
     with pytest.raises(Exception, match=r"no environment 'staging' \(allowed: lab, openshift, cloud\)"):
         build_overlay("katib", "staging", upstream_sources(), mirror)
