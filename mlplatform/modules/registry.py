@@ -52,15 +52,8 @@ def provider_of(contract: type, modules: dict[str, type[Module]] = MODULES) -> s
     return found[0]
 
 
-def _edges(
-    name: str, modules: dict[str, type[Module]], contracts: tuple[type, ...], optional: tuple[type, ...] = ()
-) -> tuple[str, ...]:
-    """The providers of `contracts`, then of those `optional` ones some module provides: a used
-    type whose module is not registered (not built yet) has nothing to come after."""
-    provided = {module.provides for module in modules.values()}
-    return tuple(provider_of(contract, modules) for contract in contracts) + tuple(
-        provider_of(contract, modules) for contract in optional if contract in provided
-    )
+def _edges(name: str, modules: dict[str, type[Module]], contracts: tuple[type, ...]) -> tuple[str, ...]:
+    return tuple(provider_of(contract, modules) for contract in contracts)
 
 
 def module_needs(modules: dict[str, type[Module]] = MODULES) -> dict[str, tuple[str, ...]]:
@@ -70,7 +63,7 @@ def module_needs(modules: dict[str, type[Module]] = MODULES) -> dict[str, tuple[
 
 def module_inputs(modules: dict[str, type[Module]] = MODULES) -> dict[str, tuple[str, ...]]:
     """Module -> every module whose outputs it reads (needs and uses)."""
-    return {name: _edges(name, modules, module.needs, module.uses) for name, module in modules.items()}
+    return {name: _edges(name, modules, (*module.needs, *module.uses)) for name, module in modules.items()}
 
 
 def composition_order(enabled: list[str], modules: dict[str, type[Module]] = MODULES) -> list[str]:
