@@ -13,12 +13,15 @@ import re
 import sys
 from pathlib import Path
 
+import bcrypt
 import yaml
 
 # The template forms the export writes (mlplatform.render._template), evaluated as ESO's engine would.
 _ESCAPED_BRACES = re.compile(r'\{\{ "\{\{" \}\}')
 _VALUE = re.compile(r'\{\{ \(index \. "([^"]+)"\) \}\}')
 _SHA256 = re.compile(r'\{\{ print ("(?:[^"\\]|\\.)*") \(index \. "([^"]+)"\) \| sha256sum \}\}')
+# ESO's bcrypt function (Sprig's): a salted hash, any valid one does.
+_BCRYPT = re.compile(r'\{\{ \(index \. "([^"]+)"\) \| bcrypt \}\}')
 
 
 def stand_in_value(remote_key: str) -> str:
@@ -28,6 +31,7 @@ def stand_in_value(remote_key: str) -> str:
 
 def _evaluate(template: str, fetched: dict[str, str]) -> str:
     text = _SHA256.sub(lambda m: hashlib.sha256((json.loads(m[1]) + fetched[m[2]]).encode()).hexdigest(), template)
+    text = _BCRYPT.sub(lambda m: bcrypt.hashpw(fetched[m[1]].encode(), bcrypt.gensalt()).decode(), text)
     text = _VALUE.sub(lambda m: fetched[m[1]], text)
     if "{{ " in _ESCAPED_BRACES.sub("", text):
         raise ValueError(f"a template the test stand-in does not evaluate: {template!r}")
