@@ -508,8 +508,8 @@ IN_CLUSTER_BUCKET = "mlpipeline"
 def behind_gateway(manifests: list[dict[str, Any]], mesh: MeshOutputs, identity: IdentityOutputs) -> None:
     """The multi-user install (changed in place) on the mesh's gateway and the identity module's
     header: VirtualServices bound to the mesh's Gateway, the UI admitting only the gateway's
-    calls (upstream also admits any caller with a bearer token and no user header), and the API
-    server and UI reading the user from the header the gateway sets."""
+    calls (upstream also admits any caller with a bearer token and no user header), the API
+    server and UI reading the user from the header the gateway sets, and KFP's pods in the mesh."""
     for manifest in manifests:
         if manifest["kind"] == "VirtualService":
             manifest["spec"]["gateways"] = [mesh.gateway]
@@ -520,8 +520,20 @@ def behind_gateway(manifests: list[dict[str, Any]], mesh: MeshOutputs, identity:
     user = {"KUBEFLOW_USERID_HEADER": identity.user_header, "KUBEFLOW_USERID_PREFIX": identity.user_prefix}
     for name in ("ml-pipeline", "ml-pipeline-ui"):
         set_env(container(find(manifests, "Deployment", name)), user)
+    # Upstream's AuthorizationPolicies are what keep the user header trustworthy (the API server
+    # refuses it from anyone but KFP's own accounts); a proxy enforces them only in injected
+    # pods. `kubeflow` carries no injection label (other modules' pods live there too), so KFP's
+    # pods ask for the sidecar themselves, as upstream's injected namespace would give it them,
+    # except those upstream keeps out of the mesh.
+    for manifest in manifests:
+        if manifest["kind"] in ("Deployment", "StatefulSet"):
+            template = manifest["spec"]["template"].setdefault("metadata", {})
+            labels = template.setdefault("labels", {})
+            labels.setdefault(SIDECAR_INJECT, "true")
 
 
+# The pod label Istio's injector selects pods by outside injected namespaces.
+SIDECAR_INJECT = "sidecar.istio.io/inject"
 # Argo's names for a step's containers: the user's command runs in `main`.
 _ARGO_MAIN = "main"
 

@@ -327,3 +327,61 @@ def test_argo_step_pods_are_admitted_by_restricted_pod_security(rendered):
     assert _restricted_problems(pod)
     install = _find(rendered, "ConfigMap", "pipeline-install-config", "kubeflow")["data"]
     assert install["defaultSecurityContextRunAsNonRoot"] == "true"
+
+
+def _selects(selector, labels):
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def test_kfps_pods_get_the_mesh_sidecar_that_enforces_its_authorization_policies(rendered):
+    """The API server trusts the user header only because its AuthorizationPolicy refuses it
+    from anyone but KFP's own accounts: its pods must be injected by the mesh's webhook."""
+    kubeflow = _find(rendered, "Namespace", "kubeflow")["metadata"].get("labels") or {}
+    injectors = [
+        webhook
+        for m in rendered
+        if m["kind"] == "MutatingWebhookConfiguration"
+        for webhook in m["webhooks"]
+        if webhook["name"].endswith("sidecar-injector.istio.io")
+    ]
+    assert injectors
+
+    def injected(pod_labels):
+        return any(
+            _selects(w.get("namespaceSelector"), kubeflow) and _selects(w.get("objectSelector"), pod_labels)
+            for w in injectors
+        )
+
+    policies = [
+        m for m in rendered if m["kind"] == "AuthorizationPolicy" and m["metadata"].get("namespace") == "kubeflow"
+    ]
+    workloads = [
+        m
+        for m in rendered
+        if m["kind"] == "Deployment"
+        and m["metadata"].get("namespace") == "kubeflow"
+        and (m["metadata"].get("labels") or {}).get("mlplatform.io/module") == "pipelines"
+    ]
+    guarded = 0
+    for policy in policies:
+        selector = policy["spec"].get("selector")
+        for workload in workloads:
+            labels = workload["spec"]["template"]["metadata"].get("labels") or {}
+            if selector and _selects(selector, labels):
+                assert injected(labels), (policy["metadata"]["name"], workload["metadata"]["name"])
+                guarded += 1
+    assert guarded >= 4  # the API server, the UI, ML Metadata, the stores
