@@ -48,6 +48,8 @@ from mlplatform.upstream import KUBEFLOW_NAMESPACE
 KFP_API_PORTS = (8888, 8887)
 # Katib's DB manager, where trials' metrics collectors report (upstream's db-manager).
 KATIB_DB_MANAGER_PORT = 6789
+# The KFP UI's container port (upstream's ml-pipeline-ui Deployment).
+KFP_UI_PORT = 3000
 # ML Metadata's gRPC server (upstream's metadata-grpc-service), which run steps record to.
 KFP_METADATA_PORT = 8080
 KFP_METADATA_POD = {"component": "metadata-grpc-server"}
@@ -421,6 +423,17 @@ class Pipelines(_Service):
             ctx, "pipelines", "mlplatform-kfp-api", {"app": "ml-pipeline"}, api_clients, KFP_API_PORTS, namespace
         )
         egress = [([network.namespace_peer(KUBEFLOW_NAMESPACE, {"app": "ml-pipeline"})], KFP_API_PORTS)]
+        if mesh is not None:
+            # The UI: the ingress gateway's pods only, as its AuthorizationPolicy says in the mesh.
+            self._guard(
+                ctx,
+                "pipelines",
+                "mlplatform-kfp-ui",
+                {"app": "ml-pipeline-ui"},
+                [network.namespace_peer(mesh.namespace, mesh.ingress_selector)],
+                (KFP_UI_PORT,),
+                namespace,
+            )
         if multi_user:
             # Run steps in team namespaces record to ML Metadata and keep artifacts in the
             # in-cluster store: both let teams in, and team namespaces let their pods out.

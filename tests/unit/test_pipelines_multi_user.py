@@ -385,3 +385,36 @@ def test_kfps_pods_get_the_mesh_sidecar_that_enforces_its_authorization_policies
                 assert injected(labels), (policy["metadata"]["name"], workload["metadata"]["name"])
                 guarded += 1
     assert guarded >= 4  # the API server, the UI, ML Metadata, the stores
+
+
+def test_only_the_gateway_reaches_the_ui(rendered):
+    ui = _find(rendered, "Deployment", "ml-pipeline-ui", "kubeflow")
+    pod_labels = ui["spec"]["template"]["metadata"]["labels"]
+    ports = {p["containerPort"] for c in ui["spec"]["template"]["spec"]["containers"] for p in c.get("ports") or []}
+    gateway = next(m for m in rendered if m["kind"] == "Gateway" and m["apiVersion"].startswith("networking.istio.io"))
+    gateway_pods = [
+        m
+        for m in rendered
+        if m["kind"] == "Deployment"
+        and _selects(
+            {"matchLabels": gateway["spec"]["selector"]}, m["spec"]["template"]["metadata"].get("labels") or {}
+        )
+    ]
+    assert len(gateway_pods) == 1
+    gateway_namespace = gateway_pods[0]["metadata"]["namespace"]
+    gateway_labels = gateway_pods[0]["spec"]["template"]["metadata"]["labels"]
+    guards = [
+        m
+        for m in rendered
+        if m["kind"] == "NetworkPolicy"
+        and m["metadata"].get("namespace") == "kubeflow"
+        and "Ingress" in m["spec"]["policyTypes"]
+        and _selects(m["spec"]["podSelector"], pod_labels)
+    ]
+    assert guards
+    for guard in guards:
+        for rule in guard["spec"].get("ingress") or []:
+            assert {p["port"] for p in rule.get("ports") or []} <= ports
+            for peer in rule["from"]:
+                assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": gateway_namespace}
+                assert _selects(peer["podSelector"], gateway_labels)
