@@ -80,8 +80,10 @@ def without_fixed_ids(manifest: dict[str, Any]) -> dict[str, Any]:
     contexts = [spec.get("securityContext")]
     contexts += [c.get("securityContext") for c in spec.get("containers", []) + spec.get("initContainers", [])]
     for context in contexts:
-        for key in _FIXED_IDS:
-            if context:
+        # A container that runs as root on purpose (runAsNonRoot: false, a node agent) is admitted
+        # by the privileged SCC only, which takes the ids it asks for: they stay.
+        if context and context.get("runAsNonRoot") is not False:
+            for key in _FIXED_IDS:
                 context.pop(key, None)
     return manifest
 

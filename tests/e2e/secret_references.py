@@ -20,7 +20,6 @@ import yaml
 _ESCAPED_BRACES = re.compile(r'\{\{ "\{\{" \}\}')
 _VALUE = re.compile(r'\{\{ \(index \. "([^"]+)"\) \}\}')
 _SHA256 = re.compile(r'\{\{ print ("(?:[^"\\]|\\.)*") \(index \. "([^"]+)"\) \| sha256sum \}\}')
-# ESO's bcrypt function (Sprig's): a salted hash, any valid one does.
 _BCRYPT = re.compile(r'\{\{ \(index \. "([^"]+)"\) \| bcrypt \}\}')
 
 
@@ -30,8 +29,9 @@ def stand_in_value(remote_key: str) -> str:
 
 
 def _evaluate(template: str, fetched: dict[str, str]) -> str:
-    text = _SHA256.sub(lambda m: hashlib.sha256((json.loads(m[1]) + fetched[m[2]]).encode()).hexdigest(), template)
-    text = _BCRYPT.sub(lambda m: bcrypt.hashpw(fetched[m[1]].encode(), bcrypt.gensalt()).decode(), text)
+    # Sprig's bcrypt salts at random: any salt stands in for it.
+    text = _BCRYPT.sub(lambda m: bcrypt.hashpw(fetched[m[1]].encode(), bcrypt.gensalt()).decode(), template)
+    text = _SHA256.sub(lambda m: hashlib.sha256((json.loads(m[1]) + fetched[m[2]]).encode()).hexdigest(), text)
     text = _VALUE.sub(lambda m: fetched[m[1]], text)
     if "{{ " in _ESCAPED_BRACES.sub("", text):
         raise ValueError(f"a template the test stand-in does not evaluate: {template!r}")
@@ -42,7 +42,8 @@ def secret_from_reference(reference: dict) -> dict:
     spec = reference["spec"]
     fetched = {entry["secretKey"]: stand_in_value(entry["remoteRef"]["key"]) for entry in spec.get("data") or []}
     template = spec["target"].get("template") or {}
-    values = dict(fetched)
+    # Replace: the Secret holds the template's keys alone (a value fetched only to be hashed stays out).
+    values = {} if template.get("mergePolicy") == "Replace" else dict(fetched)
     values.update({key: _evaluate(text, fetched) for key, text in (template.get("data") or {}).items()})
     metadata = {"name": spec["target"]["name"], "namespace": reference["metadata"]["namespace"]}
     metadata.update({k: v for k, v in (template.get("metadata") or {}).items() if v})

@@ -176,3 +176,30 @@ def test_only_the_ingress_reaches_the_gateway_and_only_the_mesh_reaches_istiod(s
     assert all(peer.get("namespaceSelector") != {} or peer.get("podSelector") for peer in peers)
     injected = {"istio-injection": "enabled"}
     assert {"namespaceSelector": {"matchLabels": injected}} in peers
+
+
+def test_openshift_runs_the_cni_agent_as_a_multus_plugin():
+    """Istio's OpenShift platform settings (istio.io, platform prerequisites): the plugin where
+    Multus reads plugins and their configs, not chained, the agent root under the privileged SCC."""
+    manifests = render_shared("openshift")
+    agent = _one(manifests, "DaemonSet", "istio-cni-node", "kube-system")
+    paths = {v["name"]: v["hostPath"]["path"] for v in agent["spec"]["template"]["spec"]["volumes"]}
+    assert paths["cni-bin-dir"] == "/var/lib/cni/bin"
+    assert paths["cni-net-dir"] == "/etc/cni/multus/net.d"
+    context = agent["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert context["runAsUser"] == 0 and context["seLinuxOptions"] == {"type": "spc_t"}
+    assert _one(manifests, "ConfigMap", "istio-cni-config", "kube-system")["data"]["CHAINED_CNI_PLUGIN"] == "false"
+    role = _one(manifests, "ClusterRole", "istio-cni")
+    assert {
+        "apiGroups": ["security.openshift.io"],
+        "resources": ["securitycontextconstraints"],
+        "resourceNames": ["privileged"],
+        "verbs": ["use"],
+    } in role["rules"]
+    _one(manifests, "NetworkAttachmentDefinition", "istio-cni", "default")
+    # Elsewhere the agent chains into the default network at upstream's paths.
+    lab = _one(render_shared("lab"), "DaemonSet", "istio-cni-node", "kube-system")
+    assert {v["hostPath"]["path"] for v in lab["spec"]["template"]["spec"]["volumes"]} >= {
+        "/opt/cni/bin",
+        "/etc/cni/net.d",
+    }

@@ -273,6 +273,9 @@ def test_the_engine_refuses_a_stack_without_its_service_credentials():
         # MLflow's managed Postgres and its basic-auth admin (its store: workload identity).
         "databasePassword",
         "mlflowAdminPassword",
+        # The gateway's sign-in proxy: its client at the stack's issuer, its cookies.
+        "identityClientSecret",
+        "identityCookieSecret",
     }
     raw["mlplatform:secrets"] = {"kubeflowDatabasePassword": "s3cret"}
     decrypted = resolve(raw, source="stacks/Pulumi.cloud.yaml", stack="cloud", decrypted=True)
@@ -360,6 +363,14 @@ def test_workloads_reading_the_credentials_we_fill_roll_with_them(mirror, monkey
         "mlflow-db",
         "mlflow-artifacts",
         "mlflow-admin",
+        "dex-oidc-client",
+        "dex-passwords",
+        # oauth2-proxy's, named with kustomize's content hash.
+        *(
+            m["metadata"]["name"]
+            for m in manifests
+            if m["kind"] == "Secret" and m["metadata"]["namespace"] == "oauth2-proxy"
+        ),
     }
     readers = {}
     for m in manifests:
@@ -369,7 +380,17 @@ def test_workloads_reading_the_credentials_we_fill_roll_with_them(mirror, monkey
                 consumed_secrets(m["spec"]["template"]["spec"]) & filled,
                 CREDENTIALS_CHECKSUM_ANNOTATION in annotations,
             )
-    for name in ("mysql", "seaweedfs", "ml-pipeline", "katib-mysql", "katib-db-manager", "mlflow", "mlflow-postgres"):
+    for name in (
+        "mysql",
+        "seaweedfs",
+        "ml-pipeline",
+        "katib-mysql",
+        "katib-db-manager",
+        "mlflow",
+        "mlflow-postgres",
+        "dex",
+        "oauth2-proxy",
+    ):
         assert readers[name] == (readers[name][0], True) and readers[name][0], name
     # Nothing else is rolled by a credential change.
     assert all(annotated == bool(reads) for reads, annotated in readers.values())

@@ -126,12 +126,14 @@ def test_a_local_plane_stack_keeps_generated_secrets_out_of_the_working_tree(tmp
     assert local["config"] == yaml.safe_load(committed)["config"]
 
     generated, missing = store.generate()
-    assert generated == [n for n in stack_secrets.SECRET_NAMES if n in generated] and len(generated) == 5
+    assert generated == [n for n in stack_secrets.SECRET_NAMES if n in generated] and len(generated) == 8
     assert missing == []
     sets = [c for c in calls() if c["args"][:2] == ["config", "set"]]
     for call in sets:
         assert call["args"][-2:] == ["--config-file", str(store.local_file)]
-        assert "--secret" in call["args"] and call["length"] == 43  # token_urlsafe(32), on stdin only
+        # token_urlsafe(32) (a cookie secret: token_urlsafe(24)), on stdin only
+        cookie = any(a.endswith(".identityCookieSecret") for a in call["args"])
+        assert "--secret" in call["args"] and call["length"] == (32 if cookie else 43)
     assert store.stack_file.read_bytes() == committed
     assert store.stored() == set(generated)
     # The committed config changes; the next sync keeps the generated values.

@@ -98,6 +98,7 @@ def test_team_namespaces_are_isolated_both_ways_with_named_ways_out(run_stack):
     assert sorted(team) == [
         "allow-dns",
         "allow-from-platform",
+        "allow-istiod",
         "allow-katib-db-manager",
         "allow-kube-api",
         "allow-mlflow",
