@@ -886,7 +886,9 @@ class Kserve(_Service):
             after=knative_ready,
             after_for_custom_resources=cert_manager_ready,
         )
-        ready = [*knative_ready, *install.ready]
+        # cert-manager and (Serverless) Knative are part of what KServe installs: what waits on
+        # KServe waits on them too (the PodDefaults webhook's Certificate, workspaces).
+        ready = [*cert_manager_ready, *knative_ready, *install.ready]
         if settings.cluster_serving_runtimes:
             runtimes = ServiceInstall(
                 self,

@@ -60,7 +60,9 @@ def profile(name: str, owner: str, labels: dict[str, str]) -> dict[str, Any]:
         "apiVersion": PROFILE_API_VERSION,
         "kind": "Profile",
         "metadata": {"name": name, "labels": labels},
-        "spec": {"owner": {"kind": "User", "name": owner}},
+        # The apiGroup as the API server defaults it on the owner's RoleBinding: the controller
+        # compares that binding's subjects with this one and rewrites it wherever they differ.
+        "spec": {"owner": {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": owner}},
     }
 
 

@@ -85,7 +85,7 @@ def test_each_team_is_a_profile_of_its_owner_without_a_quota_of_its_own(stack):
     assert set(profiles) == {namespace for _, namespace in teams}
     for team, namespace in teams:
         spec = profiles[namespace]["spec"]
-        assert spec["owner"] == {"kind": "User", "name": team.owner}
+        assert spec["owner"]["kind"] == "User" and spec["owner"]["name"] == team.owner
         # The team's quota is tenancy's (GPU names from the GPU layer): the controller writes none.
         assert "resourceQuotaSpec" not in spec
 
@@ -212,3 +212,18 @@ def test_team_roles_write_poddefaults_in_their_namespace():
     assert edit["metadata"]["labels"]["mlplatform.io/aggregate-to-team-edit"] == "true"
     assert edit["rules"][0]["apiGroups"] == ["kubeflow.org"] and edit["rules"][0]["resources"] == ["poddefaults"]
     assert "create" in edit["rules"][0]["verbs"]
+
+
+def test_tenancy_keeps_the_namespace_without_reading_workspaces():
+    """One source of truth: tenancy writes the team namespace from config and upstream's labels,
+    never from the workspaces module (which comes after it)."""
+    import ast
+
+    from tests.conftest import REPO_ROOT
+
+    for path in [REPO_ROOT / "mlplatform/modules/tenancy.py", *(REPO_ROOT / "mlplatform/tenancy").glob("*.py")]:
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+        assert "mlplatform.modules.workspaces" not in imported, path
