@@ -32,6 +32,25 @@ def ml_services_problems(config: PlatformConfig, add: AddProblem) -> None:
             f"{effective.engine!r}: Kubeflow Pipelines and Katib need MySQL on a managed database "
             "(allowed: mysql; set platform.kubeflowDatabase to give them their own)",
         )
+    if modules.pipelines.enabled and modules.pipelines.multi_user:
+        # Runs execute in the teams' Profile namespaces, the UI sits behind the mesh's gateway
+        # and the API server trusts the user header only the identity module's gateway sets.
+        missing = [m for m in ("workspaces", "mesh", "identity") if not getattr(modules, m).enabled]
+        if missing:
+            add(
+                ("modules", "pipelines", "multiUser"),
+                f"multi-user Kubeflow Pipelines requires workspaces, mesh and identity ({', '.join(missing)} "
+                f"disabled; allowed: enable {', '.join(missing)}, or set multiUser: false)",
+            )
+    kserve = modules.kserve
+    serverless = kserve.enabled and kserve.deployment_mode == "Serverless"
+    if serverless and kserve.knative == "install" and not modules.mesh.enabled:
+        add(
+            ("modules", "kserve", "deploymentMode"),
+            "'Serverless' with knative: install needs the mesh: Knative Serving routes through the mesh's "
+            "gateway (allowed: enable modules.mesh, set knative: existing for a cluster's own Knative, or "
+            "deploymentMode: RawDeployment)",
+        )
     if modules.notebooks.enabled and not modules.tenancy.enabled:
         add(("modules", "notebooks", "enabled"), "notebooks run in team namespaces (allowed: enable modules.tenancy)")
     if modules.workspaces.enabled:

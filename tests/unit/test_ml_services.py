@@ -66,7 +66,7 @@ def test_an_unknown_overlay_is_named_with_the_allowed_ones(mirror):
     with pytest.raises(
         Exception,
         match=r"no overlay for component 'jupyterhub' \(allowed: admission-webhook, centraldashboard, cert-manager, "
-        r"dex, istio, jupyter-web-app, katib,",
+        r"dex, istio, jupyter-web-app, katib, knative-serving, kserve,",
     ):
         build_overlay("jupyterhub", "lab", upstream_sources(), mirror)
     with pytest.raises(Exception, match=r"no environment 'staging' \(allowed: lab, openshift, cloud\)"):
@@ -149,13 +149,25 @@ def test_openshift_workloads_carry_no_fixed_ids_and_lab_keeps_upstreams(mirror, 
                 fixed.append(m["metadata"]["name"])
         assert bool(fixed) == expect_fixed, f"{stack}: {fixed}"
     openshift = render_shared("openshift")
-    assert any(m["kind"] == "Route" and m["metadata"]["name"] == "ml-pipeline-ui" for m in openshift)
+    # Multi-user Pipelines: the UI is reached through the mesh's gateway (its Route), not a
+    # Route of its own as upstream's single-user OpenShift variant has.
+    assert not any(m["kind"] == "Route" and m["metadata"]["name"] == "ml-pipeline-ui" for m in openshift)
+    assert any(
+        m["kind"] == "VirtualService" and m["metadata"]["name"] == "ml-pipeline-ui" and m["spec"]["gateways"]
+        for m in openshift
+    )
 
 
 def test_cloud_backends_and_no_credential_in_clear(mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     manifests = render_shared("cloud")
-    by_key = {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+    # The services' own objects: team namespaces hold run objects of the same names (multi-user).
+    teams = {
+        m["metadata"]["name"]
+        for m in manifests
+        if m["kind"] == "Namespace" and (m["metadata"].get("labels") or {}).get("mlplatform.io/role") == "team"
+    }
+    by_key = {(m["kind"], m["metadata"]["name"]): m for m in manifests if m["metadata"].get("namespace") not in teams}
     install = by_key[("ConfigMap", "pipeline-install-config")]["data"]
     assert install["dbHost"] == "kubeflow.cluster-abc123.eu-west-1.rds.amazonaws.com"
     assert install["bucketName"] == "mlplatform-artifacts"

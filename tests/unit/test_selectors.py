@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import STACKS, render_shared
+from tests.conftest import REPO_ROOT, STACKS, render_shared
 
 WORKLOADS = ("Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job")
 # Objects whose pods their operator makes (pod labels from the object's spec): kind -> how.
@@ -42,8 +42,18 @@ def _pod_templates(manifests: list[dict]) -> list[tuple[str, dict[str, str]]]:
     return found
 
 
-@pytest.fixture(scope="module", params=STACKS)
+# Fixture stacks that turn on what no shipped stack does (KServe Serverless: Knative Serving).
+FIXTURE_STACKS = (str(REPO_ROOT / "tests" / "fixtures" / "stacks" / "Pulumi.lab-serverless.yaml"),)
+
+
+@pytest.fixture(scope="module", params=STACKS + FIXTURE_STACKS)
 def rendered(request, mirror_env):
+    return request.param, render_shared(request.param)
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def rendered_with_monitoring(request, mirror_env):
+    """The shipped stacks: each runs the monitoring module (the fixtures do not)."""
     return request.param, render_shared(request.param)
 
 
@@ -84,11 +94,11 @@ def test_every_service_selects_pods_of_the_render(rendered):
     assert lonely == [], f"{stack}: Services selecting no pod of the render: {lonely}"
 
 
-def test_every_monitor_finds_its_targets_in_the_render(rendered):
+def test_every_monitor_finds_its_targets_in_the_render(rendered_with_monitoring):
     """ServiceMonitors find a Service, PodMonitors a pod template, in the namespaces they name.
     Monitors of the cluster's own components (kubelet, API server, DNS: kube-system, default)
     select what the cluster runs, not the render."""
-    stack, manifests = rendered
+    stack, manifests = rendered_with_monitoring
     ours = {m["metadata"]["name"] for m in manifests if m["kind"] == "Namespace"}
     services = [
         (m["metadata"].get("namespace", ""), m["metadata"].get("labels") or {})
