@@ -10,7 +10,7 @@ environments structurally lives in the overlays; behaviour that follows a profil
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 import pulumi
 import yaml
@@ -18,7 +18,7 @@ import yaml
 from mlplatform.config.model import DatabaseSettings
 from mlplatform.environments import SELF_SIGNED_ISSUER
 from mlplatform.gpu.capacity import GPU_VENDOR_PREFIX
-from mlplatform.modules.base import Module, ModuleContext, add_team_egress, create_object
+from mlplatform.modules.base import ModuleContext, add_team_egress, create_object
 from mlplatform.modules.contracts import (
     IdentityOutputs,
     KatibOutputs,
@@ -28,13 +28,13 @@ from mlplatform.modules.contracts import (
     NotebooksOutputs,
     PipelinesOutputs,
     ScrapeTarget,
-    ServiceOutputs,
     TenancyOutputs,
     TrainingOutputs,
     WorkspacesOutputs,
 )
 from mlplatform.modules.services import (
     ServiceInstall,
+    ServiceModule,
     container,
     find,
     overlay_manifests,
@@ -112,46 +112,7 @@ def kubeflow_database(resolved: Any) -> DatabaseSettings:
     return resolved.config.platform.kubeflow_database or resolved.config.platform.database
 
 
-class _Service(Module):
-    outputs: ServiceOutputs
-    provides: ClassVar[type[ServiceOutputs]]
-
-    def _team_rights(
-        self,
-        ctx: ModuleContext,
-        module: str,
-        writable: dict[str, list[str]],
-        read_only: dict[str, list[str]] | None = None,
-    ) -> None:
-        """What team members may do with this module's resources in their namespace: aggregated
-        into the team roles the tenancy module binds."""
-        labels = {**ctx.labels, "mlplatform.io/module": module}
-        for role in rbac.module_rights(module, writable, labels, read_only):
-            create_object(role, ctx.child_opts(self))
-
-    def _guard(
-        self,
-        ctx: ModuleContext,
-        module: str,
-        name: str,
-        pod_labels: dict[str, str],
-        peers: list[dict[str, Any]],
-        ports: tuple[int, ...],
-        after: list[pulumi.Resource],
-    ) -> None:
-        """Only these peers reach the pods with these labels in `kubeflow`, on these ports."""
-        labels = {**ctx.labels, "mlplatform.io/module": module}
-        create_object(
-            network.guard(name, KUBEFLOW_NAMESPACE, labels, pod_labels, peers, ports),
-            ctx.child_opts(self, depends_on=after),
-        )
-
-    def _finish(self, namespaces: tuple[str, ...], endpoints: dict[str, str], ready: list[pulumi.Resource]) -> None:
-        self.outputs = self.provides(namespaces=namespaces, endpoints=endpoints, ready=tuple(ready))
-        self.register_outputs({"namespaces": list(namespaces), "endpoints": endpoints})
-
-
-class Notebooks(_Service):
+class Notebooks(ServiceModule):
     """Kubeflow notebook controller, plus per-team rules on Notebook objects: images from the
     team's allow-list only, GPUs only of its notebook GPU profile and at most its count."""
 
@@ -280,7 +241,7 @@ def notebook_policy_binding(labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
-class Pipelines(_Service):
+class Pipelines(ServiceModule):
     """Kubeflow Pipelines 2.16 (with its Argo Workflows controller).
 
     Single-user (the default): teams use it through its API and runs execute in `kubeflow`.
@@ -676,7 +637,7 @@ def _argo_artifact_repository(endpoint: str, store: Any) -> str:
     return json.dumps(repository, indent=2)
 
 
-class Katib(_Service):
+class Katib(ServiceModule):
     """Katib hyperparameter tuning (standalone, OpenShift variant, or on a managed MySQL)."""
 
     provides = KatibOutputs
@@ -754,7 +715,7 @@ class Katib(_Service):
         )
 
 
-class Kserve(_Service):
+class Kserve(ServiceModule):
     """KServe (RawDeployment by default) with the pinned cert-manager for its webhook
     certificates, and upstream's ClusterServingRuntimes once its webhook serves. Serverless:
     Knative Serving (net-istio) on the mesh's gateway, installed before KServe's controller
@@ -937,7 +898,7 @@ def on_mesh_gateway(manifests: list[dict[str, Any]], mesh: MeshOutputs) -> None:
             manifest["spec"]["selector"] = dict(mesh.ingress_selector)
 
 
-class Training(_Service):
+class Training(ServiceModule):
     """Distributed training: the training operator (v1 job kinds) or Trainer v2."""
 
     provides = TrainingOutputs

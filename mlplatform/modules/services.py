@@ -15,12 +15,15 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pulumi
 
-from mlplatform.modules.base import ModuleContext, create_object
+from mlplatform.modules.base import Module, ModuleContext, create_object
+from mlplatform.modules.contracts import ServiceOutputs
 from mlplatform.overlays import build_overlay
+from mlplatform.tenancy import network, rbac
+from mlplatform.upstream import KUBEFLOW_NAMESPACE
 
 # API groups the cluster serves itself (or the platform does, like OpenShift's Route): objects
 # of these are never custom resources of the service being installed.
@@ -310,3 +313,45 @@ def overlay_manifests(ctx: ModuleContext, component: str) -> list[dict[str, Any]
 
     sources = upstream_sources(ctx.resolved.lock_path, ctx.resolved.config.versions.pins)
     return build_overlay(component, ctx.resolved.config.environment, sources, ctx.resolved.mirror_path)
+
+
+class ServiceModule(Module):
+    """A module that installs an upstream service: its team rights, its guards in `kubeflow`, its
+    typed outputs."""
+
+    outputs: ServiceOutputs
+    provides: ClassVar[type[ServiceOutputs]]
+
+    def _team_rights(
+        self,
+        ctx: ModuleContext,
+        module: str,
+        writable: dict[str, list[str]],
+        read_only: dict[str, list[str]] | None = None,
+    ) -> None:
+        """What team members may do with this module's resources in their namespace: aggregated
+        into the team roles the tenancy module binds."""
+        labels = {**ctx.labels, "mlplatform.io/module": module}
+        for role in rbac.module_rights(module, writable, labels, read_only):
+            create_object(role, ctx.child_opts(self))
+
+    def _guard(
+        self,
+        ctx: ModuleContext,
+        module: str,
+        name: str,
+        pod_labels: dict[str, str],
+        peers: list[dict[str, Any]],
+        ports: tuple[int, ...],
+        after: list[pulumi.Resource],
+    ) -> None:
+        """Only these peers reach the pods with these labels in `kubeflow`, on these ports."""
+        labels = {**ctx.labels, "mlplatform.io/module": module}
+        create_object(
+            network.guard(name, KUBEFLOW_NAMESPACE, labels, pod_labels, peers, ports),
+            ctx.child_opts(self, depends_on=after),
+        )
+
+    def _finish(self, namespaces: tuple[str, ...], endpoints: dict[str, str], ready: list[pulumi.Resource]) -> None:
+        self.outputs = self.provides(namespaces=namespaces, endpoints=endpoints, ready=tuple(ready))
+        self.register_outputs({"namespaces": list(namespaces), "endpoints": endpoints})

@@ -27,8 +27,14 @@ from mlplatform.modules.contracts import (
     TenancyOutputs,
     WorkspacesOutputs,
 )
-from mlplatform.modules.ml_services import _Service
-from mlplatform.modules.services import WORKLOAD_KINDS, ServiceInstall, overlay_manifests, pod_spec, set_env
+from mlplatform.modules.services import (
+    WORKLOAD_KINDS,
+    ServiceInstall,
+    ServiceModule,
+    overlay_manifests,
+    pod_spec,
+    set_env,
+)
 from mlplatform.tenancy import network
 from mlplatform.upstream import KUBEFLOW_NAMESPACE
 
@@ -116,7 +122,7 @@ def _without(manifests: list[dict[str, Any]], kind: str, name: str) -> list[dict
     return kept
 
 
-class Workspaces(_Service):
+class Workspaces(ServiceModule):
     """Profiles + KFAM, the central dashboard, the Jupyter and volumes web apps, PodDefaults."""
 
     provides = WorkspacesOutputs
