@@ -33,9 +33,10 @@ PORT_OFFSETS = {"lab": 700, "openshift": 800, "cloud": 900}
 
 
 def stack_secrets() -> dict[str, str]:
-    """A value for every secret the config accepts; the OIDC cookie secret must be 32 bytes."""
+    """A value for every secret the config accepts; oauth2-proxy's cookie secrets must be 32 bytes."""
     values = {name: f"engine-test-{name}" for name in SECRET_NAMES}
     values["mlflowOidcCookieSecret"] = "0123456789abcdef0123456789abcdef"
+    values["identityCookieSecret"] = "fedcba9876543210fedcba9876543210"
     return values
 
 

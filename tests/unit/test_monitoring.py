@@ -357,7 +357,9 @@ def test_monitors_exist_only_for_enabled_modules(mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
     everything = {t.module for t in scrape_targets(_resolved("lab", kserve=True, mlflow=True, pipelines=True))}
     assert everything == {"kserve", "mlflow", "pipelines"}
-    only_mlflow = _resolved("lab", kserve=False, pipelines=False, notebooks=False, katib=False, mlflow=True)
+    only_mlflow = _resolved(
+        "lab", kserve=False, pipelines=False, notebooks=False, katib=False, workspaces=False, mlflow=True
+    )
     assert [t.module for t in scrape_targets(only_mlflow)] == ["mlflow"]
 
 

@@ -307,6 +307,8 @@ def test_lab_stack_outputs_name_endpoints_gpu_resources_and_team_namespaces(run_
     assert endpoints["pipelines"] == {
         "api": "http://ml-pipeline.kubeflow.svc.cluster.local:8888",
         "ui": "http://ml-pipeline-ui.kubeflow.svc.cluster.local:80",
+        # Multi-user: the UI's path on the mesh's gateway, behind sign-in.
+        "path": "/pipeline",
     }
     gpu_pools = [p["name"] for p in config["mlplatform:cluster"]["nodePools"] if "gpu" in p]
     assert set(outputs["gpuResources"]) == set(gpu_pools)
