@@ -118,12 +118,24 @@ class Notebooks(ServiceModule):
 
     provides = NotebooksOutputs
     needs = (TenancyOutputs,)
-    uses = (MlflowOutputs,)
+    uses = (MlflowOutputs, MeshOutputs)
 
     def __init__(self, name: str, ctx: ModuleContext, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:notebooks:Notebooks", name, None, opts)
         settings = ctx.resolved.config.modules.notebooks
-        install = ServiceInstall(self, ctx, overlay_manifests(ctx, "notebooks"), module_label="notebooks")
+        manifests = overlay_manifests(ctx, "notebooks")
+        mesh = ctx.input(MeshOutputs)
+        if mesh is not None:
+            # Notebook servers are opened through the mesh's gateway, behind sign-in: the
+            # controller writes each Notebook a VirtualService (/notebook/<namespace>/<name>/) on
+            # the mesh's Gateway, as upstream's Kubeflow install configures it.
+            config = next(
+                m
+                for m in manifests
+                if m["kind"] == "ConfigMap" and m["metadata"]["name"].startswith("notebook-controller-config")
+            )
+            config["data"].update({"USE_ISTIO": "true", "ISTIO_GATEWAY": mesh.gateway, "ISTIO_HOST": "*"})
+        install = ServiceInstall(self, ctx, manifests, module_label="notebooks")
         self._team_rights(ctx, "notebooks", {"kubeflow.org": ["notebooks"]})
         labels = {**ctx.labels, "mlplatform.io/module": "notebooks"}
         after = ctx.child_opts(self, depends_on=install.ready)
@@ -144,7 +156,37 @@ class Notebooks(ServiceModule):
                 # In the team's namespace: created after it, deleted before it.
                 ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team.name]]),
             )
+            if mesh is not None:
+                create_object(
+                    gateway_to_notebooks(namespaces[team.name], labels, mesh),
+                    ctx.child_opts(self, depends_on=[tenancy.namespace_resources[team.name]]),
+                )
         self._finish(tuple(install.namespaces), {}, install.ready)
+
+
+# The notebook controller labels each server's pod with its Notebook's name; Jupyter listens here.
+NOTEBOOK_POD_LABEL = "notebook-name"
+NOTEBOOK_PORT = 8888
+
+
+def gateway_to_notebooks(namespace: str, labels: dict[str, str], mesh: MeshOutputs) -> dict[str, Any]:
+    """A team's notebook servers take connections from the mesh's ingress gateway (where sign-in
+    is checked) on Jupyter's port: the one way in from outside the team's namespace."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-gateway-to-notebooks", "namespace": namespace, "labels": labels},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": NOTEBOOK_POD_LABEL, "operator": "Exists"}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [network.namespace_peer(mesh.namespace, mesh.ingress_selector)],
+                    "ports": network.ports((NOTEBOOK_PORT,)),
+                }
+            ],
+        },
+    }
 
 
 # The policy reads each team namespace's rules from this ConfigMap (its parameters).

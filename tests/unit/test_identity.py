@@ -124,6 +124,13 @@ def test_the_proxy_and_the_gateway_trust_the_providers_issuer(stack):
     assert headers == {"kubeflow-userid": "email", "kubeflow-groups": groups}
 
 
+def test_an_own_issuer_redirects_to_the_proxy_on_the_dashboard_host():
+    """The cloud's client is registered with https://<host>/oauth2/callback (README): the proxy
+    sends users back to its callback on the host they opened."""
+    config = _proxy_config(render_shared("cloud"))
+    assert config["redirect_url"] == "/oauth2/callback" and config["relative_redirect_url"] is True
+
+
 def _upstream_defaults(mirror) -> set[str]:
     """Every credential upstream ships with: oauth2-proxy's client and cookie secrets, Dex's
     client secret and the static user's password hash."""

@@ -537,3 +537,57 @@ def test_kubeflow_back_ends_admit_only_their_own_namespace_and_named_clients(mir
     assert (
         namespaces["team-vision"]["metadata"]["labels"]["katib.kubeflow.org/metrics-collector-injection"] == "enabled"
     )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_notebooks_are_opened_through_the_signed_in_gateway_only(stack, mirror, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    manifests = render_shared(stack)
+    # Upstream's Gateway for Kubeflow's UIs (common/istio/kubeflow-istio-resources).
+    (gateway,) = [m for m in manifests if m["kind"] == "Gateway" and m["metadata"]["name"] == "kubeflow-gateway"]
+    gateway_ref = f"{gateway['metadata']['namespace']}/{gateway['metadata']['name']}"
+    gateway_pods = gateway["spec"]["selector"]
+    (ingress,) = [
+        m
+        for m in manifests
+        if m["kind"] == "Deployment"
+        and m["spec"]["template"]["metadata"].get("labels", {}).items() >= gateway_pods.items()
+    ]
+    ingress_namespace = ingress["metadata"]["namespace"]
+    # The controller routes each Notebook on that gateway (its VirtualService).
+    (config,) = [
+        m
+        for m in manifests
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"].startswith("notebook-controller-config")
+    ]
+    assert config["data"]["USE_ISTIO"] == "true" and config["data"]["ISTIO_GATEWAY"] == gateway_ref
+    # The gateway's pods send whoever has not signed in to the sign-in proxy.
+    custom = [
+        m
+        for m in manifests
+        if m["kind"] == "AuthorizationPolicy"
+        and m["spec"].get("action") == "CUSTOM"
+        and m["metadata"]["namespace"] == ingress_namespace
+    ]
+    ingress_pods = ingress["spec"]["template"]["metadata"]["labels"]
+    assert any(p["spec"]["selector"]["matchLabels"].items() <= ingress_pods.items() for p in custom)
+    # In every team namespace the notebook servers admit the gateway's pods, from its namespace.
+    teams = [
+        m["metadata"]["name"]
+        for m in manifests
+        if m["kind"] == "Namespace" and (m["metadata"].get("labels") or {}).get("mlplatform.io/role") == "team"
+    ]
+    assert teams
+    for namespace in teams:
+        (policy,) = [
+            m
+            for m in manifests
+            if m["kind"] == "NetworkPolicy"
+            and m["metadata"].get("namespace") == namespace
+            and m["metadata"]["name"] == "allow-gateway-to-notebooks"
+        ]
+        (rule,) = policy["spec"]["ingress"]
+        (peer,) = rule["from"]
+        assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": ingress_namespace}
+        assert peer["podSelector"]["matchLabels"].items() >= gateway_pods.items()
+        assert [p["port"] for p in rule["ports"]] == [8888]

@@ -103,6 +103,8 @@ def test_team_namespaces_are_isolated_both_ways_with_named_ways_out(run_stack):
     assert sorted(team) == [
         "allow-dns",
         "allow-from-platform",
+        # Ingress: the mesh's gateway to the team's notebook servers, nothing else from outside.
+        "allow-gateway-to-notebooks",
         "allow-istiod",
         "allow-katib-db-manager",
         "allow-kube-api",
