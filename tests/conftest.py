@@ -48,6 +48,19 @@ def mirror() -> Path:
     return UPSTREAM_MIRROR
 
 
+def one_object(manifests: list[dict[str, Any]], kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    """The one object of a render with this kind and name (in this namespace, where given)."""
+    found = [
+        m
+        for m in manifests
+        if m["kind"] == kind
+        and m["metadata"]["name"] == name
+        and (namespace is None or m["metadata"].get("namespace") == namespace)
+    ]
+    assert len(found) == 1, (kind, name, namespace, len(found))
+    return found[0]
+
+
 @functools.cache
 def _validator(schema_json: str):
     schema = json.loads(schema_json)

@@ -18,6 +18,7 @@ import yaml
 from mlplatform.overlays import ENVIRONMENTS, build_overlay, kustomize_binary
 from mlplatform.upstream import upstream_sources
 from tests.conftest import REPO_ROOT, pulumi_config_of, render_shared, validate_against
+from tests.conftest import one_object as _find
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "stacks" / "Pulumi.lab-serverless.yaml"
 KNATIVE_BASE = "common/knative/knative-serving/base"
@@ -32,18 +33,6 @@ def serverless(mirror, monkeypatch):
 
 def _key(manifest):
     return (manifest["kind"], manifest["metadata"].get("namespace", ""), manifest["metadata"]["name"])
-
-
-def _find(manifests, kind, name, namespace=None):
-    found = [
-        m
-        for m in manifests
-        if m["kind"] == kind
-        and m["metadata"]["name"] == name
-        and (namespace is None or m["metadata"].get("namespace") == namespace)
-    ]
-    assert len(found) == 1, (kind, name, namespace, len(found))
-    return found[0]
 
 
 def _upstream_knative(mirror):

@@ -15,6 +15,7 @@ from mlplatform.modules.mesh import GATEWAY_NAME
 from mlplatform.policy_check import load_pack_config, pack_config_path
 from mlplatform.validation import load_stack
 from tests.conftest import STACKS, render_shared
+from tests.conftest import one_object as _one
 
 UPSTREAM_INSTALL = "kubeflow-manifests/common/istio/istio-install/base/install.yaml"
 
@@ -22,18 +23,6 @@ UPSTREAM_INSTALL = "kubeflow-manifests/common/istio/istio-install/base/install.y
 @pytest.fixture(autouse=True)
 def _mirror(mirror, monkeypatch):
     monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
-
-
-def _one(manifests, kind, name, namespace=None):
-    found = [
-        m
-        for m in manifests
-        if m["kind"] == kind
-        and m["metadata"]["name"] == name
-        and (namespace is None or m["metadata"].get("namespace") == namespace)
-    ]
-    assert len(found) == 1, (kind, name, namespace, len(found))
-    return found[0]
 
 
 def _upstream_daemonset(mirror):

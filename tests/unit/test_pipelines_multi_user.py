@@ -18,6 +18,7 @@ import yaml
 
 from mlplatform.overlays import ENVIRONMENTS, build_overlay, kustomize_binary, lay_down
 from mlplatform.upstream import upstream_sources
+from tests.conftest import one_object as _find
 from tests.conftest import render_shared
 
 KFP_TREE = "kubeflow-manifests/applications/pipeline/upstream"
@@ -114,18 +115,6 @@ def rendered(mirror, monkeypatch):
     install = _find(manifests, "ConfigMap", "pipeline-install-config", "kubeflow")
     assert _find(manifests, "Deployment", "ml-pipeline", "kubeflow"), install
     return manifests
-
-
-def _find(manifests, kind, name, namespace=None):
-    found = [
-        m
-        for m in manifests
-        if m["kind"] == kind
-        and m["metadata"]["name"] == name
-        and (namespace is None or m["metadata"].get("namespace") == namespace)
-    ]
-    assert len(found) == 1, (kind, name, namespace, len(found))
-    return found[0]
 
 
 def _team_namespaces(manifests):
