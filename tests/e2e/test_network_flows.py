@@ -81,7 +81,9 @@ FLOWS: list[tuple[str, str, int, str, bool]] = [
     ("vision pod", "MLflow Postgres", 5432, "TCP", False),
     ("vision pod", "KFP API", 8888, "TCP", True),
     ("vision pod", "KFP MySQL", 3306, "TCP", False),
-    ("vision pod", "KFP object store", 8333, "TCP", False),
+    # Multi-user Pipelines (the lab's): runs execute in the team's namespace and read and write
+    # their artifacts in KFP's store, with the keys the namespace holds.
+    ("vision pod", "KFP object store", 8333, "TCP", True),
     ("vision pod", "Katib MySQL", 3306, "TCP", False),
     ("vision pod", "Katib DB manager", 6789, "TCP", True),
     ("vision pod", "Alertmanager", 9093, "TCP", False),
