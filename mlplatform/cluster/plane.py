@@ -406,6 +406,9 @@ def apply_nodes(resolved: ResolvedConfig) -> int:
     return len(nodes)
 
 
+MULTUS_API = Path(__file__).parent / "apis" / "k8s.cni.cncf.io_network-attachment-definitions.yaml"
+
+
 def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
     """CRDs of APIs the environment serves beyond Kubernetes (OpenShift Route/SCC, OLM)."""
     wanted: list[str] = []
@@ -432,8 +435,13 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
                 "-",
                 input_text=json.dumps(manifest),
             )
+    applied: list[str] = []
+    if resolved.profile.cni_multus:
+        # Multus' attachment API, which the environment serves (OpenShift): a CRD of our own here.
+        kubectl("apply", "--server-side", "--field-manager=mlplatform-cluster", "-f", str(MULTUS_API))
+        applied.append(str(MULTUS_API))
     if not wanted:
-        return []
+        return applied
     sources = {name: resolved.upstream(name) for name in wanted}
     folders = [f"{sources[name].raw['mirror']}/{sources[name].files['crds']}" for name in wanted]
     mirror = resolved.mirror_path
@@ -442,7 +450,6 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
             f"the {resolved.config.environment} environment's APIs come from the upstream mirror: "
             "set mirror.path in the stack or MLPLATFORM_MIRROR (e.g. ../shared/upstream)"
         )
-    applied = []
     for folder in folders:
         path = mirror / folder
         if not path.is_dir():

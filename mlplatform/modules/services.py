@@ -299,6 +299,9 @@ class ServiceInstall:
         # them from the selected roles: applying upstream's (empty) list would fight it forever.
         if manifest["kind"] == "ClusterRole" and manifest.get("aggregationRule"):
             manifest.pop("rules", None)
+        # An empty rule list is stored as no list at all: kept, every preview would plan to add it.
+        if manifest["kind"] in ("ClusterRole", "Role") and manifest.get("rules") == []:
+            manifest.pop("rules")
         return with_credentials_checksum(manifest, credentials, ctx.resolved.stack)
 
     @property

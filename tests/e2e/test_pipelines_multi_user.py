@@ -47,7 +47,10 @@ def kfp(lab) -> dict:
     """What the installed KFP and Argo say about a run: the runner account, the driver and
     launcher images, the controller's account, executor image, executor config and defaults.
     The Profile controller's round first (its stand-in): it makes the runner account."""
-    ProfileController(str(BIN_DIR / "kubectl"), str(lab.kubeconfig)).reconcile_all()
+    controller = ProfileController(str(BIN_DIR / "kubectl"), str(lab.kubeconfig))
+    controller.reconcile_all()
+    # No stand-in runs after this round: the stack's Profiles stay deletable.
+    controller.stop()
     api = lab.get("deployment", "ml-pipeline", "-n", "kubeflow")
     server_config = next(
         item

@@ -26,6 +26,14 @@ from tests.simulated_profiles.controller import (
 pytestmark = pytest.mark.on_stack("lab")
 
 
+_PLURAL = {
+    "RoleBinding": "rolebindings",
+    "ResourceQuota": "resourcequotas",
+    "ServiceAccount": "serviceaccounts",
+    "AuthorizationPolicy": "authorizationpolicies.security.istio.io",
+}
+
+
 def _state(plane, namespaces: list[str]) -> dict:
     """What either side could change: each team namespace's labels, annotations and version,
     its RoleBindings, ResourceQuotas, ServiceAccounts and Istio policies, and the Profiles."""
@@ -79,40 +87,50 @@ def test_profile_controller_adopts_team_namespaces_and_neither_side_changes_the_
         assert "resourceQuotaSpec" not in profile["spec"]
 
     controller = ProfileController(str(BIN_DIR / "kubectl"), str(plane.kubeconfig))
-    applied = _state(plane, sorted(profiles))
-    changes = controller.reconcile_all()
-    assert not [line for line in changes if "refused" in line], changes
-    # It adopted each namespace as it was: no label added or removed, no annotation changed.
-    assert not [line for line in changes if line.startswith("namespace ")], changes
-    reconciled = _state(plane, sorted(profiles))
-    for name in profiles:
-        assert reconciled[("Namespace", name)] == applied[("Namespace", name)], name
+    try:
+        applied = _state(plane, sorted(profiles))
+        changes = controller.reconcile_all()
+        assert not [line for line in changes if "refused" in line], changes
+        # It adopted each namespace as it was: no label added or removed, no annotation changed.
+        assert not [line for line in changes if line.startswith("namespace ")], changes
+        reconciled = _state(plane, sorted(profiles))
+        for name in profiles:
+            assert reconciled[("Namespace", name)] == applied[("Namespace", name)], name
 
-    for name, profile in profiles.items():
-        owner = profile["spec"]["owner"]["name"]
-        # Only its own objects were added, beside ours and under other names.
-        added = {key for key in reconciled if key not in applied and len(key) == 3}
-        theirs = {(kind, ns, n) for kind, ns, n in added if ns == name}
-        assert ("rolebindings", name, OWNER_BINDING[0]) in theirs
-        assert {("serviceaccounts", name, a) for a in ROLE_BINDINGS} <= theirs
-        assert {("rolebindings", name, a) for a in ROLE_BINDINGS} <= theirs
-        assert ("resourcequotas", name, QUOTA) not in reconciled, "no quota of the controller's own"
-        binding = plane.get("rolebinding", OWNER_BINDING[0], "-n", name)
-        assert [s["name"] for s in binding["subjects"]] == [owner]
-        if ("authorizationpolicies.security.istio.io", name, AUTHZ_POLICY) in reconciled:
-            assert ("authorizationpolicies.security.istio.io", name, AUTHZ_POLICY) in theirs
-        # What tenancy gives the namespace is still all there.
-        assert {key for key in applied if len(key) == 3 and key[1] == name} <= set(reconciled)
+        # The controller's objects: those in the team namespaces the render does not hold (another
+        # test may have run the stand-in before on this plane, so "new since the snapshot" would miss them).
+        rendered = {
+            (_PLURAL[m["kind"]], m["metadata"].get("namespace"), m["metadata"]["name"])
+            for m in manifests
+            if m["kind"] in _PLURAL
+        }
+        for name, profile in profiles.items():
+            owner = profile["spec"]["owner"]["name"]
+            # Only its own objects were added, beside ours and under other names.
+            theirs = {key for key in reconciled if len(key) == 3 and key[1] == name and key not in rendered}
+            assert ("rolebindings", name, OWNER_BINDING[0]) in theirs
+            assert {("serviceaccounts", name, a) for a in ROLE_BINDINGS} <= theirs
+            assert {("rolebindings", name, a) for a in ROLE_BINDINGS} <= theirs
+            assert ("resourcequotas", name, QUOTA) not in reconciled, "no quota of the controller's own"
+            binding = plane.get("rolebinding", OWNER_BINDING[0], "-n", name)
+            assert [s["name"] for s in binding["subjects"]] == [owner]
+            if ("authorizationpolicies.security.istio.io", name, AUTHZ_POLICY) in reconciled:
+                assert ("authorizationpolicies.security.istio.io", name, AUTHZ_POLICY) in theirs
+            # What tenancy gives the namespace is still all there.
+            assert {key for key in applied if len(key) == 3 and key[1] == name} <= set(reconciled)
 
-    # The next sync applies the same render: nothing the controller or we hold moves.
-    _reapply(plane, manifests, tmp_path / "again")
-    assert _state(plane, sorted(profiles)) == reconciled
-    # And the controller's next round finds nothing to do.
-    assert controller.reconcile_all() == []
-    assert _state(plane, sorted(profiles)) == reconciled
+        # The next sync applies the same render: nothing the controller or we hold moves.
+        _reapply(plane, manifests, tmp_path / "again")
+        assert _state(plane, sorted(profiles)) == reconciled
+        # And the controller's next round finds nothing to do.
+        assert controller.reconcile_all() == []
+        assert _state(plane, sorted(profiles)) == reconciled
 
-    # Team namespaces stay restricted and injected.
-    for name in profiles:
-        labels = plane.get("namespace", name)["metadata"]["labels"]
-        assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
-        assert labels["istio-injection"] == "enabled"
+        # Team namespaces stay restricted and injected.
+        for name in profiles:
+            labels = plane.get("namespace", name)["metadata"]["labels"]
+            assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+            assert labels["istio-injection"] == "enabled"
+    finally:
+        # No stand-in runs after the test: the stack's Profiles stay deletable.
+        controller.stop()

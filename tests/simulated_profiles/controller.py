@@ -109,6 +109,18 @@ class ProfileController:
             return env, labels
         raise RuntimeError("no Profile controller Deployment in kubeflow")
 
+    def stop(self) -> None:
+        """The controller leaves: upstream's removes its finalizer from a Profile once the
+        Profile is deleted and its cleanup done; no stand-in runs after a test, so it lets go of
+        every Profile now (its objects carry owner references: the garbage collector removes
+        them with the Profile)."""
+        for profile in (self._get("profiles.kubeflow.org") or {}).get("items", []):
+            finalizers = profile["metadata"].get("finalizers") or []
+            if FINALIZER in finalizers:
+                current = self._get("profile.kubeflow.org", profile["metadata"]["name"])
+                current["metadata"]["finalizers"] = [f for f in finalizers if f != FINALIZER]
+                self._update(current)
+
     def reconcile_all(self) -> list[str]:
         """One round over every Profile; a line per change made (empty: nothing to do)."""
         profiles = (self._get("profiles.kubeflow.org") or {}).get("items", [])

@@ -591,3 +591,16 @@ def test_notebooks_are_opened_through_the_signed_in_gateway_only(stack, mirror, 
         assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": ingress_namespace}
         assert peer["podSelector"]["matchLabels"].items() >= gateway_pods.items()
         assert [p["port"] for p in rule["ports"]] == [8888]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_role_carries_a_rule_list_the_api_server_would_drop(stack, mirror, monkeypatch):
+    """The API server stores an empty `rules` list as none: a role applied with one would differ
+    from what the server holds on every preview after the first `up`."""
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    empty = [
+        (m["kind"], m["metadata"]["name"])
+        for m in render_shared(stack)
+        if m["kind"] in ("ClusterRole", "Role") and "rules" in m and not m["rules"]
+    ]
+    assert empty == []
