@@ -62,11 +62,32 @@ def identities(manifests: list[dict]) -> set[tuple[str, str, str]]:
     return {(m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"]) for m in manifests}
 
 
+def _resource_names(plane) -> dict[str, str]:
+    """Kind -> the resource name the API serves it under: a CRD may name its singular otherwise
+    than its kind in lower case (Multus' network-attachment-definition), which kubectl then
+    does not resolve."""
+    proc = plane.kubectl("api-resources", "--no-headers", "-o", "wide", check=False)
+    names: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        words = line.split()
+        scope = next((i for i, w in enumerate(words) if w in ("true", "false")), None)
+        if scope is not None and scope + 1 < len(words):
+            group = words[scope - 1].rpartition("/")[0]
+            names.setdefault(words[scope + 1], f"{words[0]}.{group}" if group else words[0])
+    return names
+
+
 def labelled_inventory(plane, kinds: set[str], stack: str) -> set[tuple[str, str, str]]:
     """Objects of these kinds that carry the stack's label; kinds whose CRD is gone have none."""
     found: set[tuple[str, str, str]] = set()
+    resources: dict[str, str] | None = None
     for kind in sorted(kinds):
-        proc = plane.kubectl("get", kind.lower(), "-A", "-l", f"mlplatform.io/stack={stack}", "-o", "json", check=False)
+        selector = ("-A", "-l", f"mlplatform.io/stack={stack}", "-o", "json")
+        proc = plane.kubectl("get", kind.lower(), *selector, check=False)
+        if proc.returncode != 0 and "doesn't have a resource type" in proc.stderr:
+            resources = _resource_names(plane) if resources is None else resources
+            if kind in resources:
+                proc = plane.kubectl("get", resources[kind], *selector, check=False)
         if proc.returncode != 0:
             assert (
                 "could not find the requested resource" in proc.stderr or "doesn't have a resource type" in proc.stderr
