@@ -407,6 +407,7 @@ def apply_nodes(resolved: ResolvedConfig) -> int:
 
 
 MULTUS_API = Path(__file__).parent / "apis" / "k8s.cni.cncf.io_network-attachment-definitions.yaml"
+MULTUS_API_NAME = "network-attachment-definitions.k8s.cni.cncf.io"
 
 
 def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
@@ -436,26 +437,27 @@ def install_environment_apis(resolved: ResolvedConfig) -> list[str]:
                 input_text=json.dumps(manifest),
             )
     applied: list[str] = []
+    if wanted:
+        sources = {name: resolved.upstream(name) for name in wanted}
+        folders = [f"{sources[name].raw['mirror']}/{sources[name].files['crds']}" for name in wanted]
+        mirror = resolved.mirror_path
+        if mirror is None:
+            raise ClusterError(
+                f"the {resolved.config.environment} environment's APIs come from the upstream mirror: "
+                "set mirror.path in the stack or MLPLATFORM_MIRROR (e.g. ../shared/upstream)"
+            )
+        for folder in folders:
+            path = mirror / folder
+            if not path.is_dir():
+                raise ClusterError(f"{path} is missing from the mirror")
+            kubectl("apply", "--server-side", "--field-manager=mlplatform-cluster", "-f", str(path))
+            applied.append(folder)
     if resolved.profile.cni_multus:
         # Multus' attachment API, which the environment serves (OpenShift): a CRD of our own here.
         kubectl("apply", "--server-side", "--field-manager=mlplatform-cluster", "-f", str(MULTUS_API))
-        applied.append(str(MULTUS_API))
-    if not wanted:
+        applied.append(MULTUS_API_NAME)
+    if not applied:
         return applied
-    sources = {name: resolved.upstream(name) for name in wanted}
-    folders = [f"{sources[name].raw['mirror']}/{sources[name].files['crds']}" for name in wanted]
-    mirror = resolved.mirror_path
-    if mirror is None:
-        raise ClusterError(
-            f"the {resolved.config.environment} environment's APIs come from the upstream mirror: "
-            "set mirror.path in the stack or MLPLATFORM_MIRROR (e.g. ../shared/upstream)"
-        )
-    for folder in folders:
-        path = mirror / folder
-        if not path.is_dir():
-            raise ClusterError(f"{path} is missing from the mirror")
-        kubectl("apply", "--server-side", "--field-manager=mlplatform-cluster", "-f", str(path))
-        applied.append(folder)
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     return applied
 

@@ -151,7 +151,10 @@ def test_openshift_stack_brings_its_apis_and_node_pools(plane, make_namespace):
     if not mirror:
         pytest.fail("the OpenShift APIs come from the upstream mirror: set MLPLATFORM_MIRROR", pytrace=False)
     proc = plane.mlplatform("cluster", "up", "--stack", "openshift", "--simulated")
-    assert "environment APIs installed: openshift/crds, olm/crds, gpu-operator/crds" in proc.stdout
+    installed = next(line for line in proc.stdout.splitlines() if line.startswith("environment APIs installed: "))
+    assert installed.startswith("environment APIs installed: openshift/crds, olm/crds, gpu-operator/crds")
+    assert installed.endswith(", network-attachment-definitions.k8s.cni.cncf.io")
+    assert plane.kubectl("get", "crd", "network-attachment-definitions.k8s.cni.cncf.io", check=False).returncode == 0
     names = sorted(n["metadata"]["name"] for n in plane.get("nodes")["items"])
     assert names == ["gpu-h100-0", "gpu-h100-1", "worker-0", "worker-1", "worker-2"]
     namespace = make_namespace()
