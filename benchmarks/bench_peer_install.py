@@ -48,6 +48,7 @@ from pathlib import Path
 
 import yaml
 from bench_engine import ProcessTreeUsage, cpu_split, mib, state_megabytes
+from engine_timeline import dependencies, follow, report
 from plane_support import (
     DEFAULT_PORT_BASE,
     REPO_ROOT,
@@ -166,7 +167,9 @@ def peer(manifests: list[dict], plane: Plane, sleep: float, give_up: float, time
     }
 
 
-def engine_up(path: Path, folder: Path, plane: Plane, skip_on_fresh: bool, extra: dict[str, str]) -> dict:
+def engine_up(
+    path: Path, folder: Path, plane: Plane, skip_on_fresh: bool, extra: dict[str, str], keep: Path | None = None
+) -> dict:
     engine = EngineStack("lab", folder / "engine", state_dir=plane.state_dir, extra_env=dict(extra))
     engine.create(stack_file=path, secrets=stack_secrets())
     fresh = checkpoints.is_fresh("lab", engine.project, engine.env)
@@ -177,11 +180,21 @@ def engine_up(path: Path, folder: Path, plane: Plane, skip_on_fresh: bool, extra
     started = time.monotonic()
     proc = engine.popen("up", "--yes", "--skip-preview", "--json", capture=True)
     usage = ProcessTreeUsage(proc.pid)
-    stdout, stderr = proc.communicate()
+    timeline, reader = follow(proc, started)
+    stderr = proc.stderr.read()
+    proc.wait()
+    reader.join()
     usage.stop()
     seconds = time.monotonic() - started
+    stdout = timeline.stdout()
     if proc.returncode != 0:
         raise SystemExit(f"pulumi up failed:\n{(stdout + stderr)[-3000:]}")
+    exported = json.loads(engine.pulumi("stack", "export", "--stack", engine.stack).check().stdout)
+    if keep is not None:
+        # The steps (seconds from the start) and the state, to read again.
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / "state.json").write_text(json.dumps(exported))
+        (keep / "steps.json").write_text(json.dumps([vars(step) for step in timeline.steps.values()]))
     return {
         "total s": seconds,
         "fresh": fresh,
@@ -194,6 +207,7 @@ def engine_up(path: Path, folder: Path, plane: Plane, skip_on_fresh: bool, extra
         f"{mib(usage.by_name['provider'])} / {mib(usage.total)}",
         "state MB": state_megabytes(engine, "lab"),
         "load": load(),
+        "timeline": report(timeline, dependencies(exported)),
     }
 
 
@@ -221,7 +235,8 @@ def measure(variant: str, scratch: Path, port_base: int, args: argparse.Namespac
     for index, skip in enumerate(modes, 1):
         plane = fresh_plane(folder / f"plane-engine-{index}", port_base + 100 * index)
         try:
-            up = engine_up(path, folder / f"engine-{index}", plane, skip, args.engine_env)
+            keep = args.keep / f"{variant}-{index}" if args.keep else None
+            up = engine_up(path, folder / f"engine-{index}", plane, skip, args.engine_env, keep)
         finally:
             stop_plane(plane)
         rows.append((f"pulumi up, checkpoints {up['checkpoints']}", len(up["objects"]), up))
@@ -247,6 +262,9 @@ def measure(variant: str, scratch: Path, port_base: int, args: argparse.Namespac
                 f"| {row['peak MiB']} | {row['state MB']:.1f} | {row['total s'] / peer_s:.2f} | {row['load']} |"
             )
     print(f"same objects on both sides: {same} ({len(objects)} rendered)")
+    for name, _, row in rows:
+        if "timeline" in row:
+            print(f"\n{name}, where its time went:\n{row['timeline']}")
     return same
 
 
@@ -271,6 +289,7 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="set for the engine's processes (a lever to measure: PULUMI_PARALLEL=64, GOGC=100, ...)",
     )
+    parser.add_argument("--keep", type=Path, help="write each up's steps and state under this folder")
     args = parser.parse_args()
     args.engine_env = dict(item.split("=", 1) for item in args.engine_env)
     modes = [] if args.no_engine else {"fresh": [True], "every-step": [False], "both": [False, True]}[args.checkpoints]

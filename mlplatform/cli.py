@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from mlplatform import file_backend, progress
+from mlplatform import file_backend, progress, pulumi_log
 from mlplatform.config import ConfigError
 from mlplatform.config.load import display_path
 from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
@@ -107,6 +107,7 @@ def engine_env(stack: str) -> dict[str, str]:
         env.setdefault(name, value)
     if stack in ("lab", "ci") or stack.startswith("ci-"):
         env.setdefault("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE)
+    pulumi_log.apply(env, STATE_ROOT / "pulumi-home")
     return env
 
 

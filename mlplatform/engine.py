@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from mlplatform import file_backend
+from mlplatform import file_backend, pulumi_log
 from mlplatform.cli import engine_env
-from mlplatform.paths import REPO_ROOT
+from mlplatform.paths import REPO_ROOT, STATE_ROOT
 
 PROJECT_FILES = ("__main__.py", "Pulumi.yaml")
 
@@ -83,6 +83,8 @@ class EngineStack:
             PYTHONPATH=str(REPO_ROOT),
         )
         env.update(self.extra_env)
+        # A benchmark may set the debug log's switch for this stack alone.
+        pulumi_log.apply(env, STATE_ROOT / "pulumi-home")
         return env
 
     def create(self, stack_file: Path | None = None, secrets: dict[str, str] | None = None) -> None:
