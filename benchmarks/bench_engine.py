@@ -161,7 +161,8 @@ def sampled(engine: EngineStack, *args: str) -> tuple[float, str, ProcessTreeUsa
 def as_mlplatform_up(engine: EngineStack, every_step: bool = False) -> str:
     """The next `up` with checkpoints as `mlplatform up` decides them (state written once at the
     end when the stack holds no resources), or every step; says which."""
-    engine.extra_env.pop(checkpoints.SKIP, None)
+    for name in (checkpoints.SKIP, *checkpoints.WITHOUT_CHECKPOINTS_GO_RUNTIME):
+        engine.extra_env.pop(name, None)
     if not every_step:
         engine.extra_env.update(checkpoints.up_env({}, checkpoints.is_fresh(engine.stack, engine.project, engine.env)))
     return "at the end" if engine.env.get(checkpoints.SKIP) == "true" else "every step"

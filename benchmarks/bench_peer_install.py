@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -174,7 +175,8 @@ def engine_up(
     engine.create(stack_file=path, secrets=stack_secrets())
     fresh = checkpoints.is_fresh("lab", engine.project, engine.env)
     if skip_on_fresh:
-        engine.extra_env.update(checkpoints.up_env({}, fresh))
+        # As `mlplatform up` decides; a setting of --engine-env counts as the user's.
+        engine.extra_env.update(checkpoints.up_env({}, fresh, user_env={**os.environ, **extra}))
     else:
         engine.extra_env.pop(checkpoints.SKIP, None)
     started = time.monotonic()

@@ -3,7 +3,7 @@
 Since v3.2xx every Pulumi command writes a gzip-compressed (encrypted once the stack's secrets
 manager is known) debug-level log of everything it does to `$PULUMI_HOME/logs`, with each
 resource's inputs and outputs marshalled into it; the CLI has no switch for it. In a cold `up`
-of the Kubeflow services that log was about half of the CLI's CPU (docs/benchmarks.md). The CLI
+of the Kubeflow services that log was three quarters of the CLI's CPU (docs/benchmarks.md). The CLI
 skips it when it cannot create that folder, so in the Pulumi home the project sets
 (`.mlplatform/pulumi-home`) `logs` is a file that says why. A Pulumi home the user chose
 (`PULUMI_HOME` set) is left as it is.

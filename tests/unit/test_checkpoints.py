@@ -41,9 +41,24 @@ def test_one_cluster_object_or_a_pending_operation_makes_it_not_fresh():
 
 
 def test_fresh_skips_checkpoints_unless_the_user_chose(monkeypatch):
-    assert checkpoints.up_env({"A": "1"}, fresh=True) == {"A": "1", "PULUMI_SKIP_CHECKPOINTS": "true"}
-    assert checkpoints.up_env({"A": "1"}, fresh=False) == {"A": "1"}
-    assert checkpoints.up_env({"PULUMI_SKIP_CHECKPOINTS": "false"}, fresh=True) == {"PULUMI_SKIP_CHECKPOINTS": "false"}
+    user = {"GOGC": "400", "GOMEMLIMIT": "2GiB"}  # as if set by the user: left alone here
+    assert checkpoints.up_env({"A": "1"}, fresh=True, user_env=user) == {"A": "1", "PULUMI_SKIP_CHECKPOINTS": "true"}
+    assert checkpoints.up_env({"A": "1"}, fresh=False, user_env=user) == {"A": "1"}
+    assert checkpoints.up_env({"PULUMI_SKIP_CHECKPOINTS": "false"}, fresh=True, user_env=user) == {
+        "PULUMI_SKIP_CHECKPOINTS": "false"
+    }
+
+
+def test_without_checkpoints_go_collects_at_its_defaults_unless_the_user_set_it():
+    engine = {"GOGC": "400", "GOMEMLIMIT": "2GiB"}  # the engine's defaults (mlplatform.cli)
+    fresh = checkpoints.up_env(engine, fresh=True, user_env={})
+    assert (fresh["GOGC"], fresh["GOMEMLIMIT"]) == ("100", "off")
+    # Checkpoints kept: the engine's defaults stay, they pay off there.
+    assert checkpoints.up_env(engine, fresh=False, user_env={}) == engine
+    assert checkpoints.up_env({**engine, "PULUMI_SKIP_CHECKPOINTS": "false"}, fresh=True, user_env={})["GOGC"] == "400"
+    # The user's own setting wins.
+    mine = checkpoints.up_env({"GOGC": "50", "GOMEMLIMIT": "2GiB"}, fresh=True, user_env={"GOGC": "50"})
+    assert (mine["GOGC"], mine["GOMEMLIMIT"]) == ("50", "off")
 
 
 def _export_answers(monkeypatch, returncode: int, stdout: str) -> list:
