@@ -674,6 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        # Checked before any command starts, so a bad value stops it before it changes anything.
+        pulumi_log.setting(os.environ)
+    except ValueError as exc:
+        print(f"mlplatform: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     return args.func(args)
 
 

@@ -14,6 +14,7 @@ skips it when it cannot create that folder, so in the Pulumi home the project se
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 SETTING = "MLPLATFORM_PULUMI_DEBUG_LOG"
@@ -25,16 +26,22 @@ log again, or log on demand with `pulumi up -v=9 --logtostderr`.
 """
 
 
+def setting(env: Mapping[str, str]) -> str:
+    """The switch's value, "off" unless set; anything but "on" or "off" is refused."""
+    wanted = env.get(SETTING, "off")
+    if wanted not in ("on", "off"):
+        raise ValueError(f"{SETTING}={wanted!r}: allowed are 'on' and 'off'")
+    return wanted
+
+
 def apply(env: dict[str, str], own_home: Path) -> None:
     """Turn the automatic log off (default) or on for commands run with `env`, when `env`'s
     Pulumi home is the project's own (`own_home`)."""
+    wanted = setting(env)
     home = Path(env.get("PULUMI_HOME", ""))
     if home != own_home:
         return
     logs = home / "logs"
-    wanted = env.get(SETTING, "off")
-    if wanted not in ("on", "off"):
-        raise ValueError(f"{SETTING}={wanted!r}: allowed are 'on' and 'off'")
     if wanted == "on":
         if logs.is_file():
             logs.unlink()

@@ -51,3 +51,17 @@ def test_engine_env_applies_it_to_the_projects_home(monkeypatch):
     env = engine_env("lab")
     assert env["PULUMI_HOME"] == str(STATE_ROOT / "pulumi-home")
     assert (STATE_ROOT / "pulumi-home" / "logs").is_file()
+
+
+def test_the_cli_refuses_an_unknown_setting_before_any_command_runs(monkeypatch, capsys):
+    from mlplatform import cli
+    from mlplatform.validation import EXIT_INVALID
+
+    ran = []
+    monkeypatch.setenv(pulumi_log.SETTING, "yes")
+    monkeypatch.setattr(cli, "cmd_validate", lambda args: ran.append(args) or 0)
+    assert cli.main(["validate", "lab"]) == EXIT_INVALID
+    assert "MLPLATFORM_PULUMI_DEBUG_LOG='yes': allowed are 'on' and 'off'" in capsys.readouterr().err
+    assert ran == []
+    monkeypatch.setenv(pulumi_log.SETTING, "on")
+    assert cli.main(["validate", "lab"]) == 0 and len(ran) == 1  # the same call runs with a good value
