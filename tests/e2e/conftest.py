@@ -87,6 +87,11 @@ class Plane:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
         return proc
 
+    def kubectl_as(self, group: str, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess:
+        """kubectl as a member of `group` (impersonated): the apiserver's RBAC and admission
+        judge it; a refusal is returned, not raised."""
+        return self.kubectl(*args, f"--as={group}-member", f"--as-group={group}", input_text=input_text, check=False)
+
     def get(self, *args: str) -> dict:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
@@ -221,6 +226,12 @@ def stack_planes(request, tmp_path_factory):
     planes = StackPlanes(tmp_path_factory, lambda: request.getfixturevalue("plane"))
     yield planes
     planes.close()
+
+
+@pytest.fixture(scope="module")
+def lab(stack_planes):
+    """The plane the lab stack is applied to (tests marked on_stack("lab"))."""
+    return stack_planes("lab").plane
 
 
 @pytest.fixture

@@ -25,15 +25,6 @@ VISION, NLP = "team-vision", "team-nlp"
 EDITOR, VIEWER, OTHER_TEAM = "vision", "analysts", "nlp"
 
 
-@pytest.fixture(scope="module")
-def lab(stack_planes):
-    return stack_planes("lab").plane
-
-
-def _as(plane, group: str, *args: str, input_text: str | None = None):
-    return plane.kubectl(*args, f"--as={group}-member", f"--as-group={group}", input_text=input_text, check=False)
-
-
 def _env(deployment: dict, name: str) -> str:
     for each in deployment["spec"]["template"]["spec"]["containers"]:
         for env in each.get("env") or []:
@@ -197,7 +188,7 @@ def _create_as_controller(plane, kfp: dict, pod: dict):
 def test_a_team_member_runs_a_pipeline_in_the_team_namespace_and_its_steps_are_admitted(lab, kfp):
     name = f"run-{uuid.uuid4().hex[:6]}"
     workflow = run_workflow(kfp, name)
-    made = _as(lab, EDITOR, "create", "-n", VISION, "-f", "-", input_text=json.dumps(workflow))
+    made = lab.kubectl_as(EDITOR, "create", "-n", VISION, "-f", "-", input_text=json.dumps(workflow))
     assert made.returncode == 0, made.stderr
     try:
         # The run's account is the team Profile's, in the team namespace.
@@ -239,12 +230,12 @@ def test_pod_security_is_what_admits_the_steps(lab, kfp):
 @pytest.mark.parametrize(("who", "namespace"), [(OTHER_TEAM, VISION), (VIEWER, VISION), (EDITOR, NLP)])
 def test_nobody_runs_a_pipeline_where_their_role_does_not_allow_it(lab, kfp, who, namespace):
     workflow = run_workflow(kfp, f"run-{uuid.uuid4().hex[:6]}")
-    proc = _as(lab, who, "create", "-n", namespace, "-f", "-", input_text=json.dumps(workflow))
+    proc = lab.kubectl_as(who, "create", "-n", namespace, "-f", "-", input_text=json.dumps(workflow))
     if proc.returncode == 0:
         lab.kubectl("delete", "workflow", workflow["metadata"]["name"], "-n", namespace, "--wait=false")
     assert proc.returncode != 0 and "is forbidden" in proc.stderr and f"{who}-member" in proc.stderr, proc.stderr
 
 
 def test_viewers_read_their_teams_runs(lab):
-    proc = _as(lab, VIEWER, "get", "workflows.argoproj.io", "-n", VISION)
+    proc = lab.kubectl_as(VIEWER, "get", "workflows.argoproj.io", "-n", VISION)
     assert proc.returncode == 0, proc.stderr

@@ -17,15 +17,6 @@ VISION, NLP = "team-vision", "team-nlp"
 EDITOR, VIEWER, ADMIN = "vision", "analysts", "vision-leads"
 
 
-@pytest.fixture(scope="module")
-def lab(stack_planes):
-    return stack_planes("lab").plane
-
-
-def _as(plane, group: str, *args: str, input_text: str | None = None):
-    return plane.kubectl(*args, f"--as={group}-member", f"--as-group={group}", input_text=input_text, check=False)
-
-
 def _notebook_image(plane) -> str:
     rules = plane.get("configmap", "notebook-defaults", "-n", VISION)["data"]
     return rules["allowedImages"].split("\n")[0]
@@ -122,7 +113,7 @@ RESOURCES = {
 
 
 def _create(plane, group: str, namespace: str, obj: dict):
-    return _as(plane, group, "create", "-n", namespace, "-f", "-", input_text=json.dumps(obj))
+    return plane.kubectl_as(group, "create", "-n", namespace, "-f", "-", input_text=json.dumps(obj))
 
 
 # (module, who, namespace, allowed): each module's object, by each kind of person, here and there.
@@ -154,13 +145,13 @@ def test_a_team_member_makes_each_modules_objects_only_where_their_role_allows(l
 @pytest.mark.parametrize("module", MODULES)
 def test_nobody_in_a_team_reads_any_modules_objects_across_the_cluster(lab, module):
     for who in (EDITOR, ADMIN):
-        proc = _as(lab, who, "get", RESOURCES[module], "--all-namespaces")
+        proc = lab.kubectl_as(who, "get", RESOURCES[module], "--all-namespaces")
         assert proc.returncode != 0 and "cannot list resource" in proc.stderr and "at the cluster scope" in proc.stderr
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_viewers_read_their_teams_objects(lab, module):
-    proc = _as(lab, VIEWER, "get", RESOURCES[module], "-n", VISION)
+    proc = lab.kubectl_as(VIEWER, "get", RESOURCES[module], "-n", VISION)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -176,7 +167,7 @@ GUARDS = [
 @pytest.mark.parametrize("who", [EDITOR, ADMIN])
 def test_team_members_cannot_loosen_their_own_limits_or_isolation(lab, who, verb, kind, name, patch):
     args = [verb, kind, name, "-n", VISION] + (["--type=merge", "-p", patch] if patch else [])
-    proc = _as(lab, who, *args)
+    proc = lab.kubectl_as(who, *args)
     assert proc.returncode != 0 and "is forbidden" in proc.stderr, proc.stderr
 
 
@@ -193,7 +184,7 @@ def test_admins_share_their_namespace_but_nothing_cluster_wide(lab):
     # Editors do not hand out access.
     assert _create(lab, EDITOR, VISION, binding).returncode != 0
     cluster_binding = {**binding, "kind": "ClusterRoleBinding"}
-    proc = _as(lab, ADMIN, "create", "-f", "-", input_text=json.dumps(cluster_binding))
+    proc = lab.kubectl_as(ADMIN, "create", "-f", "-", input_text=json.dumps(cluster_binding))
     assert proc.returncode != 0 and "is forbidden" in proc.stderr
 
 
@@ -235,8 +226,8 @@ def test_a_team_admin_lets_pipeline_runs_deploy_models_into_their_namespace_only
 
     before = as_runner("create", "-n", VISION, "-f", "-", input_text=json.dumps(isvc))
     assert before.returncode != 0 and "forbidden" in before.stderr, before.stderr
-    granted = _as(
-        lab, ADMIN, "apply", "-f", "-", input_text=json.dumps({"kind": "List", "apiVersion": "v1", "items": documents})
+    granted = lab.kubectl_as(
+        ADMIN, "apply", "-f", "-", input_text=json.dumps({"kind": "List", "apiVersion": "v1", "items": documents})
     )
     assert granted.returncode == 0, granted.stderr
     try:
