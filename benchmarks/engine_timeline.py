@@ -34,11 +34,6 @@ class Step:
         return self.urn.split("::")[-1]
 
     @property
-    def custom(self) -> bool:
-        # Components and the stack span their children; only custom resources do work.
-        return not self.urn.split("::")[2].split("$")[-1].startswith(("pulumi:pulumi:Stack", "mlplatform:"))
-
-    @property
     def seconds(self) -> float:
         return (self.finished or self.started) - self.started
 
@@ -116,9 +111,15 @@ def dependencies(exported: dict) -> dict[str, set[str]]:
     return graph
 
 
-def critical_path(timeline: Timeline, graph: dict[str, set[str]]) -> list[tuple[Step, float]]:
+def finished_custom_steps(timeline: Timeline, graph: dict[str, set[str]]) -> list[Step]:
+    """The steps that did work: finished, of custom resources (the graph's keys; components and
+    the stack only span their children)."""
+    return [s for u, s in timeline.steps.items() if s.finished is not None and u in graph]
+
+
+def critical_path(steps: list[Step], graph: dict[str, set[str]]) -> list[tuple[Step, float]]:
     """(step, seconds waited between its latest-finishing dependency and its start), last first."""
-    done = {u: s for u, s in timeline.steps.items() if s.finished is not None and u in graph}
+    done = {s.urn: s for s in steps}
     if not done:
         return []
     current = max(done.values(), key=lambda s: s.finished)
@@ -135,9 +136,9 @@ def critical_path(timeline: Timeline, graph: dict[str, set[str]]) -> list[tuple[
         current = previous
 
 
-def idle_seconds(timeline: Timeline) -> float:
+def idle_seconds(steps: list[Step]) -> float:
     """Seconds between the first step's start and the last step's end with no step in flight."""
-    spans = sorted((s.started, s.finished) for s in timeline.steps.values() if s.finished is not None and s.custom)
+    spans = sorted((s.started, s.finished) for s in steps)
     if not spans:
         return 0.0
     idle, reach = 0.0, spans[0][1]
@@ -160,14 +161,14 @@ def in_flight(steps: list[Step], first: float, last: float, slices: int = 10) ->
 
 
 def report(timeline: Timeline, graph: dict[str, set[str]], top: int = 12) -> str:
-    steps = [s for u, s in timeline.steps.items() if s.finished is not None and u in graph]
+    steps = finished_custom_steps(timeline, graph)
     if not steps:
         return "no steps recorded"
     first = min(s.started for s in steps)
     last = max(s.finished for s in steps)
     out = [
         f"custom resource steps {len(steps)}; first step began at {first:.1f} s; last ended at {last:.1f} s; "
-        f"command ended at {timeline.ended:.1f} s; no step in flight for {idle_seconds(timeline):.1f} s between"
+        f"command ended at {timeline.ended:.1f} s; no step in flight for {idle_seconds(steps):.1f} s between"
     ]
     per_kind: dict[str, list[float]] = defaultdict(list)
     for step in steps:
@@ -181,7 +182,7 @@ def report(timeline: Timeline, graph: dict[str, set[str]], top: int = 12) -> str
         + ", ".join(f"{s.kind} {s.name} {s.seconds:.1f} s" for s in sorted(steps, key=lambda s: -s.seconds)[:top])
     )
     out.append("steps in flight, per tenth of the time: " + " ".join(str(n) for n in in_flight(steps, first, last)))
-    path = critical_path(timeline, graph)
+    path = critical_path(steps, graph)
     own = sum(step.seconds for step, _ in path)
     waited = sum(wait for _, wait in path)
     out.append(

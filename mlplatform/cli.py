@@ -14,7 +14,7 @@ from pathlib import Path
 from mlplatform import file_backend, progress, pulumi_log
 from mlplatform.config import ConfigError
 from mlplatform.config.load import display_path
-from mlplatform.paths import REPO_ROOT, STACKS_DIR, STATE_ROOT
+from mlplatform.paths import PULUMI_HOME, REPO_ROOT, STACKS_DIR, STATE_ROOT
 from mlplatform.validation import EXIT_INVALID, load_or_report, load_stack
 
 EXIT_MISSING_TOOL = 3
@@ -100,14 +100,14 @@ def engine_env(stack: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir()}{os.pathsep}{REPO_ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PULUMI_BACKEND_URL", file_backend.local_url(STATE_ROOT / "state"))
-    env.setdefault("PULUMI_HOME", str(STATE_ROOT / "pulumi-home"))
+    env.setdefault("PULUMI_HOME", str(PULUMI_HOME))
     env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] = "true"
     env.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
     for name, value in GO_RUNTIME_DEFAULTS.items():
         env.setdefault(name, value)
     if stack in ("lab", "ci") or stack.startswith("ci-"):
         env.setdefault("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE)
-    pulumi_log.apply(env, STATE_ROOT / "pulumi-home")
+    pulumi_log.apply(env, PULUMI_HOME)
     return env
 
 

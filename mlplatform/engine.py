@@ -16,7 +16,7 @@ import yaml
 
 from mlplatform import file_backend, pulumi_log
 from mlplatform.cli import engine_env
-from mlplatform.paths import REPO_ROOT, STATE_ROOT
+from mlplatform.paths import PULUMI_HOME, REPO_ROOT
 
 PROJECT_FILES = ("__main__.py", "Pulumi.yaml")
 
@@ -83,8 +83,10 @@ class EngineStack:
             PYTHONPATH=str(REPO_ROOT),
         )
         env.update(self.extra_env)
-        # A benchmark may set the debug log's switch for this stack alone.
-        pulumi_log.apply(env, STATE_ROOT / "pulumi-home")
+        if pulumi_log.SETTING in self.extra_env:
+            # A benchmark set the debug log's switch for this stack alone (engine_env applied the
+            # process's own).
+            pulumi_log.apply(env, PULUMI_HOME)
         return env
 
     def create(self, stack_file: Path | None = None, secrets: dict[str, str] | None = None) -> None:

@@ -9,6 +9,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = REPO_ROOT / "stacks"
 # Everything below .mlplatform/ is ignored by git: Pulumi state, cluster data, kubeconfig.
 STATE_ROOT = Path(os.environ.get("MLPLATFORM_STATE_DIR", REPO_ROOT / ".mlplatform"))
+# The Pulumi home the project's commands use unless the user set PULUMI_HOME.
+PULUMI_HOME = STATE_ROOT / "pulumi-home"
 # Links to the pinned tools; fixed, so a second state folder (tests) uses the same tools.
 BIN_DIR = REPO_ROOT / ".mlplatform" / "bin"
 # Data files that come with the tools (kwok's lifecycle stages).

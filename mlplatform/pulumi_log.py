@@ -14,6 +14,7 @@ skips it when it cannot create that folder, so in the Pulumi home the project se
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def setting(env: Mapping[str, str]) -> str:
     return wanted
 
 
-def apply(env: dict[str, str], own_home: Path) -> None:
+def apply(env: Mapping[str, str], own_home: Path) -> None:
     """Turn the automatic log off (default) or on for commands run with `env`, when `env`'s
     Pulumi home is the project's own (`own_home`)."""
     wanted = setting(env)
@@ -52,9 +53,7 @@ def apply(env: dict[str, str], own_home: Path) -> None:
         # Logs of earlier commands: kept beside, one generation.
         kept = home / "logs.before-off"
         if kept.exists():
-            for old in kept.iterdir():
-                old.unlink()
-            kept.rmdir()
+            shutil.rmtree(kept)
         logs.rename(kept)
     home.mkdir(parents=True, exist_ok=True)
     logs.write_text(NOTE)

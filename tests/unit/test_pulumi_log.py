@@ -7,7 +7,7 @@ import pytest
 
 from mlplatform import pulumi_log
 from mlplatform.cli import engine_env
-from mlplatform.paths import STATE_ROOT
+from mlplatform.paths import PULUMI_HOME, STATE_ROOT
 
 
 def test_off_by_default_the_logs_folder_is_a_file_that_says_why(tmp_path):
@@ -50,7 +50,7 @@ def test_engine_env_applies_it_to_the_projects_home(monkeypatch):
     monkeypatch.delenv(pulumi_log.SETTING, raising=False)
     env = engine_env("lab")
     assert env["PULUMI_HOME"] == str(STATE_ROOT / "pulumi-home")
-    assert (STATE_ROOT / "pulumi-home" / "logs").is_file()
+    assert (PULUMI_HOME / "logs").is_file()
 
 
 def test_the_cli_refuses_an_unknown_setting_before_any_command_runs(monkeypatch, capsys):
