@@ -10,6 +10,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 from mlplatform import file_backend, progress, pulumi_log
 from mlplatform.config import ConfigError
@@ -25,6 +26,11 @@ LAB_PASSPHRASE = "mlplatform-lab"
 # state after every step, and at Go's default (GOGC=100) a quarter of the CLI's CPU is collection.
 # Collecting at 5x the live heap rather than 2x, capped by a soft limit, trades memory for it.
 GO_RUNTIME_DEFAULTS = {"GOGC": "400", "GOMEMLIMIT": "2GiB"}
+# Steps the engine runs at once. The CLI's default, 4 per core (8 on 2 cores), is filled by
+# objects the provider waits on (each Service waits 10 s after its endpoints appear): with 8,
+# a fresh install of the Kubeflow services had 8 steps in flight and the rest waiting. Most
+# steps wait on the API server, not on this machine's CPU.
+ENGINE_PARALLEL = "64"
 
 
 def shipped_stacks() -> list[str]:
@@ -105,6 +111,7 @@ def engine_env(stack: str) -> dict[str, str]:
     env.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
     for name, value in GO_RUNTIME_DEFAULTS.items():
         env.setdefault(name, value)
+    env.setdefault("PULUMI_PARALLEL", ENGINE_PARALLEL)
     if stack in ("lab", "ci") or stack.startswith("ci-"):
         env.setdefault("PULUMI_CONFIG_PASSPHRASE", LAB_PASSPHRASE)
     pulumi_log.apply(env, PULUMI_HOME)
@@ -430,6 +437,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     if missing:
         print("mlplatform up: stack secrets not set:", *missing_lines(missing, store), sep="\n", file=sys.stderr)
         return 1
+    from mlplatform import checkpoints
+
+    fresh = checkpoints.is_fresh(args.stack, REPO_ROOT, env)
+    if not fresh and resolved.config.platform.crd_install == "release":
+        # A stack installed with each CRD a resource of its own: its CRDs move into the releases
+        # first (a plain `up` would stop at Helm's refusal to take them over).
+        from mlplatform.config.load import read_stack_file, stack_location
+        from mlplatform.crd_adoption import AdoptionError, adopt
+
+        stack_path, _ = stack_location(args.stack)
+        try:
+            for line in adopt(args.stack, REPO_ROOT, env, read_stack_file(stack_path), stack_cluster(stack_path)):
+                print(line)
+        except AdoptionError as exc:
+            print(f"mlplatform up: {exc}", file=sys.stderr)
+            return 1
     if local_plane:
         # The embedded plane is disposable: applied without a preview.
         cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview", *store.config_args()]
@@ -445,9 +468,6 @@ def cmd_up(args: argparse.Namespace) -> int:
             print("mlplatform up: not applied", file=sys.stderr)
             return 1
         cmd = ["pulumi", "up", "--stack", args.stack, "--yes", "--skip-preview", *store.config_args()]
-    from mlplatform import checkpoints
-
-    fresh = checkpoints.is_fresh(args.stack, REPO_ROOT, env)
     up_env = checkpoints.up_env(env, fresh)
     if up_env.get(checkpoints.SKIP) == "true" and fresh:
         print(
@@ -518,13 +538,67 @@ def cmd_recover(args: argparse.Namespace) -> int:
         local = STATE_ROOT / "stacks" / f"Pulumi.{args.stack}.yaml"
         in_checkout = Path(args.cwd).resolve() == REPO_ROOT and local.is_file()
         config_args = ["--config-file", str(local)] if in_checkout else []
-        done = recover(args.stack, project, Path(args.cwd), engine_env(args.stack), config_args)
+        stack_file = local if in_checkout else Path(args.cwd) / "stacks" / f"Pulumi.{args.stack}.yaml"
+        cluster = stack_cluster(stack_file) if stack_file.is_file() else None
+        done = recover(args.stack, project, Path(args.cwd), engine_env(args.stack), config_args, cluster)
     except RecoverError as exc:
         print(f"mlplatform recover: {exc}", file=sys.stderr)
         return 1
     for line in done:
         print(line)
     print(f"stack {args.stack} recovered: run `pulumi up --stack {args.stack}` to converge")
+    return 0
+
+
+def stack_cluster(stack_file: Path) -> Any:
+    """The cluster a stack file targets, as `recover` reaches it with kubectl."""
+    from mlplatform.modules.base import target_kubeconfig
+    from mlplatform.paths import BIN_DIR
+    from mlplatform.recover import Cluster
+
+    resolved = load_stack(str(stack_file))
+    kubectl = str(BIN_DIR / "kubectl") if (BIN_DIR / "kubectl").exists() else shutil.which("kubectl") or "kubectl"
+    command = [kubectl]
+    kubeconfig = target_kubeconfig(resolved)
+    if kubeconfig:
+        command.append(f"--kubeconfig={kubeconfig}")
+    context = resolved.config.cluster.context or resolved.provider_settings.get("context")
+    if context:
+        command.append(f"--context={context}")
+    return Cluster(kubectl=tuple(command), namespace=resolved.config.platform.namespace)
+
+
+def cmd_adopt_crds(args: argparse.Namespace) -> int:
+    """Move a stack's CRDs, held one resource each, into the releases the program declares."""
+    from mlplatform.config.load import read_stack_file
+    from mlplatform.crd_adoption import AdoptionError, adopt
+
+    reason = require_engine()
+    if reason:
+        print(f"mlplatform adopt-crds: {reason}", file=sys.stderr)
+        return EXIT_MISSING_TOOL
+    local = STATE_ROOT / "stacks" / f"Pulumi.{args.stack}.yaml"
+    in_checkout = Path(args.cwd).resolve() == REPO_ROOT and local.is_file()
+    stack_file = local if in_checkout else Path(args.cwd) / "stacks" / f"Pulumi.{args.stack}.yaml"
+    try:
+        resolved = load_stack(str(stack_file))
+        if resolved.config.platform.crd_install != "release":
+            print(
+                f"stack {args.stack}: platform.crdInstall is {resolved.config.platform.crd_install}: nothing to adopt"
+            )
+            return 0
+        done = adopt(
+            args.stack,
+            Path(args.cwd),
+            engine_env(args.stack),
+            read_stack_file(stack_file),
+            stack_cluster(stack_file),
+        )
+    except (AdoptionError, ConfigError) as exc:
+        print(f"mlplatform adopt-crds: {exc}", file=sys.stderr)
+        return 1
+    for line in done or [f"stack {args.stack} holds no CRD of its own: nothing to adopt"]:
+        print(line)
     return 0
 
 
@@ -665,6 +739,14 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--stack", default="lab")
     recover.add_argument("--cwd", default=str(REPO_ROOT), help="the Pulumi project folder (default: this repository)")
     recover.set_defaults(func=cmd_recover)
+
+    adopt = sub.add_parser(
+        "adopt-crds",
+        help="move a stack's CRDs, each a resource of its own, into the Helm releases the program declares",
+    )
+    adopt.add_argument("--stack", default="lab")
+    adopt.add_argument("--cwd", default=str(REPO_ROOT), help="the Pulumi project folder (default: this repository)")
+    adopt.set_defaults(func=cmd_adopt_crds)
 
     from mlplatform.cluster.cli import add_cluster_parser
 

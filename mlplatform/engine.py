@@ -136,7 +136,10 @@ class EngineStack:
         return Run(args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
     def state_inventory(self) -> set[tuple[str, str, str]]:
-        """(kind, namespace, name) of every Kubernetes object the state holds."""
+        """(kind, namespace, name) of every Kubernetes object the state holds, a module's CRD
+        release counting as the CRDs it installed."""
+        from mlplatform.modules.crd_bundle import is_bundle, release_objects
+
         exported = json.loads(self.pulumi("stack", "export", "--stack", self.stack).check().stdout)
         found = set()
         for resource in exported.get("deployment", {}).get("resources") or []:
@@ -146,6 +149,9 @@ class EngineStack:
             if resource["type"].endswith("Patch"):
                 continue
             outputs = resource.get("outputs") or {}
+            if is_bundle(resource["type"], resource.get("inputs")):
+                found |= release_objects(outputs)
+                continue
             metadata = outputs.get("metadata") or {}
             if "kind" in outputs and "name" in metadata:
                 found.add((outputs["kind"], metadata.get("namespace", ""), metadata["name"]))

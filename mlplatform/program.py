@@ -12,6 +12,7 @@ from mlplatform.config import ConfigError, ResolvedConfig
 from mlplatform.config.load import config_from_pulumi_env, display_path, stack_file
 from mlplatform.modules.base import (
     ModuleContext,
+    cluster_services_not_awaited,
     crds_without_descriptions,
     declared_state_wins,
     target_kubeconfig,
@@ -80,17 +81,22 @@ def main() -> dict[str, pulumi.ComponentResource]:
     resolved = load_running_stack()
     require_secrets(resolved)
     keep_project_frames_only()
+    # Every CRD gets these, whether registered on its own or in a module's CRD release.
+    crd_transformations = []
     if resolved.config.platform.crd_descriptions == "drop":
         pulumi.runtime.register_stack_transformation(crds_without_descriptions)
+        crd_transformations.append(crds_without_descriptions)
     # A render is what the stack applies anywhere; only the engine forces its objects and
     # adapts them to the plane.
     if not under_mocks():
         pulumi.runtime.register_stack_transformation(declared_state_wins)
+        pulumi.runtime.register_stack_transformation(cluster_services_not_awaited)
         if simulated.targets_simulated_plane(target_kubeconfig(resolved)):
             pulumi.log.info("target is the local simulated plane: webhooks fail open, CRDs convert without webhooks")
             pulumi.runtime.register_stack_transformation(simulated.without_webhook_servers)
+            crd_transformations.append(simulated.without_webhook_servers)
     provider = build_provider(resolved)
-    base_ctx = ModuleContext(resolved=resolved, provider=provider)
+    base_ctx = ModuleContext(resolved=resolved, provider=provider, crd_transformations=tuple(crd_transformations))
     core = Core("platform", base_ctx)
     # Namespaces several modules install into belong to neither: their own owner, present
     # whichever modules are on, so toggling one never moves another's objects.
@@ -100,6 +106,8 @@ def main() -> dict[str, pulumi.ComponentResource]:
         provider=provider,
         shared_owner=shared,
         scrape_targets=tuple(scrape_targets(resolved)),
+        crd_transformations=base_ctx.crd_transformations,
+        crd_releases=base_ctx.crd_releases,
     )
     components: dict[str, pulumi.ComponentResource] = {"core": core}
     ctx.outputs[CoreOutputs] = core.outputs

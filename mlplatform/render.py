@@ -20,6 +20,7 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor
 
 from mlplatform.config.load import read_stack_file, stack_location
+from mlplatform.modules.crd_bundle import bundled_crds, is_bundle
 
 # Objects other objects live in or are checked against go first, workloads last.
 KIND_ORDER = (
@@ -120,14 +121,18 @@ def run_program(stack: str, config: Mapping[str, str]) -> tuple[RecordingMocks, 
 def manifests_of(recorder: RecordingMocks, stack: str) -> list[dict[str, Any]]:
     """The Kubernetes objects a recorded run registered, in apply order."""
     objects = [args for args in recorder.resources if args.typ.startswith("kubernetes:") and args.custom]
-    # A Helm release's objects exist only once Helm renders its chart at apply time.
+    # A module's CRD release: its CRDs, read back from its chart copy, rendered as the objects they are.
+    bundled = [crd for args in objects if is_bundle(args.typ, args.inputs) for crd in bundled_crds(args.inputs)]
+    objects = [args for args in objects if not is_bundle(args.typ, args.inputs)]
+    # Another Helm release's objects exist only once Helm renders its chart at apply time.
     releases = [args.name for args in objects if args.typ.startswith("kubernetes:helm.sh/")]
     if releases:
         raise RenderError(
             f"stack {stack} installs Helm release(s) {', '.join(releases)}, whose objects only Helm renders; "
             "export them with `helm template` of the pinned chart"
         )
-    return sorted((_manifest(args.inputs) for args in objects), key=_apply_order)
+    manifests = [_manifest(args.inputs) for args in objects] + [_manifest(crd) for crd in bundled]
+    return sorted(manifests, key=_apply_order)
 
 
 def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -133,6 +133,16 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
             ("platform", "database", "host"),
             "not allowed when database.kind is 'in-cluster' (allowed: set kind: managed to use an external database)",
         )
+    if config.platform.crd_install == "release" and config.platform.crd_descriptions == "keep":
+        # Helm keeps each release's record, every CRD twice (chart and manifest) compressed, in
+        # one Secret of at most 1 MiB; with their descriptions the monitoring and training CRDs
+        # take about 1.7 and 1.4 MiB.
+        add(
+            ("platform", "crdInstall"),
+            "'release' cannot install CRDs with their descriptions (crdDescriptions: 'keep'): Helm's record "
+            "of a release would exceed the 1 MiB a Secret holds (allowed: 'objects' with 'keep', or "
+            "crdDescriptions: 'drop' with 'release')",
+        )
     namespace_problems(config, profile, add)
 
     gpu_problems(config, config.cloud.provider if config.cloud else None, profile.node_pool_label, add)

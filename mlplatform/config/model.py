@@ -214,6 +214,13 @@ class PlatformSettings(Strict):
     # step; the descriptions are half of those bytes. drop: installed without them (KServe's
     # upstream CRDs already ship so); keep: as upstream writes them.
     crd_descriptions: Literal["drop", "keep"] = "drop"
+    # How the engine installs each module's CRDs. release: one Helm release of charts/crd-bundle
+    # per module, applied in one step (the provider re-reads the API server's whole OpenAPI
+    # document after every CRD it creates on its own, a second per CRD on the path of
+    # everything after them); objects: one resource per CRD, as stacks installed before
+    # release became the default hold them (switching an installed stack is refused by Helm,
+    # which will not take over CRDs another manager created, and changes nothing).
+    crd_install: Literal["release", "objects"] = "release"
     object_store: ObjectStoreSettings
     database: DatabaseSettings
     # Kubeflow Pipelines and Katib speak MySQL: their database where it is not platform.database

@@ -44,20 +44,45 @@ def _former_namespace_urns(name: str) -> list[str]:
 FORCE_ANNOTATION = "pulumi.com/patchForce"
 
 
-def _with_force(annotations: Any) -> Any:
-    if isinstance(annotations, pulumi.Output):
-        return annotations.apply(_with_force)
-    return {**(annotations or {}), FORCE_ANNOTATION: "true"}
+def _annotated(metadata: Any, key: str, value: str) -> Any:
+    """`metadata` (a dict, an ObjectMetaArgs or an Output of one) with one annotation more."""
+
+    def annotations_with(annotations: Any) -> Any:
+        if isinstance(annotations, pulumi.Output):
+            return annotations.apply(annotations_with)
+        return {**(annotations or {}), key: value}
+
+    if isinstance(metadata, pulumi.Output):
+        return metadata.apply(lambda resolved: _annotated(resolved, key, value))
+    if isinstance(metadata, dict):
+        return {**metadata, "annotations": annotations_with(metadata.get("annotations"))}
+    changed = copy.copy(metadata)  # an ObjectMetaArgs
+    changed.annotations = annotations_with(metadata.annotations)
+    return changed
 
 
 def _forced_metadata(metadata: Any) -> Any:
-    if isinstance(metadata, pulumi.Output):
-        return metadata.apply(_forced_metadata)
-    if isinstance(metadata, dict):
-        return {**metadata, "annotations": _with_force(metadata.get("annotations"))}
-    changed = copy.copy(metadata)  # an ObjectMetaArgs
-    changed.annotations = _with_force(metadata.annotations)
-    return changed
+    return _annotated(metadata, FORCE_ANNOTATION, "true")
+
+
+# The provider's await of a Service waits for its endpoints, then 10 s more. A ClusterIP
+# Service's endpoints are the pods of a workload whose own readiness the engine awaits, so the
+# 10 s are all it adds (29 Services, 290 s of steps, in a fresh install of the Kubeflow
+# services). Services of other types keep their await: a LoadBalancer's address is an output.
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+_SERVICE_TYPE = "kubernetes:core/v1:Service"
+
+
+def cluster_services_not_awaited(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Stack transformation for the engine: ClusterIP Services applied without the provider's
+    await. Renders leave it out (the annotation only means something to the provider)."""
+    if args.type_ != _SERVICE_TYPE or args.props.get("metadata") is None:
+        return None
+    spec = args.props.get("spec")
+    if not isinstance(spec, dict) or spec.get("type", "ClusterIP") != "ClusterIP":
+        return None
+    props = {**args.props, "metadata": _annotated(args.props["metadata"], SKIP_AWAIT_ANNOTATION, "true")}
+    return pulumi.ResourceTransformationResult(props, args.opts)
 
 
 def declared_state_wins(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
@@ -93,6 +118,11 @@ class ModuleContext:
     # The module being built and the output types it declared; None for the program itself.
     module: str | None = None
     declared: frozenset[type] | None = None
+    # The stack transformations every CRD gets, for CRDs installed as a release's values
+    # (crd_bundle), which are not registered as resources.
+    crd_transformations: tuple[Any, ...] = ()
+    # The CRD releases registered so far, by name: two in one stack would be one Helm release.
+    crd_releases: dict[str, Any] = field(default_factory=dict)
 
     def for_module(self, module: str, declared: frozenset[type]) -> ModuleContext:
         """The context one module is built with: the same shared state, its declared inputs."""

@@ -29,6 +29,7 @@ from mlplatform.gpu.plugin_config import (
 from mlplatform.gpu.pools import DEFAULT_NAMESPACES, pool_selector
 from mlplatform.modules.base import Module, ModuleContext, create_object
 from mlplatform.modules.contracts import GpuOutputs, MonitoringOutputs
+from mlplatform.modules.crd_bundle import install_crds
 from mlplatform.upstream import kustomize_build, load_documents
 
 DCGM_PORT = 9400
@@ -281,6 +282,7 @@ class GpuLayer(Module):
         host-reading pods). Its master publishes the nvidia.com labels GPU feature discovery
         writes as feature files; its workers run on tainted GPU nodes too."""
         source = self._sources["node-feature-discovery"]
+        crds = []
         for document in kustomize_build(source, "default", self._mirror()):
             if document["kind"] == "Namespace":
                 continue
@@ -309,7 +311,11 @@ class GpuLayer(Module):
                     limits.setdefault("cpu", "1" if document["kind"] == "Deployment" else "500m")
             if document["kind"] == "DaemonSet":
                 document["spec"]["template"]["spec"]["tolerations"] = self._tolerations
+            if document["kind"] == "CustomResourceDefinition":
+                crds.append(document)
+                continue
             self._create(document)
+        install_crds(self, self._ctx, "node-feature-discovery", crds)
 
     def _device_plugin(self) -> None:
         source = self._sources["nvidia-device-plugin"]

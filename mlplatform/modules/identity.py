@@ -221,6 +221,7 @@ class Identity(Module):
             module_label="identity",
             after_for_custom_resources=after_mesh,
             credentials=self._proxy_credentials,
+            crd_release="identity-oauth2-proxy",
         )
         ready += proxy.ready
         for manifest in gateway_policies(resolved, mesh, labels):

@@ -899,6 +899,7 @@ class Kserve(ServiceModule):
                 overlay_manifests(ctx, "kserve-runtimes"),
                 module_label="kserve",
                 after_for_custom_resources=[*install.ready, *install.custom_resources],
+                crd_release="kserve-runtimes",
             )
             ready += runtimes.custom_resources
         self._team_rights(
@@ -959,6 +960,7 @@ class Training(ServiceModule):
                 overlay_manifests(ctx, "trainer-runtimes"),
                 module_label="training",
                 after_for_custom_resources=install.ready,
+                crd_release="training-runtimes",
             )
             ready += runtimes.custom_resources
         if operator == "trainer":

@@ -23,6 +23,7 @@ from mlplatform.config.model import AlertmanagerSettings, PrometheusSettings
 from mlplatform.modules import base
 from mlplatform.modules.base import FORCE_ANNOTATION, Module, ModuleContext, create_object, target_kube_version
 from mlplatform.modules.contracts import MonitoringOutputs, ScrapeTarget
+from mlplatform.modules.crd_bundle import install_crds
 from mlplatform.paths import BIN_DIR
 from mlplatform.tenancy import network
 from mlplatform.upstream import load_documents
@@ -605,8 +606,8 @@ class Monitoring(Module):
                 continue
             metadata = document.setdefault("metadata", {})
             metadata["labels"] = {**(metadata.get("labels") or {}), **self._labels}
-            crds.append(create_object(document, self._ctx.child_opts(self)))
-        return crds
+            crds.append(document)
+        return install_crds(self, self._ctx, "monitoring", crds)
 
     def _kube_prometheus(self, crds: list[pulumi.Resource], dashboards: list[str]) -> None:
         resolved = self._ctx.resolved

@@ -21,6 +21,7 @@ import pulumi
 
 from mlplatform.modules.base import Module, ModuleContext, create_object
 from mlplatform.modules.contracts import ServiceOutputs
+from mlplatform.modules.crd_bundle import install_crds
 from mlplatform.overlays import build_overlay
 from mlplatform.tenancy import network, rbac
 from mlplatform.upstream import KUBEFLOW_NAMESPACE
@@ -228,9 +229,13 @@ class ServiceInstall:
         after: Sequence[pulumi.Resource] = (),
         after_for_custom_resources: Sequence[pulumi.Resource] = (),
         credentials: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        crd_release: str | None = None,
     ) -> None:
         """`credentials`: the Secrets of these manifests whose values we fill, (namespace, name)
-        -> their values; the workloads reading them roll when they change."""
+        -> their values; the workloads reading them roll when they change. `crd_release`: the
+        name of the release of their CRDs (crd_bundle), `module_label` unless given; it must
+        never change once installed (another name is another release: Helm would remove the
+        CRDs of the old one, and with them every object of their kinds)."""
         labels = {**ctx.labels, "mlplatform.io/module": module_label}
         self.namespaces: dict[str, pulumi.Resource] = {}
         self.crds: list[pulumi.Resource] = []
@@ -252,9 +257,13 @@ class ServiceInstall:
             if namespace and namespace not in self.namespaces and namespace in ctx.namespaces:
                 self.namespaces[namespace] = ctx.namespaces[namespace]
 
-        for manifest in prepared:
-            if manifest["kind"] == "CustomResourceDefinition":
-                self.crds.append(create_object(manifest, ctx.child_opts(owner, depends_on=list(after))))
+        self.crds = install_crds(
+            owner,
+            ctx,
+            crd_release or module_label,
+            [m for m in prepared if m["kind"] == "CustomResourceDefinition"],
+            depends_on=after,
+        )
 
         base_deps = [*after, *self.namespaces.values(), *self.crds]
         deferred = []

@@ -13,6 +13,7 @@ import pulumi
 from mlplatform.config.model import Team
 from mlplatform.modules.base import Module, ModuleContext, create_object
 from mlplatform.modules.contracts import GpuOutputs, MonitoringOutputs, TenancyOutputs
+from mlplatform.modules.crd_bundle import install_crds
 from mlplatform.tenancy import kueue, network, profiles, rbac
 from mlplatform.upstream import kustomize_build
 
@@ -199,11 +200,13 @@ class Tenancy(Module):
         wait for the controller (its CRDs and the Deployment serving its webhooks)."""
         ctx = self._ctx
         source = ctx.resolved.upstream("kueue")
+        manifests = kueue_controller_manifests(
+            kustomize_build(source, "default", ctx.resolved.mirror_path), self._labels
+        )
+        crds = [m for m in manifests if m["kind"] == "CustomResourceDefinition"]
         controller = [
-            create_object(manifest, ctx.child_opts(self))
-            for manifest in kueue_controller_manifests(
-                kustomize_build(source, "default", ctx.resolved.mirror_path), self._labels
-            )
+            *install_crds(self, ctx, "kueue", crds),
+            *(create_object(m, ctx.child_opts(self)) for m in manifests if m["kind"] != "CustomResourceDefinition"),
         ]
         pools = list(ctx.resolved.config.cluster.node_pools)
         capacity = gpu.pools if gpu is not None else {}

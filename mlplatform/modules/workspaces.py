@@ -169,7 +169,13 @@ class Workspaces(ServiceModule):
             with_identity(manifests, identity)
             on_mesh(manifests, mesh)
             install = ServiceInstall(
-                self, ctx, manifests, module_label=MODULE, after=mesh_ready, after_for_custom_resources=mesh_ready
+                self,
+                ctx,
+                manifests,
+                module_label=MODULE,
+                after=mesh_ready,
+                after_for_custom_resources=mesh_ready,
+                crd_release=f"{MODULE}-{app}",
             )
             ui_ready += install.ready
 
@@ -223,7 +229,10 @@ class Workspaces(ServiceModule):
             certificates,
             module_label=MODULE,
             after_for_custom_resources=list(kserve.ready) if kserve is not None else [],
+            crd_release=f"{MODULE}-certificates",
         )
-        webhook = ServiceInstall(self, ctx, rest, module_label=MODULE, after=issued.custom_resources)
+        webhook = ServiceInstall(
+            self, ctx, rest, module_label=MODULE, after=issued.custom_resources, crd_release=f"{MODULE}-poddefaults"
+        )
         # PodDefaults apply to pods only once the webhook configuration is registered.
         return [*webhook.ready, *webhook.webhooks]

@@ -22,6 +22,23 @@ def is_kubernetes(resource_type: str) -> bool:
     return resource_type.startswith("kubernetes:") and not resource_type.startswith("kubernetes:helm.sh/")
 
 
+# The platform installs a module's CRDs as one Helm release of a copy of its chart
+# charts/crd-bundle under this folder, the release's values listing each CRD's name, group and
+# kind (mlplatform.modules.crd_bundle).
+CRD_BUNDLE_DIR = ".mlplatform/crd-releases/"
+CRD_BUNDLE_VALUES_KEY = "customResourceDefinitions"
+
+
+def bundled_crds(resource_type: str, props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """(name, group, kind) entries of the CRDs a CRD release installs; none for any other resource."""
+    chart = props.get("chart")
+    if resource_type != "kubernetes:helm.sh/v3:Release" or not str(chart or "").startswith(CRD_BUNDLE_DIR):
+        return []
+    values = props.get("values") or {}
+    found = values.get(CRD_BUNDLE_VALUES_KEY) or []
+    return [entry for entry in found if isinstance(entry, Mapping)] if is_list(found) else []
+
+
 def metadata(props: Mapping[str, Any]) -> Mapping[str, Any]:
     return props.get("metadata") or {}
 

@@ -21,6 +21,7 @@ from pulumi_policy import (
 from mlplatform_policies.objects import (
     CRD_KIND,
     EXEMPTION_SCHEMA,
+    bundled_crds,
     describe,
     exempted,
     is_extended_resource,
@@ -245,7 +246,8 @@ def validate_crds_first(args: StackValidationArgs, report: ReportViolation) -> N
     """Every custom resource depends on the CRD that defines it (or its API comes with the environment)."""
     config = args.get_config()
     external = {entry["group"] for entry in config.get("externalApiGroups") or []}
-    crds: dict[tuple[str, str], PolicyResource] = {}
+    # (group, kind) -> the resource that installs its CRD (the CRD, or the release holding it), its name.
+    crds: dict[tuple[str, str], tuple[PolicyResource, str]] = {}
     children: dict[str, list[PolicyResource]] = defaultdict(list)
     for resource in args.resources:
         if resource.parent is not None:
@@ -254,24 +256,33 @@ def validate_crds_first(args: StackValidationArgs, report: ReportViolation) -> N
     for resource in objects:
         if resource.props["kind"] == CRD_KIND:
             spec = resource.props.get("spec") or {}
-            crds[(spec.get("group", ""), (spec.get("names") or {}).get("kind", ""))] = resource
+            crds[(spec.get("group", ""), (spec.get("names") or {}).get("kind", ""))] = (
+                resource,
+                str(metadata(resource.props).get("name")),
+            )
+    # A CRD in a module's CRD release: a custom resource waits on the release.
+    for resource in args.resources:
+        for entry in bundled_crds(resource.resource_type, resource.props):
+            crds[(str(entry.get("group", "")), str(entry.get("kind", "")))] = (
+                resource,
+                f"{entry.get('name')} (in Helm release {resource.props.get('name')})",
+            )
     for resource in objects:
         props = resource.props
         group = _api_group(str(props.get("apiVersion", "")))
         if group in BUILT_IN_GROUPS:
             continue
-        crd = crds.get((group, props["kind"]))
-        if crd is None:
+        found = crds.get((group, props["kind"]))
+        if found is None:
             if group not in external and not exempted(CRDS_FIRST, props, config):
                 report(
                     f"{describe(props)}: no CRD for {props['kind']}.{group} in the stack and {group} is not "
                     "an API the environment serves (externalApiGroups)",
                     resource.urn,
                 )
-        elif crd.urn not in _waits_for(resource, children) and not exempted(CRDS_FIRST, props, config):
+        elif found[0].urn not in _waits_for(resource, children) and not exempted(CRDS_FIRST, props, config):
             report(
-                f"{describe(props)} does not depend on CRD {metadata(crd.props).get('name')}: it may be "
-                "registered before its API exists",
+                f"{describe(props)} does not depend on CRD {found[1]}: it may be registered before its API exists",
                 resource.urn,
             )
 

@@ -109,16 +109,19 @@ class Terminal(io.StringIO):
 @pytest.fixture
 def up(monkeypatch, tmp_path):
     """Runs `mlplatform up ARGS` for a stack targeting `kubeconfig` (None: the local plane)."""
-    from mlplatform import checkpoints, stack_secrets
+    from mlplatform import checkpoints, crd_adoption, stack_secrets
     from mlplatform.cluster import plane
     from mlplatform.toolchain import build
 
-    def run(argv, kubeconfig=None, tty=False, answer="y", status=None, fresh=False, modules=None):
-        calls = SimpleNamespace(tools=[], plane=0, engine=Engine(status), prompts=[])
+    def run(
+        argv, kubeconfig=None, tty=False, answer="y", status=None, fresh=False, modules=None, crd_install="release"
+    ):
+        calls = SimpleNamespace(tools=[], plane=0, engine=Engine(status), prompts=[], adopted=[])
         ingress = SimpleNamespace(domain="mlplatform.localhost")
         config = SimpleNamespace(
             cluster=SimpleNamespace(kubeconfig=kubeconfig, context=None, ingress=ingress),
             modules=modules or ModulesSettings(),
+            platform=SimpleNamespace(crd_install=crd_install),
         )
         monkeypatch.setattr(cli, "load_or_report", lambda stack: SimpleNamespace(stack=stack, config=config))
 
@@ -145,6 +148,14 @@ def up(monkeypatch, tmp_path):
         monkeypatch.setattr(stack_secrets, "StackSecrets", FakeSecrets)
         monkeypatch.setattr(checkpoints, "is_fresh", lambda stack, cwd, env: fresh)
         monkeypatch.setattr(cli.subprocess, "run", calls.engine)
+
+        def adopt(stack, cwd, env, raw_config, cluster):
+            # When it runs, against the engine's commands so far.
+            calls.adopted.append((stack, len(calls.engine.commands)))
+            return ["marked 6 CRD(s) for Helm releases training-crds and removed them from the state"]
+
+        monkeypatch.setattr(crd_adoption, "adopt", adopt)
+        monkeypatch.setattr(cli, "stack_cluster", lambda path: "cluster")
         monkeypatch.setattr(sys, "stdin", Terminal(tty))
         monkeypatch.setattr("builtins.input", ask)
         calls.rc = cli.main(["up", *argv])
@@ -181,6 +192,20 @@ def test_an_up_over_a_state_with_resources_keeps_its_checkpoints(up, capsys):
     assert calls.rc == 0
     assert "PULUMI_SKIP_CHECKPOINTS" not in calls.engine.envs[-1]
     assert "fresh install" not in capsys.readouterr().out
+
+
+def test_an_up_over_a_state_with_resources_first_moves_its_crds_into_releases(up, capsys):
+    calls = up(["--stack", "cloud"], kubeconfig="~/.kube/config", tty=True, answer="y", fresh=False)
+    assert calls.rc == 0
+    # Before the preview the user confirms: it shows the releases, not CRDs to delete.
+    assert calls.adopted == [("cloud", 0)]
+    assert calls.engine.commands[0][:2] == ["pulumi", "preview"]
+    assert "marked 6 CRD(s) for Helm releases training-crds" in capsys.readouterr().out
+
+
+def test_no_crds_move_on_a_fresh_install_or_where_each_crd_stays_a_resource(up):
+    assert up(["--stack", "lab"], fresh=True).adopted == []
+    assert up(["--stack", "lab"], fresh=False, crd_install="objects").adopted == []
 
 
 def test_up_says_for_each_tool_which_copy_it_uses(up, capsys):

@@ -70,6 +70,7 @@ def test_stacks_install_crds_without_descriptions_by_default(mirror, monkeypatch
     dropped = _crds(render_shared(stack))
     config = read_stack_file(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")
     config.setdefault("mlplatform:platform", {})["crdDescriptions"] = "keep"
+    config["mlplatform:platform"]["crdInstall"] = "objects"
     kept = _crds(render_shared(stack, config))
 
     assert dropped and dropped.keys() == kept.keys(), stack

@@ -87,3 +87,35 @@ def test_a_priority_class_value_is_replaced_not_updated():
     assert seen["mlplatform-batch"].replace_on_changes == ["value", "preemptionPolicy"]
     assert seen["mlplatform-batch"].delete_before_replace is True
     assert not seen["n/c"].replace_on_changes and not seen["n/c"].delete_before_replace
+
+
+def test_cluster_ip_services_are_not_awaited_and_others_are():
+    from mlplatform.modules.base import SKIP_AWAIT_ANNOTATION, cluster_services_not_awaited
+
+    metadata = {"name": "katib-ui", "namespace": "kubeflow", "annotations": {"owner": "ml"}}
+    for spec in ({"ports": [{"port": 80}]}, {"type": "ClusterIP", "clusterIP": "None"}):
+        result = cluster_services_not_awaited(_args("kubernetes:core/v1:Service", {"metadata": metadata, "spec": spec}))
+        assert result.props["metadata"]["annotations"] == {"owner": "ml", SKIP_AWAIT_ANNOTATION: "true"}
+    assert metadata["annotations"] == {"owner": "ml"}
+    # A load balancer's address is awaited (and published); other kinds are not Services.
+    for service_type in ("LoadBalancer", "NodePort", "ExternalName"):
+        spec = {"type": service_type}
+        assert (
+            cluster_services_not_awaited(_args("kubernetes:core/v1:Service", {"metadata": metadata, "spec": spec}))
+            is None
+        )
+    assert (
+        cluster_services_not_awaited(_args("kubernetes:apps/v1:Deployment", {"metadata": metadata, "spec": {}})) is None
+    )
+
+
+def test_the_engine_registers_the_service_await_transformation_and_renders_do_not(run_stack):
+    """Under mocks (a render) no Service carries the annotation: it is the engine's alone."""
+    from mlplatform.modules.base import SKIP_AWAIT_ANNOTATION
+
+    mocks, _ = run_stack("lab")
+    services = [r for r in mocks.resources if r.typ == "kubernetes:core/v1:Service"]
+    assert services
+    assert not [
+        r.name for r in services if SKIP_AWAIT_ANNOTATION in ((r.inputs.get("metadata") or {}).get("annotations") or {})
+    ]

@@ -23,6 +23,13 @@ def test_settings_of_the_user_win(monkeypatch):
     assert (env["GOGC"], env["GOMEMLIMIT"]) == ("100", "off")
 
 
+def test_the_engine_runs_more_steps_at_once_unless_the_user_says(monkeypatch):
+    monkeypatch.delenv("PULUMI_PARALLEL", raising=False)
+    assert engine_env("lab")["PULUMI_PARALLEL"] == "64"
+    monkeypatch.setenv("PULUMI_PARALLEL", "4")
+    assert engine_env("lab")["PULUMI_PARALLEL"] == "4"
+
+
 def test_a_go_program_accepts_the_settings():
     """A Go binary refuses to start on a GOMEMLIMIT or GOGC it cannot parse; kustomize is one."""
     proc = subprocess.run(

@@ -111,10 +111,18 @@ def test_knative_comes_before_kserves_controller(run_stack, mirror, monkeypatch)
 
     for module in (base, services, ml_services):
         monkeypatch.setattr(module, "create_object", spying)
-    run_stack("lab-serverless", pulumi_config_of(FIXTURE), fresh=True)
+    mocks, _ = run_stack("lab-serverless", pulumi_config_of(FIXTURE), fresh=True)
     controller = recorded["Deployment:kserve/kserve-controller-manager"]
-    # Knative's CRDs Established and its controllers Available before KServe watches them.
-    assert "services.serving.knative.dev" in controller
+    # Knative's CRDs Established (their release) and its controllers Available before KServe watches them.
+    from mlplatform.modules.crd_bundle import is_bundle
+
+    (knative_crds,) = [
+        r.name
+        for r in mocks.resources
+        if is_bundle(r.typ, r.inputs)
+        and "services.serving.knative.dev" in [e["name"] for e in r.inputs["values"]["customResourceDefinitions"]]
+    ]
+    assert knative_crds in controller
     assert {"knative-serving/controller", "knative-serving/webhook", "knative-serving/net-istio-controller"} <= set(
         controller
     )

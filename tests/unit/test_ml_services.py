@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
+from mlplatform.modules.crd_bundle import bundled_crds, is_bundle
 from mlplatform.modules.services import BUILT_IN_GROUPS, api_group
 from mlplatform.overlays import ENVIRONMENTS, build_overlay, components
 from mlplatform.upstream import upstream_sources
@@ -104,21 +105,28 @@ def test_custom_resources_and_webhooks_wait_for_what_serves_them(run_stack, stac
 
     monkeypatch.setattr(services, "create_object", spying)
     monkeypatch.setattr(ml_services, "create_object", spying)
-    run_stack(stack, fresh=True)
+    mocks, _ = run_stack(stack, fresh=True)
     assert k8s  # the typed classes are what create_object builds
+    # Each CRD is installed by its module's CRD release: a dependent waits on that release.
+    installer = {
+        crd["metadata"]["name"]: r.name
+        for r in mocks.resources
+        if is_bundle(r.typ, r.inputs)
+        for crd in bundled_crds(r.inputs)
+    }
     certificates = [k for k in recorded if k.startswith("Certificate:")]
     assert certificates, "KServe's Certificates are registered"
     for key in certificates:
         # cert-manager's webhook Deployment and the Certificate CRD come first.
         assert "cert-manager/cert-manager-webhook" in recorded[key], key
-        assert "certificates.cert-manager.io" in recorded[key], key
+        assert installer["certificates.cert-manager.io"] in recorded[key], key
     for key in [k for k in recorded if k.startswith("ValidatingWebhookConfiguration:")]:
         if "inferenceservice" in key:
             assert "kserve/kserve-controller-manager" in recorded[key], key
     runtimes = [k for k in recorded if k.startswith("ClusterServingRuntime:")]
     assert len(runtimes) == 11
     for key in runtimes:
-        assert "clusterservingruntimes.serving.kserve.io" in recorded[key]
+        assert installer["clusterservingruntimes.serving.kserve.io"] in recorded[key]
         assert "kserve/kserve-controller-manager" in recorded[key]
     # Namespaced objects wait for their namespace.
     for key, dependencies in recorded.items():

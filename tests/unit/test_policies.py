@@ -484,6 +484,31 @@ def test_custom_resources_depend_on_their_crd():
     ]
 
 
+def crd_release(*crds: dict, chart: str = ".mlplatform/crd-releases/demo-crds-0123456789abcdef") -> PolicyResource:
+    listed = [
+        {"name": c["metadata"]["name"], "group": c["spec"]["group"], "kind": c["spec"]["names"]["kind"]} for c in crds
+    ]
+    props = {"name": "demo-crds", "chart": chart, "values": {"customResourceDefinitions": listed}}
+    return PolicyResource(
+        "kubernetes:helm.sh/v3:Release", props, "urn:release:demo-crds", "demo-crds", _options(), None, None, [], {}
+    )
+
+
+def test_custom_resources_depend_on_the_release_of_their_crd():
+    release = crd_release(crd())
+    assert check_stack("crds-before-custom-resources", [release, resource(WIDGET, dependencies=[release])]) == []
+    assert check_stack("crds-before-custom-resources", [release, resource(WIDGET)]) == [
+        "Widget a/w does not depend on CRD widgets.example.com (in Helm release demo-crds): it may be registered "
+        "before its API exists"
+    ]
+    # Another chart's release installs no CRD the policy knows of.
+    other = crd_release(crd(), chart="gpu-operator")
+    assert check_stack("crds-before-custom-resources", [other, resource(WIDGET, dependencies=[other])]) == [
+        "Widget a/w: no CRD for Widget.example.com in the stack and example.com is not an API the environment "
+        "serves (externalApiGroups)"
+    ]
+
+
 def component(urn: str, dependencies=()) -> PolicyResource:
     return PolicyResource("mlplatform:test:Box", {}, urn, urn, _options(), None, None, list(dependencies), {})
 

@@ -79,6 +79,10 @@ def nfd_inventory(namespace: str) -> set[tuple[str, str]]:
     for manifest in kustomize_build(upstream_sources()["node-feature-discovery"], "default", UPSTREAM_MIRROR):
         if manifest["kind"] == "Namespace":
             continue
+        if manifest["kind"] == "CustomResourceDefinition":
+            # The CRDs come as one release.
+            inventory.add(("kubernetes:helm.sh/v3:Release", "node-feature-discovery-crds"))
+            continue
         meta = manifest["metadata"]
         name = f"{namespace}/{meta['name']}" if meta.get("namespace") else meta["name"]
         inventory.add((_type_token(manifest), name))
@@ -92,6 +96,9 @@ def kueue_inventory(config: dict) -> set[tuple[str, str]]:
 
     inventory = set()
     for manifest in kustomize_build(upstream_sources()["kueue"], "default", UPSTREAM_MIRROR):
+        if manifest["kind"] == "CustomResourceDefinition":
+            inventory.add(("kubernetes:helm.sh/v3:Release", "kueue-crds"))
+            continue
         meta = manifest["metadata"]
         name = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
         inventory.add((_type_token(manifest), name))
@@ -183,13 +190,21 @@ def test_inventory_per_environment(run_stack, stack):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_object_carries_the_stack_inventory_labels(run_stack, stack):
+    from mlplatform.modules.crd_bundle import bundled_crds, is_bundle
+
     mocks, _ = run_stack(stack)
+    objects = []
     for resource in mocks.resources:
-        if not resource.typ.startswith("kubernetes:"):
-            continue
-        labels = resource.inputs["metadata"]["labels"]
-        assert labels["app.kubernetes.io/managed-by"] == "mlplatform", resource.name
-        assert labels["mlplatform.io/stack"] == stack, resource.name
+        if is_bundle(resource.typ, resource.inputs):
+            # A CRD release: the CRDs it installs.
+            objects += [(f"{resource.name}: {crd['metadata']['name']}", crd) for crd in bundled_crds(resource.inputs)]
+        elif resource.typ.startswith("kubernetes:"):
+            objects.append((resource.name, resource.inputs))
+    assert any(":" in name for name, _ in objects), "the stack installs CRDs through releases"
+    for name, inputs in objects:
+        labels = inputs["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "mlplatform", name
+        assert labels["mlplatform.io/stack"] == stack, name
 
 
 def test_namespace_labels_follow_the_environment_profile(run_stack):
