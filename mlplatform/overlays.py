@@ -13,6 +13,7 @@ with a plain `kustomize build`; `build_overlay` runs that same lay-down and buil
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -278,6 +279,14 @@ def _overlay_files(root: Path) -> list[Path]:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _mirror_files(mirror: Path, folder: str) -> tuple[tuple[Path, Path], ...]:
+    """(path relative to the mirror, path) of each file of a mirrored source, in order. Listed
+    once per process (a program run builds a dozen overlays over the same sources); each file
+    is still stat-ed at every digest, so a file refreshed in place changes the key."""
+    return tuple((path.relative_to(mirror), path) for path in sorted((mirror / folder).rglob("*")) if path.is_file())
+
+
 def build_digest(overlay: str, sources: dict[str, UpstreamSource], mirror: Path | None) -> str:
     """A digest of everything a build of `overlay` (`<component>/<folder>`) reads: the overlays
     as `_build` copies them, every pinned source's lock entry, the mirrored files of the sources
@@ -300,10 +309,9 @@ def build_digest(overlay: str, sources: dict[str, UpstreamSource], mirror: Path 
             folder = sources[source_name].get("mirror") if source_name in sources else None
             if not folder:
                 continue
-            for path in sorted((mirror / folder).rglob("*")):
-                if path.is_file():
-                    stat = path.stat()
-                    add(path.relative_to(mirror), stat.st_size, stat.st_mtime_ns)
+            for relative, path in _mirror_files(mirror, folder):
+                stat = path.stat()
+                add(relative, stat.st_size, stat.st_mtime_ns)
     binary = Path(kustomize_binary()).resolve()
     stat = binary.stat()
     add(binary, stat.st_size, stat.st_mtime_ns)

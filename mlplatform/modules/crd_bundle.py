@@ -32,7 +32,6 @@ import yaml
 
 from mlplatform.modules.base import CRD_TYPE, ModuleContext, create_object
 from mlplatform.paths import REPO_ROOT
-from mlplatform.plain_data import plain_copy
 
 # Where the copies go, relative to the project's root.
 BUNDLE_DIR = ".mlplatform/crd-releases"
@@ -85,7 +84,8 @@ def adapted(manifest: dict[str, Any], transformations: Sequence[Callable[..., An
     """One CRD after the stack transformations that every CRD of the stack gets (dropped
     descriptions, conversion on the simulated plane): a release's CRDs are not registered as
     resources, so the program's stack transformations are applied here, the same functions."""
-    body = plain_copy(manifest)
+    # Each transformation copies what it changes; the manifest itself is left as it came.
+    body = manifest
     for transformation in transformations:
         props = {key: value for key, value in body.items() if key not in ("apiVersion", "kind")}
         args = pulumi.ResourceTransformationArgs(

@@ -257,12 +257,13 @@ class ServiceInstall:
             if namespace and namespace not in self.namespaces and namespace in ctx.namespaces:
                 self.namespaces[namespace] = ctx.namespaces[namespace]
 
+        # CRDs wait on nothing: `after` (a mesh's injector, an identity provider) concerns the
+        # pods and the objects that use the APIs, and the CRDs are what those wait on.
         self.crds = install_crds(
             owner,
             ctx,
             crd_release or module_label,
             [m for m in prepared if m["kind"] == "CustomResourceDefinition"],
-            depends_on=after,
         )
 
         base_deps = [*after, *self.namespaces.values(), *self.crds]
