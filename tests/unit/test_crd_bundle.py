@@ -25,7 +25,7 @@ from mlplatform.modules.crd_bundle import (
     release_objects,
     write_chart,
 )
-from mlplatform.recover import Cluster, forget_crd_releases, held_crd_releases
+from mlplatform.recover import Cluster, RecoverError, forget_crd_releases, held_crd_releases
 from mlplatform.render import stack_config_strings
 from tests.conftest import REPO_ROOT, STACKS, render_shared
 
@@ -156,6 +156,10 @@ def test_recover_forgets_only_crd_releases_the_state_does_not_hold(tmp_path):
     ]
     # Everything held: nothing removed.
     assert forget_crd_releases(cluster, {"kserve-crds", "katib-crds"}) == []
+    # A cluster that does not answer: a clear error, nothing deleted.
+    kubectl.write_text("#!/bin/sh\necho 'connection refused' >&2\nexit 1\n")
+    with pytest.raises(RecoverError, match="listing Helm's records in mlplatform-system failed: connection refused"):
+        forget_crd_releases(cluster, set())
 
 
 def test_helm_unittest_suites_pass():
