@@ -87,9 +87,18 @@ def test_up_is_idempotent_and_destroy_is_clean(tmp_path, stack):
         assert changes(change_summary(repaired)) == 0, change_summary(repaired)
 
         engine.pulumi("destroy", "--yes", "--skip-preview").check()
-        plane.wait_for(
-            f"no object of stack {stack} left", lambda: labelled_inventory(plane, kinds, stack) == set(), timeout=300
-        )
+        # What is left is named when the wait runs out.
+        left: set = set()
+
+        def nothing_left() -> bool:
+            nonlocal left
+            left = labelled_inventory(plane, kinds, stack)
+            return not left
+
+        try:
+            plane.wait_for(f"no object of stack {stack} left", nothing_left, timeout=300)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; left: {sorted(left)[:40]}") from None
         assert engine.state_inventory() == set()
     finally:
         plane.down(check=False)
