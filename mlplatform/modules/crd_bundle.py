@@ -111,6 +111,25 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
+# Helm's annotation that keeps an object on uninstall: upstream puts it on Istio's and
+# cert-manager's CRDs. The stack owns its CRDs as it owns every other object: a destroy removes
+# them whichever way they are installed (the engine never reads the annotation when the CRDs are
+# resources of their own), so a release's copies go without it.
+_HELM_RESOURCE_POLICY = "helm.sh/resource-policy"
+
+
+def _removable(crd: dict[str, Any]) -> dict[str, Any]:
+    """`crd` without Helm's keep policy (a copy when there was one to take out)."""
+    annotations = (crd.get("metadata") or {}).get("annotations") or {}
+    if _HELM_RESOURCE_POLICY not in annotations:
+        return crd
+    kept = {key: value for key, value in annotations.items() if key != _HELM_RESOURCE_POLICY}
+    metadata = {key: value for key, value in crd["metadata"].items() if key != "annotations"}
+    if kept:
+        metadata["annotations"] = kept
+    return {**crd, "metadata": metadata}
+
+
 # Helm keeps each release's record in one Secret, whose data may hold at most 1 MiB: the record
 # is base64(gzip(JSON)), the JSON holding the chart's files (base64) and the rendered manifest,
 # so every CRD twice. A margin below the limit, for the record's other fields.
@@ -207,7 +226,7 @@ def install_crds(
     full_name = release_name(name)
     if full_name in ctx.crd_releases:
         raise ValueError(f"two CRD releases named {full_name!r} in one stack: give one of them another name")
-    crds = [_without_nulls(adapted(m, ctx.crd_transformations)) for m in manifests]
+    crds = [_removable(_without_nulls(adapted(m, ctx.crd_transformations))) for m in manifests]
     try:
         chart = write_chart(full_name, crds, chart_root())
     except ReleaseTooLarge as exc:
