@@ -1,5 +1,7 @@
 """Pulumi entry point: all logic lives in the mlplatform package."""
 
-from mlplatform.program import main
+import pulumi
 
-main()
+from mlplatform.program import main_async
+
+pulumi.run(main_async)

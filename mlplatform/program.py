@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pulumi
@@ -76,8 +78,35 @@ def build_provider(resolved: ResolvedConfig) -> k8s.Provider:
     )
 
 
+# Between modules: measured on the Kubeflow services (docs/benchmarks.md), the first resource
+# reaches the engine at 2 s instead of 5 s, for at most 50 ms per module.
+_PAUSES = 5
+_PAUSE_SECONDS = 0.01
+
+
 def main() -> dict[str, pulumi.ComponentResource]:
     """Compose the stack; returns the module components by name (tests inspect them)."""
+    components: dict[str, pulumi.ComponentResource] = {}
+    for _ in _compose(components):
+        pass
+    return components
+
+
+async def main_async() -> None:
+    """Compose the stack as the engine runs it: after the core and after each module, the event
+    loop runs, so the resources registered so far reach the engine, which creates them while the
+    next module is built. (A program's body runs before the loop does: built in one go, the lab's
+    first resource would wait for its last module, seconds of Python.)"""
+    for _ in _compose({}):
+        # A few short sleeps, not one bare yield: a registration is several round trips (the
+        # parent's URN, the provider's), each finishing on a worker thread that needs the loop.
+        for _ in range(_PAUSES):
+            await asyncio.sleep(_PAUSE_SECONDS)
+
+
+def _compose(components: dict[str, pulumi.ComponentResource]) -> Iterator[None]:
+    """The stack's composition, pausing (yield) where registrations so far may go out; fills
+    `components` with the module components by name."""
     resolved = load_running_stack()
     require_secrets(resolved)
     keep_project_frames_only()
@@ -98,6 +127,7 @@ def main() -> dict[str, pulumi.ComponentResource]:
     provider = build_provider(resolved)
     base_ctx = ModuleContext(resolved=resolved, provider=provider, crd_transformations=tuple(crd_transformations))
     core = Core("platform", base_ctx)
+    yield
     # Namespaces several modules install into belong to neither: their own owner, present
     # whichever modules are on, so toggling one never moves another's objects.
     shared = SharedNamespaces("shared-namespaces", pulumi.ResourceOptions(depends_on=[core]))
@@ -109,20 +139,20 @@ def main() -> dict[str, pulumi.ComponentResource]:
         crd_transformations=base_ctx.crd_transformations,
         crd_releases=base_ctx.crd_releases,
     )
-    components: dict[str, pulumi.ComponentResource] = {"core": core}
+    components["core"] = core
     ctx.outputs[CoreOutputs] = core.outputs
     for name in composition_order(resolved.config.modules.enabled_names()):
         module = MODULES[name]
         component = module(name, ctx.for_module(name, declared_inputs(name)), pulumi.ResourceOptions(depends_on=[core]))
         components[name] = component
         ctx.outputs[module.provides] = component.outputs
+        yield
     shared.register_outputs({"namespaces": sorted(ctx.namespaces)})
     pulumi.export("environment", resolved.config.environment)
     pulumi.export("platformNamespace", core.outputs.namespace)
     pulumi.export("modules", ["core", *resolved.config.modules.enabled_names()])
     for key, value in stack_outputs(ctx.outputs).items():
         pulumi.export(key, value)
-    return components
 
 
 def stack_outputs(outputs: dict[str, Any]) -> dict[str, Any]:

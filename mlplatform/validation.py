@@ -135,8 +135,8 @@ def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) 
         )
     if config.platform.crd_install == "release" and config.platform.crd_descriptions == "keep":
         # Helm keeps each release's record, every CRD twice (chart and manifest) compressed, in
-        # one Secret of at most 1 MiB; with their descriptions the monitoring and training CRDs
-        # take about 1.7 and 1.4 MiB.
+        # one Secret of at most 1 MiB; with their descriptions the monitoring CRDs take about
+        # 1.2 MiB (the training CRDs 0.9).
         add(
             ("platform", "crdInstall"),
             "'release' cannot install CRDs with their descriptions (crdDescriptions: 'keep'): Helm's record "

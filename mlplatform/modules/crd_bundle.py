@@ -38,8 +38,7 @@ BUNDLE_DIR = ".mlplatform/crd-releases"
 SOURCE_CHART = REPO_ROOT / "charts" / "crd-bundle"
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 VALUES_KEY = "customResourceDefinitions"
-# libyaml's when installed: the CRDs of a module are up to a few MB of YAML.
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+# libyaml's when installed.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Helm's limit on a release name.
 _NAME_LIMIT = 53
@@ -77,7 +76,7 @@ def bundled_crds(inputs: Any, root: Path | None = None) -> list[dict[str, Any]]:
     checkout, where a render's run wrote it), in the order its values list them."""
     chart = (root or REPO_ROOT) / inputs["chart"]
     listed = (inputs.get("values") or {}).get(VALUES_KEY) or []
-    return [yaml.load((chart / "files" / f"{entry['name']}.yaml").read_text(), Loader=_LOADER) for entry in listed]
+    return [_read_file((chart / "files" / f"{entry['name']}.yaml").read_text()) for entry in listed]
 
 
 def adapted(manifest: dict[str, Any], transformations: Sequence[Callable[..., Any]]) -> dict[str, Any]:
@@ -138,12 +137,23 @@ RECORD_LIMIT = 1_000_000
 
 def record_bytes(crds: Sequence[dict[str, Any]]) -> int:
     """About how many bytes Helm's record of a release of these CRDs takes, encoded as Helm
-    encodes it (KServe's CRDs: 583 KB measured, 613 KB estimated)."""
+    encodes it (KServe's CRDs: 259 KiB measured, 252 KiB estimated)."""
     return _record_bytes(_files(crds))
 
 
 def _files(crds: Sequence[dict[str, Any]]) -> dict[str, str]:
-    return {f"{crd['metadata']['name']}.yaml": yaml.dump(crd, Dumper=_DUMPER, sort_keys=True) for crd in crds}
+    """Each CRD's file, as JSON: YAML is a superset of JSON, so Helm reads it as any manifest,
+    and for MBs of schemas `json.dumps` takes milliseconds where YAML's emitter took seconds (the
+    lab's CRDs: 4.9 s of the program, KServe's on the path of its release)."""
+    return {
+        f"{crd['metadata']['name']}.yaml": json.dumps(crd, sort_keys=True, separators=(",", ":")) + "\n"
+        for crd in crds
+    }
+
+
+def _read_file(text: str) -> dict[str, Any]:
+    # Copies written by earlier releases of the program hold YAML.
+    return json.loads(text) if text.startswith("{") else yaml.load(text, Loader=_LOADER)
 
 
 def _record_bytes(files: dict[str, str]) -> int:
