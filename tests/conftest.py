@@ -61,6 +61,18 @@ def one_object(manifests: list[dict[str, Any]], kind: str, name: str, namespace:
     return found[0]
 
 
+# Helm's annotation that keeps an object on uninstall: upstream puts it on some CRDs, and the
+# copies a CRD release installs go without it (a destroy removes them).
+HELM_KEEP = "helm.sh/resource-policy"
+
+
+def without_helm_keep(manifest: dict[str, Any]) -> dict[str, Any]:
+    """`manifest` as a CRD release installs it: without Helm's keep annotation."""
+    annotations = {k: v for k, v in (manifest["metadata"].get("annotations") or {}).items() if k != HELM_KEEP}
+    metadata = {k: v for k, v in manifest["metadata"].items() if k != "annotations"}
+    return {**manifest, "metadata": {**metadata, **({"annotations": annotations} if annotations else {})}}
+
+
 @functools.cache
 def _validator(schema_json: str):
     schema = json.loads(schema_json)

@@ -27,22 +27,13 @@ from mlplatform.modules.crd_bundle import (
 )
 from mlplatform.recover import Cluster, RecoverError, forget_crd_releases, held_crd_releases
 from mlplatform.render import stack_config_strings
-from tests.conftest import REPO_ROOT, STACKS, render_shared
+from tests.conftest import HELM_KEEP, REPO_ROOT, STACKS, render_shared, without_helm_keep
 
 CRD_TYPE = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
 
 def _crds(manifests):
     return {m["metadata"]["name"]: m for m in manifests if m["kind"] == "CustomResourceDefinition"}
-
-
-_KEEP = "helm.sh/resource-policy"
-
-
-def _without_keep(crd: dict) -> dict:
-    annotations = {k: v for k, v in (crd["metadata"].get("annotations") or {}).items() if k != _KEEP}
-    metadata = {k: v for k, v in crd["metadata"].items() if k != "annotations"}
-    return {**crd, "metadata": {**metadata, **({"annotations": annotations} if annotations else {})}}
 
 
 def _objects_config(stack: str) -> dict:
@@ -89,10 +80,10 @@ def test_objects_mode_registers_each_crd_and_renders_the_same(run_stack, mirror,
     # that upstream puts on some CRDs: a release's copies go without it, or Helm's uninstall (a
     # destroy) would leave them behind, where the engine deletes them as resources of their own.
     as_objects = _crds(render_shared("lab", config))
-    kept = {name for name, crd in as_objects.items() if _KEEP in ((crd["metadata"].get("annotations")) or {})}
+    kept = {name for name, crd in as_objects.items() if HELM_KEEP in ((crd["metadata"].get("annotations")) or {})}
     assert {"gateways.networking.istio.io", "certificates.cert-manager.io"} <= kept, sorted(kept)
-    assert not [name for name, crd in released.items() if _KEEP in (crd["metadata"].get("annotations") or {})]
-    assert {name: _without_keep(crd) for name, crd in as_objects.items()} == released
+    assert not [name for name, crd in released.items() if HELM_KEEP in (crd["metadata"].get("annotations") or {})]
+    assert {name: without_helm_keep(crd) for name, crd in as_objects.items()} == released
 
 
 def test_an_unknown_crd_install_value_is_refused_with_the_allowed_ones():
