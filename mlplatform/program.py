@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
 from mlplatform import simulated_target as simulated
-from mlplatform.config import ConfigError, ResolvedConfig
-from mlplatform.config.load import config_from_pulumi_env, display_path, stack_file
+from mlplatform.config import ConfigError, ResolvedConfig, team_stacks
+from mlplatform.config.load import config_from_pulumi_env, display_path
+from mlplatform.modules import placement
 from mlplatform.modules.base import (
     ModuleContext,
     cluster_services_not_awaited,
@@ -22,7 +28,9 @@ from mlplatform.modules.base import (
 )
 from mlplatform.modules.contracts import CoreOutputs, GpuOutputs, MlflowOutputs, ServiceOutputs, TenancyOutputs
 from mlplatform.modules.core import Core, SharedNamespaces
+from mlplatform.modules.placement import Placement
 from mlplatform.modules.registry import MODULES, composition_order, declared_inputs, provider_of, scrape_targets
+from mlplatform.paths import STACKS_DIR
 from mlplatform.stack_traces import keep_project_frames_only
 from mlplatform.validation import resolve
 
@@ -35,14 +43,66 @@ def stack_config() -> dict[str, Any]:
     return config_from_pulumi_env(values)
 
 
+# Where a render (under mocks) found the stack file: its team or platform stack lies beside it.
+_stacks_dir: Path | None = None
+
+
+def use_stacks_dir(folder: Path | None) -> None:
+    global _stacks_dir
+    _stacks_dir = folder
+
+
+def running_stacks_dir() -> Path:
+    """The folder of the project's stack files: the render's, else the project's the engine runs
+    (its Pulumi.yaml's stackConfigDir, in the program's working directory)."""
+    if _stacks_dir is not None:
+        return _stacks_dir
+    project = Path.cwd() / "Pulumi.yaml"
+    if project.is_file():
+        folder = (yaml.safe_load(project.read_text()) or {}).get("stackConfigDir")
+        if folder:
+            return Path.cwd() / folder
+    return STACKS_DIR
+
+
 def load_running_stack() -> ResolvedConfig:
     stack = pulumi.get_stack()
-    source = display_path(stack_file(stack))
+    folder = running_stacks_dir()
+    source = display_path(folder / f"Pulumi.{stack}.yaml")
+    values = stack_config()
     try:
-        return resolve(stack_config(), source=source, stack=stack, decrypted=True)
+        platform_raw = None
+        if team_stacks.is_team_stack(values) and not under_mocks():
+            platform_raw = platform_stack_values(values, stack)
+        return resolve(values, source=source, stack=stack, decrypted=True, stacks_dir=folder, platform_raw=platform_raw)
     except ConfigError as exc:
         # RunError stops the update with our message alone, before any resource is registered.
         raise pulumi.RunError(f"invalid stack config ({len(exc.problems)} problem(s)):\n{exc}") from None
+
+
+def platform_stack_values(values: dict[str, Any], stack: str) -> dict[str, Any]:
+    """A team stack's platform config as the engine would hand it to the platform's program
+    (secrets decrypted), after checking that the platform stack was applied listing this one:
+    its objects (CRDs, roles, controllers) are what the team's wait for."""
+    platform = str(values.get(team_stacks.PLATFORM_KEY))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        config = pool.submit(_pulumi_json, "config", "--show-secrets", "--json", "--stack", platform)
+        outputs = pool.submit(_pulumi_json, "stack", "output", "--json", "--stack", platform)
+        config_values, applied = config.result(), outputs.result()
+    if stack not in (applied.get("teamStacks") or []):
+        raise pulumi.RunError(
+            f"platform stack {platform!r} has not been applied with team stack {stack!r} listed "
+            f"(modules.tenancy.teamStacks): run `pulumi up --stack {platform}` first"
+        )
+    return config_from_pulumi_env({key: entry.get("value") for key, entry in config_values.items()})
+
+
+def _pulumi_json(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(["pulumi", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise pulumi.RunError(f"`pulumi {' '.join(args)}` failed: {detail[0]}")
+    return json.loads(proc.stdout or "{}")
 
 
 def require_secrets(resolved: ResolvedConfig) -> None:
@@ -108,6 +168,7 @@ def _compose(components: dict[str, pulumi.ComponentResource]) -> Iterator[None]:
     """The stack's composition, pausing (yield) where registrations so far may go out; fills
     `components` with the module components by name."""
     resolved = load_running_stack()
+    placement.use(placement_of(resolved))
     require_secrets(resolved)
     keep_project_frames_only()
     # Every CRD gets these, whether registered on its own or in a module's CRD release.
@@ -151,8 +212,40 @@ def _compose(components: dict[str, pulumi.ComponentResource]) -> Iterator[None]:
     pulumi.export("environment", resolved.config.environment)
     pulumi.export("platformNamespace", core.outputs.namespace)
     pulumi.export("modules", ["core", *resolved.config.modules.enabled_names()])
-    for key, value in stack_outputs(ctx.outputs).items():
+    outputs = stack_outputs(ctx.outputs)
+    if resolved.stack != resolved.platform_stack:
+        # A team stack: its teams; the platform's outputs are the platform stack's.
+        pulumi.export("platformStack", resolved.platform_stack)
+        outputs = {"teamNamespaces": held_teams(resolved, outputs.get("teamNamespaces") or {})}
+    elif "teamNamespaces" in outputs and resolved.team_stacks:
+        outputs["teamNamespaces"] = held_teams(resolved, outputs["teamNamespaces"])
+    if resolved.config.modules.tenancy.team_stacks and resolved.stack == resolved.platform_stack:
+        # What a team stack checks before it applies: the platform was applied listing it.
+        pulumi.export("teamStacks", list(resolved.config.modules.tenancy.team_stacks))
+    for key, value in outputs.items():
         pulumi.export(key, value)
+
+
+def placement_of(resolved: ResolvedConfig) -> Placement | None:
+    """None where the stack holds every object of its config (no team stacks)."""
+    if not resolved.team_stacks and resolved.stack == resolved.platform_stack:
+        return None
+    tenancy = resolved.config.modules.tenancy
+    return Placement(
+        stack=resolved.stack,
+        platform_stack=resolved.platform_stack,
+        team_stack=dict(resolved.team_stacks),
+        namespace_stack={tenancy.team_namespace(team): stack for team, stack in resolved.team_stacks.items()},
+    )
+
+
+def held_teams(resolved: ResolvedConfig, namespaces: dict[str, str]) -> dict[str, str]:
+    """The teams (name -> namespace) the running stack holds."""
+    return {
+        team: ns
+        for team, ns in namespaces.items()
+        if resolved.team_stacks.get(team, resolved.platform_stack) == resolved.stack
+    }
 
 
 def stack_outputs(outputs: dict[str, Any]) -> dict[str, Any]:

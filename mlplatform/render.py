@@ -99,10 +99,14 @@ def use_mocks(mocks: pulumi.runtime.Mocks, stack: str, monitor: Any = None) -> N
     pulumi.runtime.set_mocks(mocks, project="mlplatform", stack=stack, preview=False, monitor=monitor)
 
 
-def run_program(stack: str, config: Mapping[str, str]) -> tuple[RecordingMocks, dict[str, Any]]:
+def run_program(
+    stack: str, config: Mapping[str, str], stacks_dir: Path | None = None
+) -> tuple[RecordingMocks, dict[str, Any]]:
     """One run of the program under mocks with a stack's config (values as the engine hands
-    them over: `stack_config_strings`): the recorded resources and what `main` returned."""
-    from mlplatform.program import main
+    them over: `stack_config_strings`): the recorded resources and what `main` returned.
+    `stacks_dir`: where a team stack's platform stack (or a platform's team stacks) lie, when
+    not in the project's stacks/."""
+    from mlplatform.program import main, use_stacks_dir
 
     recorder = RecordingMocks()
     use_mocks(recorder, stack)
@@ -114,7 +118,11 @@ def run_program(stack: str, config: Mapping[str, str]) -> tuple[RecordingMocks, 
     def program() -> None:
         result.update(main() or {})
 
-    program()
+    use_stacks_dir(stacks_dir)
+    try:
+        program()
+    finally:
+        use_stacks_dir(None)
     return recorder, result
 
 
@@ -139,7 +147,7 @@ def render_manifests(stack_or_path: str, config: Mapping[str, Any] | None = None
     """Every Kubernetes object the stack applies, in apply order."""
     path, stack = stack_location(stack_or_path)
     raw = config if config is not None else read_stack_file(path)
-    recorder, _ = run_program(stack, stack_config_strings(raw))
+    recorder, _ = run_program(stack, stack_config_strings(raw), stacks_dir=path.parent)
     return manifests_of(recorder, stack)
 
 

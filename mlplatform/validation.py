@@ -6,12 +6,13 @@ then judge, every problem reported at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlplatform.config import rules
+from mlplatform.config import rules, team_stacks
 from mlplatform.config.load import (
     ResolvedConfig,
     display_path,
@@ -31,6 +32,7 @@ from mlplatform.lock import LockError, load_lock
 from mlplatform.mlflow.validation import mlflow_problems
 from mlplatform.modules.registry import available_modules, module_needs
 from mlplatform.monitoring.validation import monitoring_problems
+from mlplatform.paths import STACKS_DIR
 from mlplatform.services.validation import identity_problems, ml_services_problems
 from mlplatform.tenancy.validation import tenancy_problems
 from mlplatform.upstream import UPSTREAM_NAMESPACES, upstream_sources
@@ -49,10 +51,11 @@ def load_or_report(stack: str) -> ResolvedConfig | None:
 
 
 def load_stack(stack_or_path: str, mirror_override: str | None = None) -> ResolvedConfig:
-    """Resolve a stack by name (stacks/Pulumi.<name>.yaml) or by a path to a stack file."""
+    """Resolve a stack by name (stacks/Pulumi.<name>.yaml) or by a path to a stack file (its
+    team stacks, or its platform stack, beside it)."""
     path, stack = stack_location(stack_or_path)
     raw = read_stack_file(path)
-    return resolve(raw, source=display_path(path), stack=stack, mirror_override=mirror_override)
+    return resolve(raw, source=display_path(path), stack=stack, mirror_override=mirror_override, stacks_dir=path.parent)
 
 
 def resolve(
@@ -61,15 +64,113 @@ def resolve(
     stack: str,
     mirror_override: str | None = None,
     decrypted: bool = False,
+    stacks_dir: Path = STACKS_DIR,
+    platform_raw: Mapping[str, Any] | None = None,
 ) -> ResolvedConfig:
-    """The typed, judged config; ConfigError carries every problem of form and of rule."""
-    resolved, problems = parse(raw, source, stack, mirror_override=mirror_override, decrypted=decrypted)
-    if resolved is not None:
-        problems = [*problems, *cross_field_problems(resolved.config, resolved.profile, source)]
-    if problems:
+    """The typed, judged config; ConfigError carries every problem of form and of rule.
+
+    A team stack (config/team_stacks.py) resolves to its platform's config with every team
+    stack's teams: `platform_raw` gives the platform's values (the engine's, decrypted), else
+    its file is read from `stacks_dir`, as are the other team stacks'."""
+    if not team_stacks.is_team_stack(raw):
+        return _resolve_platform(raw, source, stack, stack, {}, mirror_override, decrypted, stacks_dir)
+    own = team_stacks.read_team_stack(raw, source, stack)
+    platform_path = team_stacks.stack_path(stacks_dir, own.platform)
+    platform_source = display_path(platform_path)
+    if platform_raw is None:
+        platform_raw = read_stack_file(platform_path)
+    if team_stacks.is_team_stack(platform_raw):
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    team_stacks.PLATFORM_KEY,
+                    f"{own.platform!r} is itself a team stack (allowed: a platform stack)",
+                )
+            ]
+        )
+    return _resolve_platform(
+        platform_raw, platform_source, own.platform, stack, {stack: own}, mirror_override, decrypted, stacks_dir
+    )
+
+
+def _resolve_platform(
+    raw: Mapping[str, Any],
+    source: str,
+    platform: str,
+    running: str,
+    given: dict[str, team_stacks.TeamStack],
+    mirror_override: str | None,
+    decrypted: bool,
+    stacks_dir: Path,
+) -> ResolvedConfig:
+    resolved, problems = parse(raw, source, platform, mirror_override=mirror_override, decrypted=decrypted)
+    if resolved is None or problems:
         raise ConfigError(problems)
-    assert resolved is not None
-    return resolved
+    tenancy = resolved.config.modules.tenancy
+    listed = list(tenancy.team_stacks)
+    teams_key = "mlplatform:modules.tenancy.teamStacks"
+    if running != platform and running not in listed:
+        allowed = f"add {running!r} there" + (f"; it lists {', '.join(listed)}" if listed else "")
+        raise ConfigError([Problem(source, teams_key, f"does not list team stack {running!r} (allowed: {allowed})")])
+    placement: dict[str, str] = {}
+    if listed:
+        if not tenancy.enabled:
+            raise ConfigError([Problem(source, teams_key, "team stacks hold teams: enable modules.tenancy")])
+        if len(set(listed)) != len(listed) or platform in listed:
+            raise ConfigError(
+                [Problem(source, teams_key, f"{listed} (allowed: other stacks than this one, each once)")]
+            )
+        found = [given.get(name) or _read_team_stack(stacks_dir, name, platform) for name in listed]
+        merged, problems = parse(
+            team_stacks.with_teams(raw, found), source, platform, mirror_override=mirror_override, decrypted=decrypted
+        )
+        own = team_stacks.own_team_count(raw)
+        if merged is not None:
+            problems = [*problems, *cross_field_problems(merged.config, merged.profile, source)]
+        problems = team_stacks.attributed(problems, own, found)
+        if merged is None or problems:
+            raise ConfigError(problems)
+        resolved = merged
+        names = [team.name for team in resolved.config.modules.tenancy.teams]
+        index = own
+        for each in found:
+            for name in names[index : index + len(each.teams)]:
+                placement[name] = each.stack
+            index += len(each.teams)
+    else:
+        problems = cross_field_problems(resolved.config, resolved.profile, source)
+        if problems:
+            raise ConfigError(problems)
+    return dataclasses.replace(resolved, stack=running, platform_stack=platform, team_stacks=placement)
+
+
+def _read_team_stack(stacks_dir: Path, name: str, platform: str) -> team_stacks.TeamStack:
+    path = team_stacks.stack_path(stacks_dir, name)
+    raw = read_stack_file(path)
+    source = display_path(path)
+    if not team_stacks.is_team_stack(raw):
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    team_stacks.PLATFORM_KEY,
+                    f"missing: listed as a team stack of {platform!r} (allowed: {platform!r})",
+                )
+            ]
+        )
+    found = team_stacks.read_team_stack(raw, source, name)
+    if found.platform != platform:
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    team_stacks.PLATFORM_KEY,
+                    f"{found.platform!r}, but {platform!r} lists this stack among its team stacks (allowed: {platform!r})",
+                )
+            ]
+        )
+    return found
 
 
 def cross_field_problems(config: PlatformConfig, profile: Profile, source: str) -> list[Problem]:

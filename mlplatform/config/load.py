@@ -40,6 +40,11 @@ class ResolvedConfig:
     # Secret name -> value as the engine decrypted it; None where the stack holds only
     # ciphertext (validate, render). Absent names are not set.
     secrets: dict[str, str | None] = field(default_factory=dict, repr=False)
+    # The stack whose settings these are: `stack` itself, or the platform stack of a team stack.
+    platform_stack: str = ""
+    # Team name -> the team stack holding it (config/team_stacks.py); the platform's own teams
+    # are not listed.
+    team_stacks: dict[str, str] = field(default_factory=dict)
 
     @property
     def mirror_path(self) -> Path | None:

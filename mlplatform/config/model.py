@@ -67,6 +67,7 @@ DnsSubdomain = Annotated[str, AfterValidator(rules.DNS_SUBDOMAIN.validator)]
 # Label/annotation/taint keys and extended resource names (nvidia.com/gpu).
 QualifiedName = Annotated[str, AfterValidator(rules.QUALIFIED_NAME.validator)]
 LabelValue = Annotated[str, AfterValidator(rules.LABEL_VALUE.validator)]
+StackName = Annotated[str, AfterValidator(rules.STACK_NAME.validator)]
 # Free-form names (groups, instance types, regions): no stray whitespace or line breaks.
 Name = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(rules.TRIMMED.validator)]
 # A container image reference as the runtime takes it: one word, no whitespace.
@@ -359,6 +360,12 @@ class TenancySettings(ModuleToggle):
     namespace_prefix: Annotated[str, AfterValidator(rules.NAMESPACE_PREFIX.validator)] = "team-"
     queueing: QueueingSettings = QueueingSettings()
     egress: TeamEgress = TeamEgress()
+    # Stacks of this project that hold teams of their own: each one's file names this stack as
+    # `mlplatform:platformStack` and lists its teams under `mlplatform:teams`. Their teams are
+    # validated with these, get the same settings, and their objects are that stack's alone, so
+    # adding a team previews and applies a stack of a few teams, not the platform
+    # (docs/tenancy.md, "Team stacks").
+    team_stacks: list[StackName] = Field(default_factory=list, max_length=rules.MAX_TEAM_STACKS)
 
     def team_namespace(self, team: str) -> str:
         """The one place a team's namespace is named."""

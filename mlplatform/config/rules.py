@@ -106,6 +106,12 @@ NAMESPACE_PREFIX = Rule(
     "(prefix + team name must be a DNS-1123 label)",
     _namespace_prefix,
 )
+STACK_NAME = Rule(
+    "stack-name",
+    "at most 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit "
+    "(a Pulumi stack name that is also a label value: objects carry mlplatform.io/stack)",
+    lambda value: len(value) <= 63 and re.fullmatch(_NAME_PART_RE, value) is not None,
+)
 TRIMMED = Rule(
     "trimmed",
     "no whitespace at either end and no line breaks",
@@ -134,6 +140,8 @@ MAX_PODS_PER_TEAM = 150_000  # Kubernetes' largest supported cluster
 MAX_CLAIMS_PER_TEAM = 100_000
 MAX_GPUS_PER_TEAM = 100_000
 MAX_TEAMS = 1000
+# Team stacks one platform stack lists: each a stack to preview and apply on its own.
+MAX_TEAM_STACKS = 100
 MAX_NODE_POOLS = 500
 MAX_LIST_ITEMS = 1000
 MAX_MIG_INSTANCES = 7  # the most MIG devices one GPU splits into

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from mlplatform.config import ResolvedConfig
+from mlplatform.modules import placement
 from mlplatform.paths import STATE_ROOT
 from mlplatform.plain_data import plain_copy
 
@@ -144,6 +145,9 @@ class ModuleContext:
 
     def shared_namespace(self, name: str, upstream_labels: dict[str, str]) -> Any:
         if name not in self.namespaces:
+            if not placement.holds_platform():
+                self.namespaces[name] = placement.held_elsewhere()
+                return self.namespaces[name]
             if self.shared_owner is None:
                 raise RuntimeError("the program sets ModuleContext.shared_owner before building modules")
             labels = {**upstream_labels, **self.resolved.profile.namespace_labels, **self.labels}
@@ -287,7 +291,10 @@ _REPLACED_ON_CHANGE: dict[tuple[str, str], list[str]] = {
 
 
 def create_object(manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
-    """A Pulumi resource for one manifest (camelCase keys, as upstream YAML writes them)."""
+    """A Pulumi resource for one manifest (camelCase keys, as upstream YAML writes them); where
+    another stack of the platform holds the object (placement.py), the stand-in for it."""
+    if not placement.holds(manifest):
+        return placement.held_elsewhere()
     api_version, kind = manifest["apiVersion"], manifest["kind"]
     body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
     if kind in ("Secret", "ConfigMap"):

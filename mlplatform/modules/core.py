@@ -9,6 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from mlplatform import __version__
+from mlplatform.modules import placement
 from mlplatform.modules.base import ModuleContext
 from mlplatform.modules.contracts import CoreOutputs
 from mlplatform.paths import REPO_ROOT
@@ -25,6 +26,11 @@ class Core(pulumi.ComponentResource):
         config = ctx.resolved.config
         profile = ctx.resolved.profile
         labels = ctx.labels
+        if not placement.holds_platform():
+            # A team stack: the platform stack holds both objects.
+            self.outputs = CoreOutputs(namespace=pulumi.Output.from_input(config.platform.namespace), labels=labels)
+            self.register_outputs({"namespace": self.outputs.namespace})
+            return
 
         self.namespace = k8s.core.v1.Namespace(
             config.platform.namespace,

@@ -30,6 +30,7 @@ from typing import Any
 import pulumi
 import yaml
 
+from mlplatform.modules import placement
 from mlplatform.modules.base import CRD_TYPE, ModuleContext, create_object
 from mlplatform.paths import REPO_ROOT
 
@@ -226,6 +227,8 @@ def install_crds(
     remove the CRDs of the old one, and with them every object of their kinds)."""
     if not manifests:
         return []
+    if not placement.holds_platform():
+        return [placement.held_elsewhere()]
     if ctx.resolved.config.platform.crd_install == "objects":
         return [create_object(dict(m), ctx.child_opts(owner, depends_on=list(depends_on))) for m in manifests]
     import pulumi_kubernetes as k8s

@@ -27,6 +27,7 @@ from mlplatform.gpu.plugin_config import (
     mig_parted_config,
 )
 from mlplatform.gpu.pools import DEFAULT_NAMESPACES, pool_selector
+from mlplatform.modules import placement
 from mlplatform.modules.base import Module, ModuleContext, create_object
 from mlplatform.modules.contracts import GpuOutputs, MonitoringOutputs
 from mlplatform.modules.crd_bundle import install_crds
@@ -528,6 +529,8 @@ class GpuLayer(Module):
     def _operator_helm(self) -> None:
         import pulumi_kubernetes as k8s
 
+        if not placement.holds_platform():
+            return
         source = self._sources["gpu-operator"]
         k8s.helm.v3.Release(
             "gpu-operator",

@@ -20,7 +20,7 @@ import yaml
 from mlplatform.charts import helm_template
 from mlplatform.config import ResolvedConfig
 from mlplatform.config.model import AlertmanagerSettings, PrometheusSettings
-from mlplatform.modules import base
+from mlplatform.modules import base, placement
 from mlplatform.modules.base import FORCE_ANNOTATION, Module, ModuleContext, create_object, target_kube_version
 from mlplatform.modules.contracts import MonitoringOutputs, ScrapeTarget
 from mlplatform.modules.crd_bundle import install_crds
@@ -571,6 +571,8 @@ class Monitoring(Module):
         since other tenants may rely on it."""
         import pulumi_kubernetes as k8s
 
+        if not placement.holds_platform():
+            return
         live = read_cluster_monitoring_config(self._ctx.resolved)
         try:
             text = with_user_workload_enabled(live)

@@ -14,6 +14,7 @@ from mlplatform.config.model import Team
 from mlplatform.modules.base import Module, ModuleContext, create_object
 from mlplatform.modules.contracts import GpuOutputs, MonitoringOutputs, TenancyOutputs
 from mlplatform.modules.crd_bundle import install_crds
+from mlplatform.modules.placement import TEAM_LABEL
 from mlplatform.tenancy import kueue, network, profiles, rbac
 from mlplatform.upstream import kustomize_build
 
@@ -98,7 +99,7 @@ class Tenancy(Module):
     def _team(self, team: Team, namespace: str, gpu_names: tuple[str, ...]) -> str:
         ctx = self._ctx
         profile = ctx.resolved.profile
-        labels = {**self._labels, "mlplatform.io/team": team.name}
+        labels = {**self._labels, TEAM_LABEL: team.name}
         ns_labels = {
             **labels,
             **profile.namespace_labels,
@@ -217,8 +218,10 @@ class Tenancy(Module):
         groups = kueue.gpu_groups(pools, capacity)
         for team in settings.teams:
             namespace = settings.team_namespace(team.name)
+            # Cluster-scoped but the team's: the label says whose (and which stack holds it).
+            team_labels = {**self._labels, TEAM_LABEL: team.name}
             create_object(
-                kueue.cluster_queue(team, namespace, groups, capacity, settings.queueing.cohort, self._labels),
+                kueue.cluster_queue(team, namespace, groups, capacity, settings.queueing.cohort, team_labels),
                 after_controller,
             )
             create_object(
