@@ -2,7 +2,7 @@
 
     python benchmarks/bench_engine.py [--quick] [--stacks lab openshift cloud] [--ups 20]
         [--crashes 20] [--fresh-crashes 3] [--drifts 20] [--teams 10 100 500]
-        [--only cost scale crash fresh-crash drift]
+        [--team-stacks 500 10] [--only cost scale team-stacks crash fresh-crash drift]
 
 - cost and idempotency, per stack on a fresh plane: cold `up` (readiness awaited) with its
   resource count and the peak memory of the CLI, the language host with the program, and the
@@ -21,6 +21,9 @@
   without those) and one `up --continue-on-error` (is each field back?);
 - cold `up`s (cost, scale) run as `mlplatform up` runs them: a stack that holds no resources
   writes its state once at the end; `--every-step-checkpoints` checkpoints every step instead;
+- team stacks: the scale section's 500 teams split over 10 team stacks: cold `up` of the
+  platform and of each team stack, state per team; one team added to a team stack: its
+  `preview` and `up`, and the platform's `preview` after it (no change);
 - scale, last because it is the longest: the lab stack's core, GPU layer and tenancy with 10,
   100, 500 teams: cold `up`, no-op `preview`, and the `preview` of adding one team.
 
@@ -276,6 +279,83 @@ def scale_section(sizes: list[int], scratch: Path, every_step: bool = False) -> 
             stop_plane(plane)
 
 
+def team_stacks_section(teams: int, stacks: int, scratch: Path) -> None:
+    """The scale section's stack with its teams split evenly over team stacks (the platform keeps
+    none): cold `up` of the platform, then of each team stack; then one team added to the last
+    team stack: its `preview` and `up`, and the platform's `preview`, which must show no change."""
+    print(f"\n## Team stacks: core + GPU layer + tenancy, {teams} teams over {stacks} team stacks (ML services off)")
+    folder = scratch / f"team-stacks-{teams}"
+    folder.mkdir()
+    document = yaml.safe_load(stack_with_teams(teams + 1, folder).read_text())
+    tenancy = document["config"]["mlplatform:modules"]["tenancy"]
+    everyone, added = tenancy["teams"][:teams], tenancy["teams"][teams]
+    names = [f"lab-teams-{index:02d}" for index in range(stacks)]
+    tenancy["teams"], tenancy["teamStacks"] = [], names
+    platform_file = folder / "Pulumi.lab.yaml"
+    platform_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    per_stack = -(-teams // stacks)
+    plane, platform = new_engine("lab", scratch, SCALE_PLANES + 4, stack_file=platform_file)
+    try:
+        engines = []
+        for index, name in enumerate(names):
+            chunk = everyone[index * per_stack : (index + 1) * per_stack]
+            path = folder / f"Pulumi.{name}.yaml"
+            path.write_text(yaml.safe_dump({"config": {"mlplatform:platformStack": "lab", "mlplatform:teams": chunk}}))
+            engines.append(platform.beside(name, path))
+        print(
+            "| stack | teams | resources | cold up s | its CPU s (CLI / host+program / provider) | peak MiB (all) | state MB | load |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        total_s = total_resources = total_mb = 0.0
+        for engine in [platform, *engines]:
+            as_mlplatform_up(engine)
+            seconds, summary, usage = timed_up(engine)
+            held = len(
+                yaml.safe_load((engine.project / "stacks" / f"Pulumi.{engine.stack}.yaml").read_text())["config"].get(
+                    "mlplatform:teams", []
+                )
+            )
+            state_mb = state_megabytes(engine, engine.stack)
+            total_s, total_resources, total_mb = (
+                total_s + seconds,
+                total_resources + sum(summary.values()),
+                total_mb + state_mb,
+            )
+            print(
+                f"| {engine.stack} | {held} | {sum(summary.values())} | {seconds:.1f} | {cpu_split(usage)} "
+                f"| {mib(usage.total)} | {state_mb:.2f} | {load()} |",
+                flush=True,
+            )
+        print(
+            f"\nAll {teams} teams: {total_resources:.0f} resources, cold `up`s one after the other {total_s:.0f} s "
+            f"({total_s / max(total_resources, 1):.3f} s per resource), state {total_mb:.1f} MB "
+            f"({1000 * total_mb / teams:.0f} kB per team with the platform's share)"
+        )
+        last = engines[-1]
+        noop = last.pulumi("preview", "--json").check()
+        stack_path = last.project / "stacks" / f"Pulumi.{last.stack}.yaml"
+        team_document = yaml.safe_load(stack_path.read_text())
+        team_document["config"]["mlplatform:teams"].append(added)
+        stack_path.write_text(yaml.safe_dump(team_document, sort_keys=False))
+        as_mlplatform_up(last)
+        plus_one = last.pulumi("preview", "--json").check()
+        up_s, up_changes, _ = timed_up(last)
+        platform_preview = platform.pulumi("preview", "--json").check()
+        print(
+            f"\n| {last.stack} (one team stack of {len(team_document['config']['mlplatform:teams']) - 1} teams) | s | changes |"
+        )
+        print("|---|---|---|")
+        print(f"| no-op `preview` | {noop.seconds:.1f} | {change_summary(noop)} |")
+        print(f"| add one team: `preview` | {plus_one.seconds:.1f} | {change_summary(plus_one)} |")
+        print(f"| add one team: `up` | {up_s:.1f} | {up_changes} |")
+        print(
+            f"| the platform's `preview` after it | {platform_preview.seconds:.1f} | {change_summary(platform_preview)} |"
+        )
+        print(f"load {load()}", flush=True)
+    finally:
+        stop_plane(plane)
+
+
 CRASH_TEAMS = 5
 
 
@@ -483,13 +563,25 @@ def drift_section(count: int, scratch: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: lab only, 3 ups, 3 crashes, 10 and 100 teams")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: lab only, 3 ups, 3 crashes, 10 and 100 teams, 20 teams over 2 team stacks",
+    )
     parser.add_argument("--stacks", nargs="+", default=["lab", "openshift", "cloud"])
     parser.add_argument("--ups", type=int, default=20)
     parser.add_argument("--crashes", type=int, default=20)
     parser.add_argument("--drifts", type=int, default=20)
     parser.add_argument("--teams", type=int, nargs="+", default=[10, 100, 500])
-    parser.add_argument("--only", nargs="+", choices=["cost", "scale", "crash", "fresh-crash", "drift"])
+    parser.add_argument("--only", nargs="+", choices=["cost", "scale", "team-stacks", "crash", "fresh-crash", "drift"])
+    parser.add_argument(
+        "--team-stacks",
+        type=int,
+        nargs=2,
+        default=[500, 10],
+        metavar=("TEAMS", "STACKS"),
+        help="the team-stacks section: TEAMS teams split over STACKS team stacks",
+    )
     parser.add_argument("--fresh-crashes", type=int, default=3, help="kill -9 trials of a fresh install")
     parser.add_argument("--seed", type=int, default=20261201, help="seed of the kill moments")
     parser.add_argument(
@@ -500,9 +592,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.stacks, args.ups, args.crashes, args.teams = ["lab"], 3, 3, [10, 100]
+        args.team_stacks = [20, 2]
     # The 500-team cold `up` is the longest step of all (tens of minutes), so scale goes last: a
     # run cut short still holds the idempotency, crash and drift tables.
-    sections = args.only or ["cost", "crash", "fresh-crash", "drift", "scale"]
+    sections = args.only or ["cost", "crash", "fresh-crash", "drift", "team-stacks", "scale"]
     print(f"# Pulumi engine on the local plane — {time.strftime('%Y-%m-%d %H:%M')}, {machine()}, load {load()}")
     with tempfile.TemporaryDirectory(prefix="mlp-engine-") as folder:
         scratch = Path(folder)
@@ -514,6 +607,8 @@ def main() -> None:
             fresh_crash_section(args.fresh_crashes, args.seed, scratch)
         if "drift" in sections:
             drift_section(args.drifts, scratch)
+        if "team-stacks" in sections:
+            team_stacks_section(*args.team_stacks, scratch)
         if "scale" in sections:
             scale_section(args.teams, scratch, args.every_step_checkpoints)
 

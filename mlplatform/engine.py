@@ -105,6 +105,13 @@ class EngineStack:
         for name, value in sorted((secrets or {}).items()):
             self.pulumi("config", "set", "--secret", "--path", f"mlplatform:secrets.{name}", value).check()
 
+    def beside(self, stack: str, stack_file: Path) -> EngineStack:
+        """Another stack of the same project copy and backend (a team stack), initialised."""
+        other = EngineStack(stack, self.folder, self.state_dir, dict(self.extra_env))
+        shutil.copy(stack_file, self.project / "stacks" / f"Pulumi.{stack}.yaml")
+        other.pulumi("stack", "init", stack).check()
+        return other
+
     def pulumi(self, *args: str, timeout: float = 3600) -> Run:
         full = [*args, "--non-interactive"] if args[0] not in ("stack", "config") else list(args)
         if args[0] not in ("stack",):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -84,9 +85,15 @@ def platform_stack_values(values: dict[str, Any], stack: str) -> dict[str, Any]:
     """A team stack's platform config as the engine would hand it to the platform's program
     (secrets decrypted), after checking that the platform stack was applied listing this one:
     its objects (CRDs, roles, controllers) are what the team's wait for."""
+    from mlplatform.stack_secrets import checkout_config_file
+
     platform = str(values.get(team_stacks.PLATFORM_KEY))
+    # Where `mlplatform up` keeps the platform's config in this checkout (a local plane's
+    # generated secrets), the CLI reads it there.
+    local = checkout_config_file(platform, running_stacks_dir().parent)
+    config_file = ["--config-file", str(local)] if local else []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        config = pool.submit(_pulumi_json, "config", "--show-secrets", "--json", "--stack", platform)
+        config = pool.submit(_pulumi_json, "config", "--show-secrets", "--json", "--stack", platform, *config_file)
         outputs = pool.submit(_pulumi_json, "stack", "output", "--json", "--stack", platform)
         config_values, applied = config.result(), outputs.result()
     if stack not in (applied.get("teamStacks") or []):
@@ -98,7 +105,9 @@ def platform_stack_values(values: dict[str, Any], stack: str) -> dict[str, Any]:
 
 
 def _pulumi_json(*args: str) -> dict[str, Any]:
-    proc = subprocess.run(["pulumi", *args], capture_output=True, text=True)
+    # As `mlplatform up` reads a per-checkout file written before its salt was known.
+    env = {"PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER": "true", **os.environ}
+    proc = subprocess.run(["pulumi", *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise pulumi.RunError(f"`pulumi {' '.join(args)}` failed: {detail[0]}")

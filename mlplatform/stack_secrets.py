@@ -109,6 +109,17 @@ def _write_yaml(path: Path, document: dict[str, Any]) -> None:
     atomic_write(path, yaml.safe_dump(document, sort_keys=False), new_file_mode=0o600)
 
 
+def checkout_config_file(stack: str, project: Path) -> Path | None:
+    """The per-checkout config file `mlplatform up` keeps for a stack (StackSecrets.per_checkout),
+    where there is one and the committed file holds no secrets settings; else None: the
+    committed file is the stack's config."""
+    local = STATE_ROOT / "stacks" / f"Pulumi.{stack}.yaml"
+    committed = _read_yaml(project / "stacks" / f"Pulumi.{stack}.yaml")
+    if not local.is_file() or any(key in committed for key in SECRETS_SETTINGS_KEYS):
+        return None
+    return local
+
+
 @dataclass
 class StackSecrets:
     """One stack's secrets and where they live; `env` is the Pulumi CLI's (cli.engine_env)."""
