@@ -139,14 +139,15 @@ def test_the_deployed_program_imports_no_dev_tool():
 
 def test_modules_meet_through_contracts_only():
     """A module knows another only by its typed outputs (modules/contracts.py): no module file
-    imports another module's file. base, contracts, services and crd_bundle are shared helpers;
-    the registry and the program compose."""
+    imports another module's file. base, contracts, services, crd_bundle and placement are shared
+    helpers; the registry and the program compose."""
     graph = import_graph()
     shared = {
         "mlplatform.modules.base",
         "mlplatform.modules.contracts",
         "mlplatform.modules.services",
         "mlplatform.modules.crd_bundle",
+        "mlplatform.modules.placement",
     }
     composers = {"mlplatform.modules.registry", "mlplatform.modules"}
     modules = {name for name in graph if name.startswith("mlplatform.modules.")} - shared - composers
