@@ -123,7 +123,9 @@ def up(monkeypatch, tmp_path):
             modules=modules or ModulesSettings(),
             platform=SimpleNamespace(crd_install=crd_install),
         )
-        monkeypatch.setattr(cli, "load_or_report", lambda stack: SimpleNamespace(stack=stack, platform_stack=stack, config=config))
+        monkeypatch.setattr(
+            cli, "load_or_report", lambda stack: SimpleNamespace(stack=stack, platform_stack=stack, config=config)
+        )
 
         def ensure(tool, rebuild=False, link=True):
             calls.tools.append(tool.name)

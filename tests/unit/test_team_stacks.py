@@ -22,9 +22,12 @@ from tests.conftest import REPO_ROOT, render_shared
 STACK_LABEL = "mlplatform.io/stack"
 
 
-def lab_split(folder: Path, own: int = 1, team_stack: str = "lab-teams-a") -> tuple[Path, Path, list[dict]]:
-    """The shipped lab stack with all but its first `own` teams moved to one team stack."""
-    document = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())
+def lab_split(
+    folder: Path, own: int = 1, team_stack: str = "lab-teams-a", document: dict | None = None
+) -> tuple[Path, Path, list[dict]]:
+    """The shipped lab stack (or `document`, a stack file) with all but its first `own` teams
+    moved to one team stack."""
+    document = copy.deepcopy(document or yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text()))
     tenancy = document["config"]["mlplatform:modules"]["tenancy"]
     teams = tenancy["teams"]
     tenancy["teams"] = teams[:own]
@@ -151,6 +154,37 @@ def test_placement_gives_a_team_its_namespace_its_namespace_objects_and_its_labe
 
 
 # -- objects ---------------------------------------------------------------------------------
+
+
+def test_kueue_queues_of_a_team_are_its_stacks(tmp_path, mirror, monkeypatch):
+    """The lab with the GPU layer and tenancy only, its teams queued by Kueue: a team's
+    ClusterQueue (cluster-scoped, labelled with the team) and LocalQueue go with the team."""
+    monkeypatch.setenv("MLPLATFORM_MIRROR", str(mirror))
+    document = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.lab.yaml").read_text())
+    for name, module in document["config"]["mlplatform:modules"].items():
+        module["enabled"] = name in ("gpu", "tenancy")
+    document["config"]["mlplatform:modules"]["tenancy"]["queueing"] = {"backend": "kueue"}
+    unsplit = tmp_path / "unsplit"
+    unsplit.mkdir()
+    (unsplit / "Pulumi.lab.yaml").write_text(yaml.safe_dump(document))
+    platform_file, team_file, moved = lab_split(tmp_path, document=document)
+    renders = {}
+    for path in (unsplit / "Pulumi.lab.yaml", platform_file, team_file):
+        stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        config = stack_config_strings(yaml.safe_load(path.read_text())["config"])
+        recorder, _ = run_program(stack, config, path.parent)
+        renders[path] = keyed(manifests_of(recorder, stack))
+    whole, platform, team = renders.values()
+    assert not set(platform) & set(team)
+    assert set(platform) | set(team) == set(whole)
+    for key, manifest in [*platform.items(), *team.items()]:
+        assert without_stack_label(manifest) == without_stack_label(whole[key]), key
+    queues = {key for key in team if key[0] in ("ClusterQueue", "LocalQueue")}
+    assert queues == {
+        *(("ClusterQueue", "", f"team-{t['name']}") for t in moved),
+        *(("LocalQueue", f"team-{t['name']}", "default") for t in moved),
+    }
+    assert {key[0] for key in platform} >= {"ClusterQueue", "ResourceFlavor", "Deployment"}
 
 
 @pytest.fixture(scope="module")
