@@ -15,26 +15,20 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import yaml
 
-from mlplatform.cli import require_engine
 from mlplatform.engine import EngineStack, change_summary, changes
 from mlplatform.paths import REPO_ROOT
 from mlplatform.render import render_manifests
 from tests.e2e.conftest import start_plane
 from tests.e2e.test_render_apply import labelled_inventory
 
+# The engine and the mirror, checked once for the module (autouse).
+from tests.engine.test_pulumi_lifecycle import engine_ready  # noqa: F401
+
 PORT_OFFSET = 1000
 TEAM_STACK = "lab-teams-a"
 ENGINE_ENV = {"PULUMI_SKIP_CHECKPOINTS": "true"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def engine_ready():
-    reason = require_engine()
-    if reason:
-        pytest.fail(reason, pytrace=False)
 
 
 def split_stacks(folder):
