@@ -426,11 +426,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from mlplatform.stack_secrets import SecretsError, StackSecrets, missing_lines
 
     store = StackSecrets(args.stack, resolved, env)
-    # A team stack's services and secrets are its platform stack's (config/team_stacks.py).
-    team_stack = resolved.stack != resolved.platform_stack
     try:
         store.ensure_stack()
-        generated, missing = store.generate() if not team_stack else ([], [])
+        # A team stack's services and secrets are its platform stack's (config/team_stacks.py).
+        generated, missing = store.generate() if not resolved.is_team_stack else ([], [])
     except SecretsError as exc:
         print(f"mlplatform up: {exc}", file=sys.stderr)
         return 1
@@ -442,7 +441,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from mlplatform import checkpoints
 
     fresh = checkpoints.is_fresh(args.stack, REPO_ROOT, env)
-    if not fresh and not team_stack and resolved.config.platform.crd_install == "release":
+    if not fresh and not resolved.is_team_stack and resolved.config.platform.crd_install == "release":
         # A stack installed with each CRD a resource of its own: its CRDs move into the releases
         # first (a plain `up` would stop at Helm's refusal to take them over).
         from mlplatform.config.load import read_stack_file, stack_location

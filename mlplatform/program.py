@@ -17,7 +17,7 @@ import yaml
 
 from mlplatform import simulated_target as simulated
 from mlplatform.config import ConfigError, ResolvedConfig, team_stacks
-from mlplatform.config.load import config_from_pulumi_env, display_path
+from mlplatform.config.load import config_from_pulumi_env, display_path, stack_file
 from mlplatform.modules import placement
 from mlplatform.modules.base import (
     ModuleContext,
@@ -69,19 +69,19 @@ def running_stacks_dir() -> Path:
 def load_running_stack() -> ResolvedConfig:
     stack = pulumi.get_stack()
     folder = running_stacks_dir()
-    source = display_path(folder / f"Pulumi.{stack}.yaml")
+    source = display_path(stack_file(stack, folder))
     values = stack_config()
     try:
         platform_raw = None
         if team_stacks.is_team_stack(values) and not under_mocks():
-            platform_raw = platform_stack_values(values, stack)
+            platform_raw = platform_stack_values(values, stack, folder)
         return resolve(values, source=source, stack=stack, decrypted=True, stacks_dir=folder, platform_raw=platform_raw)
     except ConfigError as exc:
         # RunError stops the update with our message alone, before any resource is registered.
         raise pulumi.RunError(f"invalid stack config ({len(exc.problems)} problem(s)):\n{exc}") from None
 
 
-def platform_stack_values(values: dict[str, Any], stack: str) -> dict[str, Any]:
+def platform_stack_values(values: dict[str, Any], stack: str, stacks_dir: Path) -> dict[str, Any]:
     """A team stack's platform config as the engine would hand it to the platform's program
     (secrets decrypted), after checking that the platform stack was applied listing this one:
     its objects (CRDs, roles, controllers) are what the team's wait for."""
@@ -90,7 +90,7 @@ def platform_stack_values(values: dict[str, Any], stack: str) -> dict[str, Any]:
     platform = str(values.get(team_stacks.PLATFORM_KEY))
     # Where `mlplatform up` keeps the platform's config in this checkout (a local plane's
     # generated secrets), the CLI reads it there.
-    local = checkout_config_file(platform, running_stacks_dir().parent)
+    local = checkout_config_file(platform, stacks_dir)
     config_file = ["--config-file", str(local)] if local else []
     with ThreadPoolExecutor(max_workers=2) as pool:
         config = pool.submit(_pulumi_json, "config", "--show-secrets", "--json", "--stack", platform, *config_file)
@@ -177,7 +177,8 @@ def _compose(components: dict[str, pulumi.ComponentResource]) -> Iterator[None]:
     """The stack's composition, pausing (yield) where registrations so far may go out; fills
     `components` with the module components by name."""
     resolved = load_running_stack()
-    placement.use(placement_of(resolved))
+    where = placement_of(resolved)
+    placement.use(where)
     require_secrets(resolved)
     keep_project_frames_only()
     # Every CRD gets these, whether registered on its own or in a module's CRD release.
@@ -222,13 +223,14 @@ def _compose(components: dict[str, pulumi.ComponentResource]) -> Iterator[None]:
     pulumi.export("platformNamespace", core.outputs.namespace)
     pulumi.export("modules", ["core", *resolved.config.modules.enabled_names()])
     outputs = stack_outputs(ctx.outputs)
-    if resolved.stack != resolved.platform_stack:
+    if where is not None and "teamNamespaces" in outputs:
+        # The teams this stack holds.
+        outputs["teamNamespaces"] = {t: ns for t, ns in outputs["teamNamespaces"].items() if where.holds_team(t)}
+    if resolved.is_team_stack:
         # A team stack: its teams; the platform's outputs are the platform stack's.
         pulumi.export("platformStack", resolved.platform_stack)
-        outputs = {"teamNamespaces": held_teams(resolved, outputs.get("teamNamespaces") or {})}
-    elif "teamNamespaces" in outputs and resolved.team_stacks:
-        outputs["teamNamespaces"] = held_teams(resolved, outputs["teamNamespaces"])
-    if resolved.config.modules.tenancy.team_stacks and resolved.stack == resolved.platform_stack:
+        outputs = {"teamNamespaces": outputs.get("teamNamespaces") or {}}
+    elif resolved.config.modules.tenancy.team_stacks:
         # What a team stack checks before it applies: the platform was applied listing it.
         pulumi.export("teamStacks", list(resolved.config.modules.tenancy.team_stacks))
     for key, value in outputs.items():
@@ -237,7 +239,7 @@ def _compose(components: dict[str, pulumi.ComponentResource]) -> Iterator[None]:
 
 def placement_of(resolved: ResolvedConfig) -> Placement | None:
     """None where the stack holds every object of its config (no team stacks)."""
-    if not resolved.team_stacks and resolved.stack == resolved.platform_stack:
+    if not resolved.team_stacks and not resolved.is_team_stack:
         return None
     tenancy = resolved.config.modules.tenancy
     return Placement(
@@ -246,15 +248,6 @@ def placement_of(resolved: ResolvedConfig) -> Placement | None:
         team_stack=dict(resolved.team_stacks),
         namespace_stack={tenancy.team_namespace(team): stack for team, stack in resolved.team_stacks.items()},
     )
-
-
-def held_teams(resolved: ResolvedConfig, namespaces: dict[str, str]) -> dict[str, str]:
-    """The teams (name -> namespace) the running stack holds."""
-    return {
-        team: ns
-        for team, ns in namespaces.items()
-        if resolved.team_stacks.get(team, resolved.platform_stack) == resolved.stack
-    }
 
 
 def stack_outputs(outputs: dict[str, Any]) -> dict[str, Any]:

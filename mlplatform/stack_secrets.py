@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from mlplatform.config import ResolvedConfig
+from mlplatform.config.load import stack_file
 from mlplatform.config.model import SECRET_NAMES
 from mlplatform.paths import REPO_ROOT, STATE_ROOT
 from mlplatform.safe_write import atomic_write
@@ -109,13 +110,18 @@ def _write_yaml(path: Path, document: dict[str, Any]) -> None:
     atomic_write(path, yaml.safe_dump(document, sort_keys=False), new_file_mode=0o600)
 
 
-def checkout_config_file(stack: str, project: Path) -> Path | None:
+def _holds_secrets_settings(committed: Path) -> bool:
+    """Whether a committed stack file carries its own secrets provider or salt."""
+    document = _read_yaml(committed)
+    return any(key in document for key in SECRETS_SETTINGS_KEYS)
+
+
+def checkout_config_file(stack: str, stacks_dir: Path) -> Path | None:
     """The per-checkout config file `mlplatform up` keeps for a stack (StackSecrets.per_checkout),
-    where there is one and the committed file holds no secrets settings; else None: the
-    committed file is the stack's config."""
-    local = STATE_ROOT / "stacks" / f"Pulumi.{stack}.yaml"
-    committed = _read_yaml(project / "stacks" / f"Pulumi.{stack}.yaml")
-    if not local.is_file() or any(key in committed for key in SECRETS_SETTINGS_KEYS):
+    where there is one and the committed file in `stacks_dir` holds no secrets settings; else
+    None: the committed file is the stack's config."""
+    local = stack_file(stack, STATE_ROOT / "stacks")
+    if not local.is_file() or _holds_secrets_settings(stack_file(stack, stacks_dir)):
         return None
     return local
 
@@ -132,16 +138,15 @@ class StackSecrets:
 
     @property
     def stack_file(self) -> Path:
-        return self.project / "stacks" / f"Pulumi.{self.stack}.yaml"
+        return stack_file(self.stack, self.project / "stacks")
 
     @property
     def per_checkout(self) -> bool:
-        committed = _read_yaml(self.stack_file)
-        return targets_local_plane(self.resolved) and not any(key in committed for key in SECRETS_SETTINGS_KEYS)
+        return targets_local_plane(self.resolved) and not _holds_secrets_settings(self.stack_file)
 
     @property
     def local_file(self) -> Path:
-        return self.local_dir / f"Pulumi.{self.stack}.yaml"
+        return stack_file(self.stack, self.local_dir)
 
     def config_file(self) -> Path:
         """The file the Pulumi CLI reads this stack's config from."""

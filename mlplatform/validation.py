@@ -20,6 +20,7 @@ from mlplatform.config.load import (
     parse,
     read_stack_file,
     repo_path,
+    stack_file,
     stack_location,
 )
 from mlplatform.config.model import CLOUD_PROVIDERS, PlatformConfig
@@ -75,7 +76,7 @@ def resolve(
     if not team_stacks.is_team_stack(raw):
         return _resolve_platform(raw, source, stack, stack, {}, mirror_override, decrypted, stacks_dir)
     own = team_stacks.read_team_stack(raw, source, stack)
-    platform_path = team_stacks.stack_path(stacks_dir, own.platform)
+    platform_path = stack_file(own.platform, stacks_dir)
     platform_source = display_path(platform_path)
     if platform_raw is None:
         platform_raw = read_stack_file(platform_path)
@@ -105,48 +106,49 @@ def _resolve_platform(
     stacks_dir: Path,
 ) -> ResolvedConfig:
     resolved, problems = parse(raw, source, platform, mirror_override=mirror_override, decrypted=decrypted)
-    if resolved is None or problems:
+    if resolved is None:
         raise ConfigError(problems)
     tenancy = resolved.config.modules.tenancy
     listed = list(tenancy.team_stacks)
     teams_key = "mlplatform:modules.tenancy.teamStacks"
     if running != platform and running not in listed:
         allowed = f"add {running!r} there" + (f"; it lists {', '.join(listed)}" if listed else "")
-        raise ConfigError([Problem(source, teams_key, f"does not list team stack {running!r} (allowed: {allowed})")])
-    placement: dict[str, str] = {}
-    if listed:
-        if not tenancy.enabled:
-            raise ConfigError([Problem(source, teams_key, "team stacks hold teams: enable modules.tenancy")])
-        if len(set(listed)) != len(listed) or platform in listed:
-            raise ConfigError(
-                [Problem(source, teams_key, f"{listed} (allowed: other stacks than this one, each once)")]
-            )
-        found = [given.get(name) or _read_team_stack(stacks_dir, name, platform) for name in listed]
-        merged, problems = parse(
-            team_stacks.with_teams(raw, found), source, platform, mirror_override=mirror_override, decrypted=decrypted
-        )
-        own = team_stacks.own_team_count(raw)
-        if merged is not None:
-            problems = [*problems, *cross_field_problems(merged.config, merged.profile, source)]
-        problems = team_stacks.attributed(problems, own, found)
-        if merged is None or problems:
-            raise ConfigError(problems)
-        resolved = merged
-        names = [team.name for team in resolved.config.modules.tenancy.teams]
-        index = own
-        for each in found:
-            for name in names[index : index + len(each.teams)]:
-                placement[name] = each.stack
-            index += len(each.teams)
-    else:
-        problems = cross_field_problems(resolved.config, resolved.profile, source)
+        problems.append(Problem(source, teams_key, f"does not list team stack {running!r} (allowed: {allowed})"))
+        raise ConfigError(problems)
+    if not listed:
+        # Problems of form and of rule, all at once.
+        problems = [*problems, *cross_field_problems(resolved.config, resolved.profile, source)]
         if problems:
             raise ConfigError(problems)
-    return dataclasses.replace(resolved, stack=running, platform_stack=platform, team_stacks=placement)
+        return dataclasses.replace(resolved, stack=running, platform_stack=platform)
+    if not tenancy.enabled:
+        problems.append(Problem(source, teams_key, "team stacks hold teams: enable modules.tenancy"))
+    if len(set(listed)) != len(listed) or platform in listed:
+        problems.append(Problem(source, teams_key, f"{listed} (allowed: other stacks than this one, each once)"))
+    if problems:
+        raise ConfigError(problems)
+    found = [given.get(name) or _read_team_stack(stacks_dir, name, platform) for name in listed]
+    merged, problems = parse(
+        team_stacks.with_teams(raw, found), source, platform, mirror_override=mirror_override, decrypted=decrypted
+    )
+    own = team_stacks.own_team_count(raw)
+    if merged is not None:
+        problems = [*problems, *cross_field_problems(merged.config, merged.profile, source)]
+    problems = team_stacks.attributed(problems, own, found)
+    if merged is None or problems:
+        raise ConfigError(problems)
+    names = [team.name for team in merged.config.modules.tenancy.teams]
+    placement: dict[str, str] = {}
+    index = own
+    for each in found:
+        for name in names[index : index + len(each.teams)]:
+            placement[name] = each.stack
+        index += len(each.teams)
+    return dataclasses.replace(merged, stack=running, platform_stack=platform, team_stacks=placement)
 
 
 def _read_team_stack(stacks_dir: Path, name: str, platform: str) -> team_stacks.TeamStack:
-    path = team_stacks.stack_path(stacks_dir, name)
+    path = stack_file(name, stacks_dir)
     raw = read_stack_file(path)
     source = display_path(path)
     if not team_stacks.is_team_stack(raw):

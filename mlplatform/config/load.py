@@ -47,6 +47,10 @@ class ResolvedConfig:
     team_stacks: dict[str, str] = field(default_factory=dict)
 
     @property
+    def is_team_stack(self) -> bool:
+        return self.stack != self.platform_stack
+
+    @property
     def mirror_path(self) -> Path | None:
         return repo_path(self.config.mirror.path) if self.config.mirror.path else None
 
@@ -67,8 +71,8 @@ class ResolvedConfig:
         return {name: s.version for name, s in upstream_sources(self.lock_path, self.config.versions.pins).items()}
 
 
-def stack_file(stack: str) -> Path:
-    return STACKS_DIR / f"Pulumi.{stack}.yaml"
+def stack_file(stack: str, stacks_dir: Path = STACKS_DIR) -> Path:
+    return stacks_dir / f"Pulumi.{stack}.yaml"
 
 
 def display_path(path: Path) -> str:

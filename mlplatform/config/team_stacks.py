@@ -13,7 +13,6 @@ import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mlplatform.config import rules
@@ -101,7 +100,3 @@ def attributed(problems: list[Problem], own: int, team_stacks: list[TeamStack]) 
         first, _, each = home
         moved.append(Problem(each.source, f"{TEAMS_KEY}[{index - first}]{match.group(2)}", problem.message))
     return moved
-
-
-def stack_path(stacks_dir: Path, stack: str) -> Path:
-    return stacks_dir / f"Pulumi.{stack}.yaml"

@@ -46,10 +46,16 @@ class Placement:
             return self.namespace_stack.get(metadata.get("name"), self.platform_stack)
         labels = metadata.get("labels") or {}
         team = labels.get(TEAM_LABEL) if isinstance(labels, Mapping) else None
-        return self.team_stack.get(team, self.platform_stack) if isinstance(team, str) else self.platform_stack
+        return self.team_holder(team) if isinstance(team, str) else self.platform_stack
+
+    def team_holder(self, team: str) -> str:
+        return self.team_stack.get(team, self.platform_stack)
 
     def holds(self, manifest: Mapping[str, Any]) -> bool:
         return self.holder(manifest) == self.stack
+
+    def holds_team(self, team: str) -> bool:
+        return self.team_holder(team) == self.stack
 
 
 # The running program's placement; None: the stack holds all of its objects (no team stacks).
@@ -62,10 +68,6 @@ def use(placement: Placement | None) -> None:
     global _current, _stand_in
     _current = placement
     _stand_in = None
-
-
-def current() -> Placement | None:
-    return _current
 
 
 def holds(manifest: Mapping[str, Any]) -> bool:

@@ -124,7 +124,7 @@ def up(monkeypatch, tmp_path):
             platform=SimpleNamespace(crd_install=crd_install),
         )
         monkeypatch.setattr(
-            cli, "load_or_report", lambda stack: SimpleNamespace(stack=stack, platform_stack=stack, config=config)
+            cli, "load_or_report", lambda stack: SimpleNamespace(stack=stack, is_team_stack=False, config=config)
         )
 
         def ensure(tool, rebuild=False, link=True):
